@@ -1,0 +1,27 @@
+//! egress-proxy: an egress proxy that sandboxed commands must go through to reach the network.
+//!
+//! # Layout
+//!
+//! The modules follow the path of one connection:
+//!
+//! - [`config`]: TOML files (native, Codex `config.toml`, `requirements.toml`) and flags, layered
+//!   into one immutable [`config::Config`].
+//! - [`policy`]: the engine other sandboxes embed. It knows nothing about sockets:
+//!   [`policy::host`] canonicalises hosts, [`policy::matcher`] matches compiled domain rules,
+//!   [`policy::classifier`] names IP ranges, [`policy::unix`] maps Unix-socket paths, and
+//!   [`policy::Policy`] turns all of it into one [`policy::Decision`] with a stable reason code.
+//! - [`dns`]: resolves names with hickory, once per connection; [`policy::Policy::check_resolved`]
+//!   then classifies every answer and hands back the exact addresses a listener may dial.
+//! - [`net`]: what listeners share: the gate (decide, resolve once, classify), the dialler
+//!   that connects only to checked addresses, the relay, the accept loop.
+//! - [`audit`] and [`cli`] at the edges.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod http;
+pub mod net;
+pub mod policy;

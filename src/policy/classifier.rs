@@ -1,0 +1,389 @@
+//! The IP classifier: one named table of non-public ranges, used at load time and per
+//! connection, so an address can never be judged two different ways.
+//!
+//! IPv6 addresses that carry an IPv4 address (mapped `::ffff:0:0/96`, compatible `::/96`,
+//! NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are classified as that IPv4 address: otherwise
+//! `[::ffff:127.0.0.1]` would pass as a public IPv6 address and reach loopback.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The class of an address. Every variant has a stable name used in reason codes
+/// (`non-public-ip:<class>`), logs, metrics and `check` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpClass {
+    Public,
+    Unspecified,
+    Loopback,
+    Private,
+    Cgnat,
+    LinkLocal,
+    Ula,
+    Reserved,
+    Documentation,
+    Benchmarking,
+    Multicast,
+    Broadcast,
+    Teredo,
+}
+
+impl IpClass {
+    pub const fn name(self) -> &'static str {
+        match self {
+            IpClass::Public => "public",
+            IpClass::Unspecified => "unspecified",
+            IpClass::Loopback => "loopback",
+            IpClass::Private => "private",
+            IpClass::Cgnat => "cgnat",
+            IpClass::LinkLocal => "link-local",
+            IpClass::Ula => "ula",
+            IpClass::Reserved => "reserved",
+            IpClass::Documentation => "documentation",
+            IpClass::Benchmarking => "benchmarking",
+            IpClass::Multicast => "multicast",
+            IpClass::Broadcast => "broadcast",
+            IpClass::Teredo => "teredo",
+        }
+    }
+
+    pub const fn is_public(self) -> bool {
+        matches!(self, IpClass::Public)
+    }
+
+    /// Local destinations a user may open on purpose (`allow_local_binding`, or an exact
+    /// IP-literal / `localhost` allow rule). Every other non-public class is never reachable:
+    /// nothing legitimate lives at an unspecified, multicast, broadcast, reserved,
+    /// documentation, benchmarking or Teredo address.
+    pub const fn is_local(self) -> bool {
+        matches!(
+            self,
+            IpClass::Loopback
+                | IpClass::Private
+                | IpClass::Cgnat
+                | IpClass::LinkLocal
+                | IpClass::Ula
+        )
+    }
+}
+
+impl fmt::Display for IpClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The IPv4 table, most specific first (broadcast sits inside 240.0.0.0/4).
+const V4: &[(Ipv4Addr, u8, IpClass)] = &[
+    (Ipv4Addr::new(255, 255, 255, 255), 32, IpClass::Broadcast),
+    (Ipv4Addr::new(0, 0, 0, 0), 8, IpClass::Unspecified),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, IpClass::Private),
+    (Ipv4Addr::new(100, 64, 0, 0), 10, IpClass::Cgnat),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, IpClass::Loopback),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, IpClass::LinkLocal),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, IpClass::Private),
+    (Ipv4Addr::new(192, 0, 0, 0), 24, IpClass::Reserved),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, IpClass::Documentation),
+    (Ipv4Addr::new(192, 88, 99, 0), 24, IpClass::Reserved),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, IpClass::Private),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, IpClass::Benchmarking),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, IpClass::Documentation),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, IpClass::Documentation),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, IpClass::Multicast),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, IpClass::Reserved),
+];
+
+/// The IPv6 table, most specific first. The IPv4-carrying prefixes are handled before it.
+const V6: &[(Ipv6Addr, u8, IpClass)] = &[
+    (Ipv6Addr::UNSPECIFIED, 128, IpClass::Unspecified),
+    (Ipv6Addr::LOCALHOST, 128, IpClass::Loopback),
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        IpClass::Private,
+    ),
+    (
+        Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+        64,
+        IpClass::Reserved,
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+        IpClass::Documentation,
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        32,
+        IpClass::Teredo,
+    ),
+    (
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        IpClass::LinkLocal,
+    ),
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        IpClass::Private,
+    ),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, IpClass::Ula),
+    (
+        Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+        8,
+        IpClass::Multicast,
+    ),
+];
+
+/// The named table as `(network, class)` rows, for documentation and the admin API.
+pub fn ranges() -> impl Iterator<Item = (ipnet::IpNet, IpClass)> {
+    let v4 = V4.iter().map(|&(net, len, class)| {
+        let net = ipnet::Ipv4Net::new(net, len).expect("static prefix is valid");
+        (ipnet::IpNet::V4(net), class)
+    });
+    let v6 = V6.iter().map(|&(net, len, class)| {
+        let net = ipnet::Ipv6Net::new(net, len).expect("static prefix is valid");
+        (ipnet::IpNet::V6(net), class)
+    });
+    v4.chain(v6)
+}
+
+pub fn classify(ip: IpAddr) -> IpClass {
+    match ip {
+        IpAddr::V4(ip) => classify_v4(ip),
+        IpAddr::V6(ip) => match embedded_v4(ip) {
+            Some(v4) => classify_v4(v4),
+            None => classify_v6(ip),
+        },
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> IpClass {
+    let bits = u32::from(ip);
+    V4.iter()
+        .find(|&&(net, len, _)| bits & mask32(len) == u32::from(net))
+        .map_or(IpClass::Public, |&(_, _, class)| class)
+}
+
+fn classify_v6(ip: Ipv6Addr) -> IpClass {
+    let bits = u128::from(ip);
+    V6.iter()
+        .find(|&&(net, len, _)| bits & mask128(len) == u128::from(net))
+        .map_or(IpClass::Public, |&(_, _, class)| class)
+}
+
+/// The IPv4 address an IPv6 address carries, if it is of a form that delivers to it.
+pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    let low32 = Ipv4Addr::from(bits as u32);
+    let s = ip.segments();
+    if bits >> 32 == 0xffff {
+        return Some(low32); // ::ffff:0:0/96, IPv4-mapped
+    }
+    if bits >> 32 == 0 && bits > 1 {
+        return Some(low32); // ::/96, IPv4-compatible (:: and ::1 are their own rows)
+    }
+    if bits >> 32 == u128::from(u32::from_be_bytes([0, 0x64, 0xff, 0x9b])) << 64 {
+        return Some(low32); // 64:ff9b::/96, NAT64
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2]))); // 6to4
+    }
+    None
+}
+
+const fn mask32(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len)
+    }
+}
+
+const fn mask128(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use IpClass::*;
+
+    fn c(s: &str) -> IpClass {
+        classify(s.parse().unwrap())
+    }
+
+    /// Every row of the table at its first and last address, and the neighbours just outside.
+    #[test]
+    fn every_range_at_its_boundaries() {
+        let cases: &[(&str, IpClass)] = &[
+            ("0.0.0.0", Unspecified),
+            ("0.255.255.255", Unspecified),
+            ("1.0.0.0", Public),
+            ("9.255.255.255", Public),
+            ("10.0.0.0", Private),
+            ("10.255.255.255", Private),
+            ("11.0.0.0", Public),
+            ("100.63.255.255", Public),
+            ("100.64.0.0", Cgnat),
+            ("100.127.255.255", Cgnat),
+            ("100.128.0.0", Public),
+            ("126.255.255.255", Public),
+            ("127.0.0.0", Loopback),
+            ("127.0.0.1", Loopback),
+            ("127.255.255.255", Loopback),
+            ("128.0.0.0", Public),
+            ("169.253.255.255", Public),
+            ("169.254.0.0", LinkLocal),
+            ("169.254.169.254", LinkLocal),
+            ("169.254.255.255", LinkLocal),
+            ("169.255.0.0", Public),
+            ("172.15.255.255", Public),
+            ("172.16.0.0", Private),
+            ("172.31.255.255", Private),
+            ("172.32.0.0", Public),
+            ("191.255.255.255", Public),
+            ("192.0.0.0", Reserved),
+            ("192.0.0.255", Reserved),
+            ("192.0.1.0", Public),
+            ("192.0.1.255", Public),
+            ("192.0.2.0", Documentation),
+            ("192.0.2.255", Documentation),
+            ("192.0.3.0", Public),
+            ("192.88.98.255", Public),
+            ("192.88.99.0", Reserved),
+            ("192.88.99.255", Reserved),
+            ("192.88.100.0", Public),
+            ("192.167.255.255", Public),
+            ("192.168.0.0", Private),
+            ("192.168.255.255", Private),
+            ("192.169.0.0", Public),
+            ("198.17.255.255", Public),
+            ("198.18.0.0", Benchmarking),
+            ("198.19.255.255", Benchmarking),
+            ("198.20.0.0", Public),
+            ("198.51.99.255", Public),
+            ("198.51.100.0", Documentation),
+            ("198.51.100.255", Documentation),
+            ("198.51.101.0", Public),
+            ("203.0.112.255", Public),
+            ("203.0.113.0", Documentation),
+            ("203.0.113.255", Documentation),
+            ("203.0.114.0", Public),
+            ("223.255.255.255", Public),
+            ("224.0.0.0", Multicast),
+            ("239.255.255.255", Multicast),
+            ("240.0.0.0", Reserved),
+            ("255.255.255.254", Reserved),
+            ("255.255.255.255", Broadcast),
+            ("8.8.8.8", Public),
+            ("1.1.1.1", Public),
+            // IPv6
+            ("::", Unspecified),
+            ("::1", Loopback),
+            ("::2", Unspecified), // compatible form of 0.0.0.2
+            ("fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Public),
+            ("fe80::", LinkLocal),
+            ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", LinkLocal),
+            ("fec0::", Private),
+            ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Private),
+            ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Public),
+            ("fc00::", Ula),
+            ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Ula),
+            ("ff00::", Multicast),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Multicast),
+            ("ff02::1", Multicast),
+            ("ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Public),
+            ("100::", Reserved),
+            ("100::ffff:ffff:ffff:ffff", Reserved),
+            ("100:0:0:1::", Public),
+            ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", Public),
+            ("2001:db8::", Documentation),
+            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Documentation),
+            ("2001:db9::", Public),
+            ("2001::", Teredo),
+            ("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", Teredo),
+            ("2001:1::", Public),
+            ("2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Public),
+            ("64:ff9b:1::", Private),
+            ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", Private),
+            ("64:ff9b:2::", Public),
+            ("2606:4700:4700::1111", Public),
+            ("2a00:1450:4001::1", Public),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(c(ip), *want, "{ip}");
+        }
+    }
+
+    /// IPv6 forms that deliver to an IPv4 address are judged as that address.
+    #[test]
+    fn embedded_ipv4_is_classified_as_ipv4() {
+        let cases: &[(&str, IpClass)] = &[
+            ("::ffff:127.0.0.1", Loopback),
+            ("::ffff:7f00:1", Loopback),
+            ("::ffff:10.0.0.1", Private),
+            ("::ffff:169.254.169.254", LinkLocal),
+            ("::ffff:8.8.8.8", Public),
+            ("::ffff:0.0.0.0", Unspecified),
+            ("::127.0.0.1", Loopback),
+            ("::192.168.1.1", Private),
+            ("::8.8.8.8", Public),
+            ("64:ff9b::127.0.0.1", Loopback),
+            ("64:ff9b::a9fe:a9fe", LinkLocal),
+            ("64:ff9b::8.8.8.8", Public),
+            ("2002:7f00:1::", Loopback),
+            ("2002:a00:1::1", Private),
+            ("2002:c0a8:101::", Private),
+            ("2002:808:808::", Public),
+            ("2002:e000:1::", Multicast),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(c(ip), *want, "{ip}");
+        }
+        // Neighbours of the embedding prefixes are not unwrapped.
+        assert_eq!(embedded_v4("::fffe:7f00:1".parse().unwrap()), None);
+        assert_eq!(embedded_v4("64:ff9b:0:0:1::7f00:1".parse().unwrap()), None);
+        assert_eq!(embedded_v4("2003:7f00:1::".parse().unwrap()), None);
+        assert_eq!(embedded_v4("::1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn local_and_never_reachable_classes() {
+        for class in [Loopback, Private, Cgnat, LinkLocal, Ula] {
+            assert!(class.is_local() && !class.is_public(), "{class}");
+        }
+        for class in [
+            Unspecified,
+            Reserved,
+            Documentation,
+            Benchmarking,
+            Multicast,
+            Broadcast,
+            Teredo,
+        ] {
+            assert!(!class.is_local() && !class.is_public(), "{class}");
+        }
+        assert!(Public.is_public() && !Public.is_local());
+    }
+
+    #[test]
+    fn the_published_table_agrees_with_classify() {
+        let rows: Vec<_> = ranges().collect();
+        assert_eq!(rows.len(), V4.len() + V6.len());
+        for (net, class) in rows {
+            assert_eq!(classify(net.network()), class, "{net}");
+            // 255.255.255.255 is its own row inside 240.0.0.0/4.
+            let last = net.broadcast();
+            let want = if last == IpAddr::V4(Ipv4Addr::BROADCAST) {
+                Broadcast
+            } else {
+                class
+            };
+            assert_eq!(classify(last), want, "{net}");
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! Host canonicalisation: the one function every listener, `check` and the pattern compiler use,
+//! so that a host is compared in exactly one spelling.
+//!
+//! Parsing follows the WHATWG URL host parser (via the `url` crate): percent-decoding, UTS-46
+//! mapping to punycode, lowercase, and every legacy IPv4 spelling (`127.1`, `0x7f.0.0.1`,
+//! `2130706433`, `0177.0.0.1`) turned into the dotted quad. On top of WHATWG we are stricter,
+//! because a proxy must never forward what it could not name: one trailing dot is stripped,
+//! and empty labels, over-long labels or names, `@`, whitespace and control characters are
+//! rejected. Plain lowercase LDH names (the common case) skip the WHATWG parser and are
+//! borrowed, so canonicalising them allocates nothing.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Why a host was rejected; rendered after "invalid host: ".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidHost {
+    #[error("empty host")]
+    Empty,
+    #[error("control character, whitespace or `@` in host")]
+    ForbiddenChar,
+    #[error("not a valid host name or IP address")]
+    Unparseable,
+    #[error("IPv6 address without brackets")]
+    UnbracketedIpv6,
+    #[error("empty label")]
+    EmptyLabel,
+    #[error("label longer than 63 octets")]
+    LabelTooLong,
+    #[error("name longer than 253 octets")]
+    NameTooLong,
+    #[error("missing port")]
+    MissingPort,
+    #[error("port must be 1-65535")]
+    BadPort,
+    #[error("unsupported URL scheme")]
+    BadScheme,
+}
+
+/// A canonical host: a lowercase ASCII name without trailing dot, or an IP address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host<'a> {
+    Name(Cow<'a, str>),
+    Ip(IpAddr),
+}
+
+impl Host<'_> {
+    pub fn into_owned(self) -> Host<'static> {
+        match self {
+            Host::Name(name) => Host::Name(Cow::Owned(name.into_owned())),
+            Host::Ip(ip) => Host::Ip(ip),
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(name) => f.write_str(name),
+            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+        }
+    }
+}
+
+/// A canonical destination: host and port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target<'a> {
+    pub host: Host<'a>,
+    pub port: u16,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(host: Host<'a>, port: u16) -> Self {
+        Target { host, port }
+    }
+
+    /// Parses `host:port`, `[v6]:port`, or (with `default_port`) a bare `host` / `[v6]`,
+    /// as found in a CONNECT request line, a Host header or a SOCKS domain name.
+    pub fn parse_authority(input: &'a str, default_port: Option<u16>) -> Result<Self, InvalidHost> {
+        let (host, port) = split_authority(input)?;
+        let port = match port {
+            Some(port) => parse_port(port)?,
+            None => default_port.ok_or(InvalidHost::MissingPort)?,
+        };
+        Ok(Target {
+            host: canonicalize(host)?,
+            port,
+        })
+    }
+
+    /// Parses an absolute URL (`http`, `https`, `ws`, `wss`, `ftp`); the port defaults to the
+    /// scheme's. Userinfo is ignored the way a browser ignores it, so
+    /// `http://allowed.test@127.0.0.1/` is the destination 127.0.0.1.
+    pub fn parse_url(input: &str) -> Result<Target<'static>, InvalidHost> {
+        if input.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(InvalidHost::ForbiddenChar);
+        }
+        let url = url::Url::parse(input).map_err(|_| InvalidHost::Unparseable)?;
+        if !matches!(url.scheme(), "http" | "https" | "ws" | "wss" | "ftp") {
+            return Err(InvalidHost::BadScheme);
+        }
+        let host = url.host_str().ok_or(InvalidHost::Empty)?;
+        let port = url
+            .port_or_known_default()
+            .ok_or(InvalidHost::MissingPort)?;
+        if port == 0 {
+            return Err(InvalidHost::BadPort);
+        }
+        Ok(Target {
+            host: canonicalize(host)?.into_owned(),
+            port,
+        })
+    }
+
+    pub fn into_owned(self) -> Target<'static> {
+        Target {
+            host: self.host.into_owned(),
+            port: self.port,
+        }
+    }
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Splits an authority into host and optional port text without interpreting either.
+pub(crate) fn split_authority(input: &str) -> Result<(&str, Option<&str>), InvalidHost> {
+    if let Some(rest) = input.strip_prefix('[') {
+        let end = rest.find(']').ok_or(InvalidHost::Unparseable)?;
+        let host = &input[..end + 2];
+        return match &rest[end + 1..] {
+            "" => Ok((host, None)),
+            tail => match tail.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err(InvalidHost::Unparseable),
+            },
+        };
+    }
+    match input.rfind(':') {
+        Some(i) if input[..i].contains(':') => Err(InvalidHost::UnbracketedIpv6),
+        Some(i) => Ok((&input[..i], Some(&input[i + 1..]))),
+        None => Ok((input, None)),
+    }
+}
+
+pub(crate) fn parse_port(text: &str) -> Result<u16, InvalidHost> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidHost::BadPort);
+    }
+    match text.parse::<u16>() {
+        Ok(0) | Err(_) => Err(InvalidHost::BadPort),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// Canonicalises a host (no port). IPv6 must be bracketed.
+pub fn canonicalize(input: &str) -> Result<Host<'_>, InvalidHost> {
+    if input.is_empty() {
+        return Err(InvalidHost::Empty);
+    }
+    if input
+        .bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'@' || b == b'\\')
+    {
+        return Err(InvalidHost::ForbiddenChar);
+    }
+    if let Some(name) = fast_name(input) {
+        return check_name(name);
+    }
+    if input.contains(':') && !input.starts_with('[') {
+        return Err(InvalidHost::UnbracketedIpv6);
+    }
+    match url::Host::parse(input).map_err(|_| InvalidHost::Unparseable)? {
+        url::Host::Ipv4(ip) => Ok(Host::Ip(IpAddr::V4(ip))),
+        url::Host::Ipv6(ip) => Ok(Host::Ip(IpAddr::V6(ip))),
+        url::Host::Domain(name) => {
+            if name.bytes().any(|b| b == b'@' || b <= b' ' || b == 0x7f) {
+                return Err(InvalidHost::ForbiddenChar);
+            }
+            match check_name(Cow::Owned(name))? {
+                Host::Name(name) => Ok(Host::Name(Cow::Owned(name.into_owned()))),
+                ip => Ok(ip),
+            }
+        }
+    }
+}
+
+/// Returns the name, lowercased, when WHATWG parsing could not change it beyond case: only
+/// ASCII letters, digits, `-`, `_` and dots, no punycode label to validate, and a last label
+/// that does not start with a digit (so it can never be read as an IPv4 number).
+fn fast_name(input: &str) -> Option<Cow<'_, str>> {
+    let bytes = input.as_bytes();
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return None;
+    }
+    let trimmed = input.strip_suffix('.').unwrap_or(input);
+    let last = trimmed.rsplit('.').next().unwrap_or("");
+    if last.bytes().next().is_none_or(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if input
+        .split('.')
+        .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+    {
+        return None;
+    }
+    if bytes.iter().any(u8::is_ascii_uppercase) {
+        Some(Cow::Owned(input.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(input))
+    }
+}
+
+/// Applies the rules WHATWG leaves open: one trailing dot, no empty labels, DNS lengths.
+fn check_name(name: Cow<'_, str>) -> Result<Host<'_>, InvalidHost> {
+    let len = name.strip_suffix('.').unwrap_or(&name).len();
+    if len == 0 {
+        return Err(InvalidHost::EmptyLabel);
+    }
+    if len > 253 {
+        return Err(InvalidHost::NameTooLong);
+    }
+    // WHATWG lets `*`, `$`, `{` and friends through; no resolvable name contains them.
+    if !name[..len]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(InvalidHost::ForbiddenChar);
+    }
+    for label in name[..len].split('.') {
+        if label.is_empty() {
+            return Err(InvalidHost::EmptyLabel);
+        }
+        if label.len() > 63 {
+            return Err(InvalidHost::LabelTooLong);
+        }
+    }
+    Ok(Host::Name(match name {
+        Cow::Borrowed(s) => Cow::Borrowed(&s[..len]),
+        Cow::Owned(mut s) => {
+            s.truncate(len);
+            Cow::Owned(s)
+        }
+    }))
+}
+
+/// `localhost` and its subdomains are loopback by definition (RFC 6761) and never go to DNS.
+pub fn is_localhost(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn name(s: &str) -> Result<Host<'static>, InvalidHost> {
+        Ok(Host::Name(Cow::Owned(s.to_string())))
+    }
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> Result<Host<'static>, InvalidHost> {
+        Ok(Host::Ip(IpAddr::V4(Ipv4Addr::new(a, b, c, d))))
+    }
+    fn v6(s: &str) -> Result<Host<'static>, InvalidHost> {
+        Ok(Host::Ip(IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())))
+    }
+
+    #[test]
+    fn canonicalises_the_odd_encodings_of_ssrf_write_ups() {
+        use InvalidHost::*;
+        let cases: &[(&str, Result<Host<'static>, InvalidHost>)] = &[
+            // plain names, case, trailing dot
+            ("example.com", name("example.com")),
+            ("EXAMPLE.com", name("example.com")),
+            ("example.com.", name("example.com")),
+            ("Example.COM.", name("example.com")),
+            ("under_score.example", name("under_score.example")),
+            ("example.com..", Err(EmptyLabel)),
+            ("a..b", Err(EmptyLabel)),
+            (".example.com", Err(EmptyLabel)),
+            (".", Err(EmptyLabel)),
+            ("", Err(Empty)),
+            // legacy IPv4 spellings of loopback
+            ("127.0.0.1", v4(127, 0, 0, 1)),
+            ("127.1", v4(127, 0, 0, 1)),
+            ("127.0.1", v4(127, 0, 0, 1)),
+            ("2130706433", v4(127, 0, 0, 1)),
+            ("0x7f000001", v4(127, 0, 0, 1)),
+            ("0x7f.0.0.1", v4(127, 0, 0, 1)),
+            ("0X7F.0.0.1", v4(127, 0, 0, 1)),
+            ("0177.0.0.1", v4(127, 0, 0, 1)),
+            ("0177.0.0.01", v4(127, 0, 0, 1)),
+            ("017700000001", v4(127, 0, 0, 1)),
+            ("0x7f.1", v4(127, 0, 0, 1)),
+            ("127.0.0.1.", v4(127, 0, 0, 1)),
+            ("0", v4(0, 0, 0, 0)),
+            ("0.0.0.0", v4(0, 0, 0, 0)),
+            ("169.254.169.254", v4(169, 254, 169, 254)),
+            ("0xa9fea9fe", v4(169, 254, 169, 254)),
+            ("2852039166", v4(169, 254, 169, 254)),
+            ("0251.0376.0251.0376", v4(169, 254, 169, 254)),
+            ("10.0x1.0", v4(10, 1, 0, 0)),
+            // percent-encoded forms decode before parsing
+            ("127%2e0%2e0%2e1", v4(127, 0, 0, 1)),
+            ("%31%32%37.0.0.1", v4(127, 0, 0, 1)),
+            ("exa%6dple.com", name("example.com")),
+            ("evil.com%00.example.com", Err(Unparseable)),
+            ("evil.com%40example.com", Err(Unparseable)),
+            // numeric last label that is not IPv4
+            ("1.2.3.4.5", Err(Unparseable)),
+            ("example.123", Err(Unparseable)),
+            ("256.0.0.1", Err(Unparseable)),
+            ("0x100000000", Err(Unparseable)),
+            ("example.0x7f", Err(Unparseable)),
+            ("1.2.3.08", Err(Unparseable)),
+            // a digit-leading label that is not all digits is still a name
+            ("example.1a", name("example.1a")),
+            ("1password.com", name("1password.com")),
+            // IPv6: brackets required, embedded IPv4 kept for the classifier
+            ("[::1]", v6("::1")),
+            ("[0:0:0:0:0:0:0:1]", v6("::1")),
+            ("[::ffff:127.0.0.1]", v6("::ffff:7f00:1")),
+            ("[::ffff:7f00:1]", v6("::ffff:7f00:1")),
+            ("[::127.0.0.1]", v6("::7f00:1")),
+            ("[64:ff9b::127.0.0.1]", v6("64:ff9b::7f00:1")),
+            ("[2002:7f00:1::]", v6("2002:7f00:1::")),
+            ("[FE80::1]", v6("fe80::1")),
+            ("::1", Err(UnbracketedIpv6)),
+            ("[fe80::1%25eth0]", Err(Unparseable)),
+            ("[fe80::1%eth0]", Err(Unparseable)),
+            ("[::1", Err(Unparseable)),
+            ("[127.0.0.1]", Err(Unparseable)),
+            // IDNA: UTS-46 mapping, homoglyphs and full-width dots
+            ("bücher.de", name("xn--bcher-kva.de")),
+            ("BÜCHER.de", name("xn--bcher-kva.de")),
+            ("xn--bcher-kva.de", name("xn--bcher-kva.de")),
+            ("ｅｘａｍｐｌｅ.com", name("example.com")),
+            ("example。com", name("example.com")),
+            ("example．com", name("example.com")),
+            ("example｡com", name("example.com")),
+            ("１２７.０.０.１", v4(127, 0, 0, 1)),
+            ("ex\u{ad}ample.com", name("example.com")),
+            ("аpple.com", name("xn--pple-43d.com")),
+            ("xn--zz.com", Err(Unparseable)),
+            ("ⓔⓧⓐⓜⓟⓛⓔ.com", name("example.com")),
+            // forbidden characters and userinfo tricks
+            ("allowed.test@127.0.0.1", Err(ForbiddenChar)),
+            ("exa mple.com", Err(ForbiddenChar)),
+            ("example.com\r\nx", Err(ForbiddenChar)),
+            ("example.com\0", Err(ForbiddenChar)),
+            ("example.com\t", Err(ForbiddenChar)),
+            ("example.com\\@evil", Err(ForbiddenChar)),
+            ("exa#mple.com", Err(Unparseable)),
+            ("exa/mple.com", Err(Unparseable)),
+            ("exa?mple.com", Err(Unparseable)),
+            ("example.com:80", Err(UnbracketedIpv6)),
+            ("a:b:c", Err(UnbracketedIpv6)),
+            ("*.example.com", Err(ForbiddenChar)),
+            ("exa$mple.com", Err(ForbiddenChar)),
+            ("exa{mple}.com", Err(ForbiddenChar)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                &canonicalize(input).map(Host::into_owned),
+                want,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enforces_dns_lengths() {
+        let label63 = "a".repeat(63);
+        let label64 = "a".repeat(64);
+        assert!(canonicalize(&format!("{label63}.com")).is_ok());
+        assert_eq!(
+            canonicalize(&format!("{label64}.com")),
+            Err(InvalidHost::LabelTooLong)
+        );
+        // 253 octets is the longest name; one more is rejected, with or without trailing dot.
+        let name253 = format!("{0}.{0}.{0}.{1}", label63, "a".repeat(61));
+        assert_eq!(name253.len(), 253);
+        assert!(canonicalize(&name253).is_ok());
+        assert!(canonicalize(&format!("{name253}.")).is_ok());
+        assert_eq!(
+            canonicalize(&format!("a{name253}")),
+            Err(InvalidHost::NameTooLong)
+        );
+    }
+
+    #[test]
+    fn plain_lowercase_names_are_borrowed() {
+        assert!(matches!(
+            canonicalize("api.github.com"),
+            Ok(Host::Name(Cow::Borrowed("api.github.com")))
+        ));
+        assert!(matches!(
+            canonicalize("api.github.com."),
+            Ok(Host::Name(Cow::Borrowed("api.github.com")))
+        ));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_whatwg_parser() {
+        for input in [
+            "example.com",
+            "EXAMPLE.COM",
+            "a-b_c.d-e.example",
+            "x.y.z.",
+            "1a.b2.c3d",
+            "abc.d1",
+            "-lead.example",
+            "trail-.example",
+        ] {
+            let fast =
+                check_name(fast_name(input).expect("fast path applies")).map(Host::into_owned);
+            let slow = match url::Host::parse(input).unwrap() {
+                url::Host::Domain(d) => check_name(Cow::Owned(d)).map(Host::into_owned),
+                other => panic!("{input}: {other:?}"),
+            };
+            assert_eq!(fast, slow, "{input}");
+        }
+        for input in [
+            "127.1",
+            "a.0x10",
+            "xn--bcher-kva.de",
+            "a.XN--bcher-kva",
+            "a.9",
+        ] {
+            assert!(
+                fast_name(input).is_none(),
+                "{input} must take the slow path"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_authorities() {
+        let t = Target::parse_authority("Example.com:443", None).unwrap();
+        assert_eq!(t.to_string(), "example.com:443");
+        let t = Target::parse_authority("[::1]:8080", None).unwrap();
+        assert_eq!(t.to_string(), "[::1]:8080");
+        let t = Target::parse_authority("[::1]", Some(80)).unwrap();
+        assert_eq!(t.to_string(), "[::1]:80");
+        let t = Target::parse_authority("127.1:22", None).unwrap();
+        assert_eq!(t.to_string(), "127.0.0.1:22");
+        let t = Target::parse_authority("example.com", Some(80)).unwrap();
+        assert_eq!(t.port, 80);
+        use InvalidHost::*;
+        for (input, err) in [
+            ("example.com", MissingPort),
+            ("example.com:", BadPort),
+            ("example.com:0", BadPort),
+            ("example.com:65536", BadPort),
+            ("example.com:+80", BadPort),
+            ("example.com:080x", BadPort),
+            ("example.com:000443", BadPort),
+            ("::1:80", UnbracketedIpv6),
+            ("[::1]x", Unparseable),
+            ("[::1]:", BadPort),
+            (":80", Empty),
+            ("user@example.com:80", ForbiddenChar),
+        ] {
+            assert_eq!(Target::parse_authority(input, None), Err(err), "{input}");
+        }
+    }
+
+    #[test]
+    fn parses_urls_the_way_a_client_would() {
+        let cases = [
+            ("http://example.com/x?y", "example.com:80"),
+            ("https://example.com", "example.com:443"),
+            ("https://example.com:8443/", "example.com:8443"),
+            ("http://allowed.test@127.0.0.1/", "127.0.0.1:80"),
+            ("http://allowed.test:pw@127.1:8080/", "127.0.0.1:8080"),
+            ("http://127.0.0.1#@allowed.test/", "127.0.0.1:80"),
+            ("http://[::ffff:127.0.0.1]/", "[::ffff:127.0.0.1]:80"),
+            ("http://0x7f.1/", "127.0.0.1:80"),
+            ("HTTP://EXAMPLE.COM./", "example.com:80"),
+            ("ws://example.com/", "example.com:80"),
+            ("wss://example.com/", "example.com:443"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                Target::parse_url(input).unwrap().to_string(),
+                want,
+                "{input}"
+            );
+        }
+        assert_eq!(
+            Target::parse_url("file:///etc/passwd"),
+            Err(InvalidHost::BadScheme)
+        );
+        assert_eq!(
+            Target::parse_url("gopher://example.com/"),
+            Err(InvalidHost::BadScheme)
+        );
+        assert_eq!(
+            Target::parse_url("http://exa mple.com/"),
+            Err(InvalidHost::ForbiddenChar)
+        );
+        assert_eq!(Target::parse_url("http://"), Err(InvalidHost::Unparseable));
+    }
+
+    #[test]
+    fn localhost_names() {
+        assert!(is_localhost("localhost"));
+        assert!(is_localhost("app.localhost"));
+        assert!(!is_localhost("localhost.example.com"));
+        assert!(!is_localhost("notlocalhost"));
+    }
+}

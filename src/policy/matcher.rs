@@ -1,0 +1,475 @@
+//! The compiled domain matcher.
+//!
+//! Rules are split by shape into hash tables keyed by name: exact names (and the apex of
+//! `**.` rules) in one, the parents of `*.`/`**.` rules in another. A lookup walks the host's
+//! label-boundary suffixes (`a.b.example.com`, `b.example.com`, `example.com`, `com`), so it
+//! costs one hash probe per label whatever the number of rules, allocates nothing, and can
+//! never match across a label (`evil-example.com` is not under `example.com`). In-label globs
+//! and the global `*` are checked last, so plain rules stay fast.
+//!
+//! Deny beats allow: a lookup stops at the first deny it meets, and reports the most specific
+//! allow (exact, then apex, then the longest suffix, then globs, then `*`) otherwise.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+use ipnet::IpNet;
+
+use super::classifier;
+use super::pattern::{glob_label_matches, Pattern, PatternKind};
+use super::spec::{Action, Origin};
+
+/// A rule as the policy reports it: normalised pattern text and where it was written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub pattern: Box<str>,
+    pub action: Action,
+    pub origin: Origin,
+    pub managed: bool,
+}
+
+/// Shared handle to a rule; cloning it into a decision costs a reference count, not a copy.
+pub type RuleRef = Arc<RuleInfo>;
+
+/// How specifically an allow rule named the destination. Only `Exact` rules (a name, an IP
+/// literal or a CIDR) can open a local destination when `allow_local_binding` is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllowKind {
+    Exact,
+    Wildcard,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    rule: u32,
+    action: Action,
+    port: Option<u16>,
+    kind: AllowKind,
+}
+
+impl Entry {
+    /// With `port = Some(p)` this asks "does the rule apply to port p"; the shadow check
+    /// passes the allow rule's own scope, so a port-scoped deny only covers the same port.
+    fn applies(&self, port: Option<u16>) -> bool {
+        self.port.is_none() || self.port == port
+    }
+}
+
+/// The result of a lookup: rule indices into [`Matcher::rule`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Match {
+    pub deny: Option<u32>,
+    pub allow: Option<(u32, AllowKind)>,
+}
+
+impl Match {
+    fn scan<'e>(&mut self, entries: impl IntoIterator<Item = &'e Entry>, port: Option<u16>) {
+        for entry in entries {
+            if !entry.applies(port) {
+                continue;
+            }
+            match entry.action {
+                Action::Deny => {
+                    self.deny = Some(entry.rule);
+                    return;
+                }
+                Action::Allow if self.allow.is_none() => {
+                    self.allow = Some((entry.rule, entry.kind));
+                }
+                Action::Allow => {}
+            }
+        }
+    }
+}
+
+type Table<K> = HashMap<K, Vec<Entry>, RandomState>;
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    rules: Vec<RuleRef>,
+    /// Exact names and the apex of `**.` rules.
+    names: Table<Box<str>>,
+    /// Parents of `*.` and `**.` rules: an entry under `example.com` covers `x.example.com`.
+    parents: Table<Box<str>>,
+    deny_globs: Vec<(Box<[Box<str>]>, Entry)>,
+    allow_globs: Vec<(Box<[Box<str>]>, Entry)>,
+    ips: Table<IpAddr>,
+    cidrs: Vec<(IpNet, Entry)>,
+    global: Vec<Entry>,
+}
+
+impl Matcher {
+    /// Adds a compiled pattern and returns its rule index.
+    pub fn insert(&mut self, pattern: &Pattern, info: RuleInfo) -> u32 {
+        let rule = u32::try_from(self.rules.len()).expect("fewer than 2^32 rules");
+        let action = info.action;
+        self.rules.push(Arc::new(info));
+        let entry = |kind| Entry {
+            rule,
+            action,
+            port: pattern.port,
+            kind,
+        };
+        let push = |table: &mut Table<Box<str>>, key: &str, e: Entry| {
+            table.entry(key.into()).or_default().push(e);
+        };
+        match &pattern.kind {
+            PatternKind::Global => self.global.push(entry(AllowKind::Wildcard)),
+            PatternKind::Exact(name) => push(&mut self.names, name, entry(AllowKind::Exact)),
+            PatternKind::Subdomains(name) => {
+                push(&mut self.parents, name, entry(AllowKind::Wildcard));
+            }
+            PatternKind::ApexAndSubdomains(name) => {
+                push(&mut self.names, name, entry(AllowKind::Wildcard));
+                push(&mut self.parents, name, entry(AllowKind::Wildcard));
+            }
+            PatternKind::Glob(labels) => {
+                let labels = labels.iter().map(|l| l.as_str().into()).collect();
+                let globs = match action {
+                    Action::Deny => &mut self.deny_globs,
+                    Action::Allow => &mut self.allow_globs,
+                };
+                globs.push((labels, entry(AllowKind::Wildcard)));
+            }
+            PatternKind::Ip(ip) => self
+                .ips
+                .entry(ip.to_canonical())
+                .or_default()
+                .push(entry(AllowKind::Exact)),
+            PatternKind::Cidr(net) => self.cidrs.push((*net, entry(AllowKind::Exact))),
+        }
+        rule
+    }
+
+    pub fn rule(&self, index: u32) -> &RuleRef {
+        &self.rules[index as usize]
+    }
+
+    pub fn rules(&self) -> &[RuleRef] {
+        &self.rules
+    }
+
+    pub fn has_allow_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.action == Action::Allow)
+    }
+
+    /// Looks up a canonical name on a port.
+    pub fn match_name(&self, host: &str, port: u16) -> Match {
+        let port = Some(port);
+        let mut m = self.match_name_tables(host, port);
+        if m.deny.is_some() {
+            return m;
+        }
+        if let Some(e) = glob_entry(&self.deny_globs, host, port) {
+            m.deny = Some(e.rule);
+            return m;
+        }
+        if m.allow.is_none() {
+            m.allow = glob_entry(&self.allow_globs, host, port).map(|e| (e.rule, e.kind));
+        }
+        if m.allow.is_none() {
+            m.scan(&self.global, port);
+        }
+        m
+    }
+
+    fn match_name_tables(&self, host: &str, port: Option<u16>) -> Match {
+        let mut m = Match::default();
+        if let Some(entries) = self.names.get(host) {
+            m.scan(entries, port);
+        }
+        let mut rest = host;
+        while m.deny.is_none() {
+            let Some(dot) = rest.find('.') else { break };
+            rest = &rest[dot + 1..];
+            if let Some(entries) = self.parents.get(rest) {
+                m.scan(entries, port);
+            }
+        }
+        m
+    }
+
+    /// Looks up an IP destination (or a resolved address) on a port. IPv4-mapped IPv6 is
+    /// matched as IPv4; a deny rule also catches the IPv4 address inside NAT64, 6to4 and
+    /// IPv4-compatible forms, so no spelling of a denied address slips past it.
+    pub fn match_ip(&self, ip: IpAddr, port: u16) -> Match {
+        let ip = ip.to_canonical();
+        let port = Some(port);
+        let mut m = self.match_ip_tables(ip, port);
+        if m.deny.is_none() {
+            if let IpAddr::V6(v6) = ip {
+                if let Some(v4) = classifier::embedded_v4(v6) {
+                    m.deny = self.match_ip_tables(IpAddr::V4(v4), port).deny;
+                }
+            }
+        }
+        if m.deny.is_none() && m.allow.is_none() {
+            m.scan(&self.global, port);
+        }
+        m
+    }
+
+    fn match_ip_tables(&self, ip: IpAddr, port: Option<u16>) -> Match {
+        let mut m = Match::default();
+        if let Some(entries) = self.ips.get(&ip) {
+            m.scan(entries, port);
+        }
+        let mut i = 0;
+        while m.deny.is_none() && i < self.cidrs.len() {
+            let (net, entry) = &self.cidrs[i];
+            if net.contains(&ip) {
+                m.scan(std::slice::from_ref(entry), port);
+            }
+            i += 1;
+        }
+        m
+    }
+
+    /// The deny rule that makes an allow pattern useless, if any: every destination the
+    /// allow pattern covers (on its port scope) is denied by that one rule.
+    pub fn shadowing_deny(&self, allow: &Pattern) -> Option<u32> {
+        let port = allow.port;
+        let covers_subdomains = |base: &str| {
+            let mut rest = base;
+            loop {
+                let mut m = Match::default();
+                if let Some(entries) = self.parents.get(rest) {
+                    m.scan(entries, port);
+                }
+                if m.deny.is_some() {
+                    return m.deny;
+                }
+                let dot = rest.find('.')?;
+                rest = &rest[dot + 1..];
+            }
+        };
+        match &allow.kind {
+            PatternKind::Exact(name) => self.match_name_tables(name, port).deny,
+            PatternKind::Subdomains(base) => covers_subdomains(base),
+            PatternKind::ApexAndSubdomains(base) => {
+                let apex = self.match_name_tables(base, port).deny;
+                apex.and(covers_subdomains(base))
+            }
+            PatternKind::Ip(ip) => self.match_ip_tables(ip.to_canonical(), port).deny,
+            PatternKind::Cidr(net) => self
+                .cidrs
+                .iter()
+                .find(|(deny, e)| e.action == Action::Deny && e.applies(port) && deny.contains(net))
+                .map(|(_, e)| e.rule),
+            PatternKind::Global | PatternKind::Glob(_) => None,
+        }
+    }
+}
+
+fn glob_entry<'g>(
+    globs: &'g [(Box<[Box<str>]>, Entry)],
+    host: &str,
+    port: Option<u16>,
+) -> Option<&'g Entry> {
+    globs
+        .iter()
+        .find(|(labels, entry)| {
+            entry.applies(port)
+                && host.split('.').count() == labels.len()
+                && labels
+                    .iter()
+                    .zip(host.split('.'))
+                    .all(|(glob, label)| glob_label_matches(glob, label))
+        })
+        .map(|(_, entry)| entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(rules: &[(&str, Action)]) -> Matcher {
+        let mut m = Matcher::default();
+        for (text, action) in rules {
+            let p = Pattern::parse(text, *action).unwrap();
+            m.insert(
+                &p,
+                RuleInfo {
+                    pattern: p.to_string().into(),
+                    action: *action,
+                    origin: Origin::Api,
+                    managed: false,
+                },
+            );
+        }
+        m
+    }
+
+    /// What decided: `deny <pattern>`, `allow <pattern>` or `none`.
+    fn verdict(m: &Matcher, host: &str, port: u16) -> String {
+        let r = match host.parse::<IpAddr>() {
+            Ok(ip) => m.match_ip(ip, port),
+            Err(_) => m.match_name(host, port),
+        };
+        match (r.deny, r.allow) {
+            (Some(d), _) => format!("deny {}", m.rule(d).pattern),
+            (None, Some((a, _))) => format!("allow {}", m.rule(a).pattern),
+            (None, None) => "none".into(),
+        }
+    }
+
+    use Action::{Allow, Deny};
+
+    #[test]
+    fn every_matcher_form() {
+        let m = matcher(&[
+            ("exact.test", Allow),
+            ("*.sub.test", Allow),
+            ("**.both.test", Allow),
+            ("api-*.glob.test", Allow),
+            ("*-ai.glob.test", Allow),
+            ("port.test:443", Allow),
+            ("*.ports.test:8443", Allow),
+            ("127.0.0.1", Allow),
+            ("[::1]:8080", Allow),
+            ("10.1.0.0/16", Allow),
+        ]);
+        let cases = [
+            ("exact.test", 443, "allow exact.test"),
+            ("www.exact.test", 443, "none"),
+            ("xexact.test", 443, "none"),
+            ("sub.test", 443, "none"),
+            ("a.sub.test", 443, "allow *.sub.test"),
+            ("a.b.c.sub.test", 443, "allow *.sub.test"),
+            ("evil-sub.test", 443, "none"),
+            ("sub.test.evil", 443, "none"),
+            ("both.test", 443, "allow **.both.test"),
+            ("x.y.both.test", 443, "allow **.both.test"),
+            ("notboth.test", 443, "none"),
+            ("api-v1.glob.test", 443, "allow api-*.glob.test"),
+            ("api-.glob.test", 443, "allow api-*.glob.test"),
+            ("api.glob.test", 443, "none"),
+            ("x.api-v1.glob.test", 443, "none"),
+            ("us-ai.glob.test", 443, "allow *-ai.glob.test"),
+            ("us.x-ai.glob.test", 443, "none"),
+            ("port.test", 443, "allow port.test:443"),
+            ("port.test", 22, "none"),
+            ("a.ports.test", 8443, "allow *.ports.test:8443"),
+            ("a.ports.test", 443, "none"),
+            ("127.0.0.1", 1, "allow 127.0.0.1"),
+            ("::ffff:127.0.0.1", 1, "allow 127.0.0.1"),
+            ("127.0.0.2", 1, "none"),
+            ("::1", 8080, "allow [::1]:8080"),
+            ("::1", 8081, "none"),
+            ("10.1.255.255", 1, "allow 10.1.0.0/16"),
+            ("10.2.0.0", 1, "none"),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(verdict(&m, host, port), want, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn deny_beats_allow_whatever_the_specificity() {
+        let m = matcher(&[
+            ("*", Allow),
+            ("**.example.com", Allow),
+            ("api.example.com", Allow),
+            ("*.example.com", Deny),
+            ("blocked.test", Deny),
+            ("*-exfil.test", Deny),
+            ("ssh.test:22", Deny),
+            ("10.0.0.0/8", Deny),
+            ("192.0.2.1", Deny),
+        ]);
+        let cases = [
+            ("example.com", 443, "allow **.example.com"),
+            ("api.example.com", 443, "deny *.example.com"),
+            ("deep.api.example.com", 443, "deny *.example.com"),
+            ("blocked.test", 443, "deny blocked.test"),
+            ("sub.blocked.test", 443, "allow *"),
+            ("data-exfil.test", 443, "deny *-exfil.test"),
+            ("ssh.test", 22, "deny ssh.test:22"),
+            ("ssh.test", 443, "allow *"),
+            ("anything.else", 443, "allow *"),
+            ("10.9.9.9", 443, "deny 10.0.0.0/8"),
+            ("::ffff:10.9.9.9", 443, "deny 10.0.0.0/8"),
+            ("64:ff9b::a09:909", 443, "deny 10.0.0.0/8"),
+            ("2002:a09:909::", 443, "deny 10.0.0.0/8"),
+            ("192.0.2.1", 443, "deny 192.0.2.1"),
+            ("8.8.8.8", 443, "allow *"),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(verdict(&m, host, port), want, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_allow_is_reported() {
+        let m = matcher(&[
+            ("*", Allow),
+            ("*.example.com", Allow),
+            ("**.api.example.com", Allow),
+            ("v1.api.example.com", Allow),
+        ]);
+        assert_eq!(
+            verdict(&m, "v1.api.example.com", 1),
+            "allow v1.api.example.com"
+        );
+        assert_eq!(
+            verdict(&m, "api.example.com", 1),
+            "allow **.api.example.com"
+        );
+        assert_eq!(
+            verdict(&m, "x.api.example.com", 1),
+            "allow **.api.example.com"
+        );
+        assert_eq!(verdict(&m, "www.example.com", 1), "allow *.example.com");
+        assert_eq!(verdict(&m, "other.test", 1), "allow *");
+    }
+
+    #[test]
+    fn allow_kind_tells_exact_from_wildcard() {
+        let m = matcher(&[
+            ("localhost", Allow),
+            ("**.dev.test", Allow),
+            ("127.0.0.1", Allow),
+        ]);
+        assert_eq!(
+            m.match_name("localhost", 1).allow.unwrap().1,
+            AllowKind::Exact
+        );
+        assert_eq!(
+            m.match_name("dev.test", 1).allow.unwrap().1,
+            AllowKind::Wildcard
+        );
+        let ip = "127.0.0.1".parse().unwrap();
+        assert_eq!(m.match_ip(ip, 1).allow.unwrap().1, AllowKind::Exact);
+        let g = matcher(&[("*", Allow)]);
+        assert_eq!(g.match_ip(ip, 1).allow.unwrap().1, AllowKind::Wildcard);
+    }
+
+    #[test]
+    fn shadowed_allow_rules_are_found() {
+        let m = matcher(&[
+            ("**.corp.test", Deny),
+            ("exact.test", Deny),
+            ("mail.test:25", Deny),
+            ("10.0.0.0/8", Deny),
+        ]);
+        let shadow = |text: &str| {
+            m.shadowing_deny(&Pattern::parse(text, Allow).unwrap())
+                .map(|r| m.rule(r).pattern.to_string())
+        };
+        assert_eq!(shadow("api.corp.test").as_deref(), Some("**.corp.test"));
+        assert_eq!(shadow("corp.test").as_deref(), Some("**.corp.test"));
+        assert_eq!(shadow("*.corp.test").as_deref(), Some("**.corp.test"));
+        assert_eq!(shadow("**.x.corp.test").as_deref(), Some("**.corp.test"));
+        assert_eq!(shadow("exact.test:443").as_deref(), Some("exact.test"));
+        assert_eq!(shadow("mail.test:25").as_deref(), Some("mail.test:25"));
+        assert_eq!(shadow("10.1.0.0/16").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(shadow("10.1.2.3").as_deref(), Some("10.0.0.0/8"));
+        // Partly covered rules still do something and are not reported.
+        assert_eq!(shadow("mail.test"), None);
+        assert_eq!(shadow("**.exact.test"), None);
+        assert_eq!(shadow("other.test"), None);
+        assert_eq!(shadow("*"), None);
+    }
+}

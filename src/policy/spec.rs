@@ -1,0 +1,89 @@
+//! The inputs the policy is compiled from, independent of where they were written.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a domain rule does with a matching destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// `full` lets every method and tunnel through the domain policy; `limited` only lets
+/// GET, HEAD and OPTIONS over plain HTTP, so a sandbox can read but not upload or tunnel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Full,
+    Limited,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Limited => "limited",
+        }
+    }
+}
+
+/// Where a rule was written, so every error and every decision can point back at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A position in a config file (1-based line and column of the rule's key or value).
+    File { path: Arc<str>, line: u32, col: u32 },
+    /// A command-line flag such as `--allow`.
+    Flag(&'static str),
+    /// Built through the library API.
+    Api,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line, col } => write!(f, "{path}:{line}:{col}"),
+            Origin::Flag(flag) => f.write_str(flag),
+            Origin::Api => f.write_str("<api>"),
+        }
+    }
+}
+
+/// One domain rule as written: the pattern text is validated when the policy is compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub pattern: String,
+    pub action: Action,
+    pub origin: Origin,
+    /// Set by `requirements.toml`: administrator rules that user layers cannot override.
+    pub managed: bool,
+}
+
+/// What the effective Unix-socket map says about a path (`none` entries are removed while
+/// layering, so they never reach the policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnixAction {
+    Allow,
+    Deny,
+}
+
+/// One effective Unix-socket entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnixSocketSpec {
+    pub path: PathBuf,
+    pub action: UnixAction,
+    pub origin: Origin,
+}
