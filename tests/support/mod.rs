@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests (`mod support;` in each test file).
+
+// Every test binary compiles this whole module but uses only some helpers; the rest would
+// otherwise be reported as dead code in that binary.
+#![allow(dead_code)]
+
+pub mod fake_dns;
+pub mod origin;
