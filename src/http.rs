@@ -1,0 +1,83 @@
+//! The HTTP proxy listener: absolute-form forward proxy for `http://` and CONNECT tunnels.
+//!
+//! Each request is decided by the policy, resolved once, and sent only to the addresses that
+//! were checked ([`crate::net::Gate`]). hyper parses the requests and enforces the header
+//! limits; malformed requests get hyper's 400/431 and the connection closes.
+
+mod connect;
+mod forward;
+pub mod respond;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::net::{listener, Ctx};
+
+/// Response body: ours are small and whole, upstream ones are streamed through.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Serves the HTTP proxy on a bound listener until `shutdown` completes.
+pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output = ()>) {
+    let slots = Arc::clone(&ctx.slots);
+    listener::accept_loop(listener, slots, shutdown, move |stream, peer, permit| {
+        let ctx = ctx.clone();
+        async move {
+            match permit {
+                Some(_permit) => serve_connection(stream, peer, ctx).await,
+                None => {
+                    let mut stream = stream;
+                    let _ = stream.write_all(respond::BUSY).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn serve_connection(stream: TcpStream, client: SocketAddr, ctx: Ctx) {
+    let _ = stream.set_nodelay(true);
+    let upstream = Arc::new(Mutex::new(None));
+    let limits = ctx.limits.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        let upstream = Arc::clone(&upstream);
+        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream).await) }
+    });
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(err) = result {
+        tracing::debug!(%client, error = %err, "client connection ended with an error");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    client: SocketAddr,
+    ctx: &Ctx,
+    upstream: &Mutex<Option<forward::Upstream>>,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        connect::handle(req, client, ctx).await
+    } else {
+        forward::handle(req, client, ctx, upstream).await
+    }
+}

@@ -1,0 +1,117 @@
+//! What every listener shares: the gate that turns a requested destination into checked
+//! addresses, the dialler that connects only to those, and the relay that splices bytes.
+//!
+//! Invariant: a listener never connects to a name. It asks [`Gate::authorize`] for a
+//! [`Pinned`] destination and hands it to [`dial`], which connects to one of the exact
+//! addresses the policy classified; nothing re-resolves in between.
+
+pub mod dial;
+pub mod listener;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::config::Limits;
+use crate::dns::{DnsError, Resolver};
+use crate::policy::{Access, Decision, Host, Policy, Target};
+
+/// The current policy generation. Listeners load it once per connection (or datagram
+/// destination), so a reload swaps the policy for new work without a lock on the hot path.
+pub type PolicyHandle = Arc<ArcSwap<Policy>>;
+
+pub fn policy_handle(policy: Policy) -> PolicyHandle {
+    Arc::new(ArcSwap::from_pointee(policy))
+}
+
+/// A destination the policy allowed, with the only addresses that may be dialled.
+#[derive(Clone, Debug)]
+pub struct Pinned {
+    pub decision: Decision,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// A destination the policy blocked; `dns` says why a lookup failed, when it did.
+#[derive(Clone, Debug)]
+pub struct Denied {
+    pub decision: Decision,
+    pub dns: Option<DnsError>,
+}
+
+/// Decides, resolves once and classifies.
+#[derive(Clone)]
+pub struct Gate {
+    policy: PolicyHandle,
+    resolver: Resolver,
+}
+
+impl Gate {
+    pub fn new(policy: PolicyHandle, resolver: Resolver) -> Self {
+        Gate { policy, resolver }
+    }
+
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The policy generation new work should use.
+    pub fn current(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub async fn authorize(
+        &self,
+        target: &Target<'_>,
+        access: Access<'_>,
+    ) -> Result<Pinned, Denied> {
+        let policy = self.policy.load_full();
+        let decision = policy.decide(target, access);
+        let decision = match (&target.host, decision.needs_dns()) {
+            (Host::Name(name), true) => match self.resolver.lookup(name).await {
+                Ok(ips) => policy.check_resolved(decision, target.port, &ips),
+                Err(err) => {
+                    return Err(Denied {
+                        decision: policy.dns_failed(decision),
+                        dns: Some(err),
+                    })
+                }
+            },
+            _ => decision,
+        };
+        if !decision.is_allowed() {
+            return Err(Denied {
+                decision,
+                dns: None,
+            });
+        }
+        let addrs = decision
+            .ips
+            .iter()
+            .map(|c| SocketAddr::new(c.ip, target.port))
+            .collect();
+        Ok(Pinned { decision, addrs })
+    }
+}
+
+/// What a listener needs to serve connections; cheap to clone into each connection task.
+#[derive(Clone)]
+pub struct Ctx {
+    pub gate: Gate,
+    pub limits: Limits,
+    /// One permit per open client connection (`[limits] max_connections`).
+    pub slots: Arc<Semaphore>,
+}
+
+impl Ctx {
+    pub fn new(gate: Gate, limits: Limits) -> Self {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        Ctx {
+            gate,
+            limits,
+            slots,
+        }
+    }
+}
