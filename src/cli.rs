@@ -3,6 +3,7 @@
 //! Every failure is one line on stderr and an exit code, never a panic or a backtrace.
 
 mod check;
+mod serve;
 mod validate;
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct Cli {
 enum Command {
     /// Explain the verdict for each TARGET (`host`, `host:port`, `[v6]:port` or a URL).
     Check(check::CheckArgs),
+    /// Run the proxy listeners as a long-lived gateway until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
     /// Load and compile the policy, print the effective policy and its warnings.
     Validate(validate::ValidateArgs),
 }
@@ -67,15 +70,20 @@ impl PolicyArgs {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             dns_servers: self.dns_servers.clone(),
+            ..Sources::default()
         }
     }
 
     /// Loads the layered configuration and compiles it; the error is the one line to print.
     pub fn load(&self) -> Result<(Config, Policy), String> {
-        let config = config::load(&self.sources()).map_err(|e| e.to_string())?;
-        let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
-        Ok((config, policy))
+        load(&self.sources())
     }
+}
+
+fn load(sources: &Sources) -> Result<(Config, Policy), String> {
+    let config = config::load(sources).map_err(|e| e.to_string())?;
+    let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
+    Ok((config, policy))
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -90,6 +98,18 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Validate(args) => validate::run(&args),
     }
+}
+
+/// Human-readable logs on stderr; `RUST_LOG` overrides the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -34,6 +34,11 @@ pub struct Sources {
     pub deny: Vec<String>,
     /// `--dns-server IP:PORT`: replaces `[dns] servers` when not empty.
     pub dns_servers: Vec<SocketAddr>,
+    /// `--http-listen`, `--socks-listen`, `--admin-listen`: part of the last user layer, so
+    /// the loopback rules apply to them and requirements ports still win.
+    pub http_listen: Option<SocketAddr>,
+    pub socks_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The effective configuration after layering. Immutable once built.

@@ -121,7 +121,7 @@ impl Reason {
     /// One sentence for people reading `check` output or a 403 body.
     pub fn explain(self) -> &'static str {
         match self {
-            Reason::Allowed => "an allow rule matches and every address is acceptable",
+            Reason::Allowed => "an allow rule matches and no deny rule does",
             Reason::DenyRule => "a deny rule matches (deny beats allow)",
             Reason::NotAllowed => "no allow rule matches",
             Reason::MethodNotAllowed => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{PolicyArgs, EXIT_USAGE};
 use crate::dns::{DnsError, Resolver};
-use crate::policy::{Access, Decision, Host, Policy, Target};
+use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -30,6 +30,7 @@ struct Outcome {
     target: Option<Target<'static>>,
     decision: Decision,
     dns_error: Option<DnsError>,
+    invalid: Option<InvalidHost>,
     resolved: bool,
 }
 
@@ -81,14 +82,18 @@ async fn evaluate(policy: &Policy, resolver: Option<&Resolver>, input: &str) -> 
     } else {
         Target::parse_authority(input, Some(443)).map(Target::into_owned)
     };
-    let Ok(target) = parsed else {
-        return Outcome {
-            input: input.to_string(),
-            target: None,
-            decision: Decision::invalid_host(),
-            dns_error: None,
-            resolved: false,
-        };
+    let target = match parsed {
+        Ok(target) => target,
+        Err(invalid) => {
+            return Outcome {
+                input: input.to_string(),
+                target: None,
+                decision: Decision::invalid_host(),
+                dns_error: None,
+                invalid: Some(invalid),
+                resolved: false,
+            }
+        }
     };
     // A URL with a plain-HTTP scheme is what a forward-proxy GET would carry; anything else
     // travels as a tunnel (CONNECT or SOCKS5).
@@ -116,6 +121,7 @@ async fn evaluate(policy: &Policy, resolver: Option<&Resolver>, input: &str) -> 
         target: Some(target),
         decision,
         dns_error,
+        invalid: None,
         resolved,
     }
 }
@@ -149,6 +155,9 @@ fn text(o: &Outcome) -> String {
         let _ = writeln!(out, "  host    {}  port {}", target.host, target.port);
     } else {
         let _ = writeln!(out, "  input   {:?}", o.input);
+    }
+    if let Some(invalid) = &o.invalid {
+        let _ = writeln!(out, "  detail  {invalid}");
     }
     if let Some(err) = &o.dns_error {
         let _ = writeln!(out, "  dns     {err}");

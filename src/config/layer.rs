@@ -238,8 +238,20 @@ fn flag_layer(sources: &Sources) -> Layer {
         .deny
         .iter()
         .map(|p| (p.clone(), Action::Deny, Origin::Flag("--deny")));
+    let set = |addr: Option<SocketAddr>, flag| {
+        addr.map(|value| Set {
+            value,
+            origin: Origin::Flag(flag),
+        })
+    };
     Layer {
         rules: allows.chain(denies).collect(),
+        scalars: Scalars {
+            proxy: set(sources.http_listen, "--http-listen"),
+            socks: set(sources.socks_listen, "--socks-listen"),
+            admin: set(sources.admin_listen, "--admin-listen"),
+            ..Scalars::default()
+        },
         ..Layer::default()
     }
 }
@@ -1257,6 +1269,37 @@ enable_socks5_udp = false
                 "deny /run/shared.sock @r.toml:6:1",
                 "allow /run/admin.sock @r.toml:8:1"
             ]
+        );
+    }
+
+    #[test]
+    fn listen_flags_obey_the_loopback_rules_and_lose_to_requirements() {
+        let sources = Sources {
+            http_listen: Some(addr("127.0.0.1:0")),
+            socks_listen: Some(addr("[::1]:0")),
+            ..Sources::default()
+        };
+        let got = ok(
+            &[("l.toml", "proxy_url = 'http://127.0.0.1:3000'")],
+            None,
+            &sources,
+        );
+        assert_eq!(
+            (got.proxy_addr, got.socks_addr),
+            (addr("127.0.0.1:0"), addr("[::1]:0"))
+        );
+        let exposed = Sources {
+            http_listen: Some(addr("0.0.0.0:3128")),
+            ..Sources::default()
+        };
+        assert_eq!(
+            err(&[], None, &exposed),
+            "--http-listen: `proxy_url` listens on non-loopback address 0.0.0.0:3128; set `dangerously_allow_non_loopback_proxy = true` to allow it"
+        );
+        let req = ("r.toml", "[experimental_network]\nhttp_port = 5000\n");
+        assert_eq!(
+            ok(&[], Some(req), &sources).proxy_addr,
+            addr("127.0.0.1:5000")
         );
     }
 
