@@ -160,6 +160,9 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, InvalidHost> {
 
 /// Canonicalises a host (no port). IPv6 must be bracketed.
 pub fn canonicalize(input: &str) -> Result<Host<'_>, InvalidHost> {
+    if let Some(name) = fast_name(input) {
+        return Ok(Host::Name(name));
+    }
     if input.is_empty() {
         return Err(InvalidHost::Empty);
     }
@@ -169,54 +172,61 @@ pub fn canonicalize(input: &str) -> Result<Host<'_>, InvalidHost> {
     {
         return Err(InvalidHost::ForbiddenChar);
     }
-    if let Some(name) = fast_name(input) {
-        return check_name(name);
-    }
     if input.contains(':') && !input.starts_with('[') {
         return Err(InvalidHost::UnbracketedIpv6);
     }
     match url::Host::parse(input).map_err(|_| InvalidHost::Unparseable)? {
         url::Host::Ipv4(ip) => Ok(Host::Ip(IpAddr::V4(ip))),
         url::Host::Ipv6(ip) => Ok(Host::Ip(IpAddr::V6(ip))),
-        url::Host::Domain(name) => {
-            if name.bytes().any(|b| b == b'@' || b <= b' ' || b == 0x7f) {
-                return Err(InvalidHost::ForbiddenChar);
-            }
-            match check_name(Cow::Owned(name))? {
-                Host::Name(name) => Ok(Host::Name(Cow::Owned(name.into_owned()))),
-                ip => Ok(ip),
-            }
-        }
+        url::Host::Domain(name) => match check_name(Cow::Owned(name))? {
+            Host::Name(name) => Ok(Host::Name(Cow::Owned(name.into_owned()))),
+            ip => Ok(ip),
+        },
     }
 }
 
-/// Returns the name, lowercased, when WHATWG parsing could not change it beyond case: only
-/// ASCII letters, digits, `-`, `_` and dots, no punycode label to validate, and a last label
-/// that does not start with a digit (so it can never be read as an IPv4 number).
+/// The canonical form of a name that WHATWG parsing could not change beyond case, checked in
+/// one pass: only ASCII letters, digits, `-`, `_` and dots, labels of 1 to 63 octets, at most
+/// 253 octets, no punycode label (which needs IDNA validation), and a last label that does not
+/// start with a digit (so it can never be read as an IPv4 number). Anything else, valid or
+/// not, returns `None` and takes the full parser.
 fn fast_name(input: &str) -> Option<Cow<'_, str>> {
     let bytes = input.as_bytes();
-    if !bytes
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    let len = bytes.len() - usize::from(bytes.last() == Some(&b'.'));
+    let name = &bytes[..len];
+    if name.is_empty() || len > 253 {
         return None;
     }
-    let trimmed = input.strip_suffix('.').unwrap_or(input);
-    let last = trimmed.rsplit('.').next().unwrap_or("");
-    if last.bytes().next().is_none_or(|b| b.is_ascii_digit()) {
-        return None;
+    let mut upper = false;
+    let mut start = 0;
+    for i in 0..=len {
+        let b = if i == len { b'.' } else { name[i] };
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'A'..=b'Z' => upper = true,
+            b'.' => {
+                let label = &name[start..i];
+                if label.is_empty() || label.len() > 63 || is_punycode(label) {
+                    return None;
+                }
+                if i == len && label[0].is_ascii_digit() {
+                    return None;
+                }
+                start = i + 1;
+            }
+            _ => return None,
+        }
     }
-    if input
-        .split('.')
-        .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
-    {
-        return None;
-    }
-    if bytes.iter().any(u8::is_ascii_uppercase) {
-        Some(Cow::Owned(input.to_ascii_lowercase()))
+    let name = &input[..len];
+    Some(if upper {
+        Cow::Owned(name.to_ascii_lowercase())
     } else {
-        Some(Cow::Borrowed(input))
-    }
+        Cow::Borrowed(name)
+    })
+}
+
+fn is_punycode(label: &[u8]) -> bool {
+    label.len() >= 4 && label[..4].eq_ignore_ascii_case(b"xn--")
 }
 
 /// Applies the rules WHATWG leaves open: one trailing dot, no empty labels, DNS lengths.

@@ -93,11 +93,105 @@ pub struct Matcher {
     names: Table<Box<str>>,
     /// Parents of `*.` and `**.` rules: an entry under `example.com` covers `x.example.com`.
     parents: Table<Box<str>>,
-    deny_globs: Vec<(Box<[Box<str>]>, Entry)>,
-    allow_globs: Vec<(Box<[Box<str>]>, Entry)>,
+    /// In-label globs, keyed by the literal labels after their last glob label, so only the
+    /// globs under one of the host's suffixes are ever compared.
+    globs: HashMap<Box<str>, Vec<Glob>, RandomState>,
     ips: Table<IpAddr>,
-    cidrs: Vec<(IpNet, Entry)>,
+    cidrs: Cidrs,
     global: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Glob {
+    labels: Box<[Box<str>]>,
+    entry: Entry,
+}
+
+impl Glob {
+    fn matches(&self, host: &str) -> bool {
+        host.split('.').count() == self.labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(host.split('.'))
+                .all(|(glob, label)| glob_label_matches(glob, label))
+    }
+}
+
+/// CIDR rules grouped by prefix length, longest first: a lookup is one hash probe per
+/// distinct length, however many ranges there are.
+#[derive(Debug, Default)]
+struct Cidrs {
+    v4: Vec<(u8, Table<u32>)>,
+    v6: Vec<(u8, Table<u128>)>,
+}
+
+impl Cidrs {
+    fn insert(&mut self, net: IpNet, entry: Entry) {
+        fn slot<K: std::hash::Hash + Eq>(
+            tables: &mut Vec<(u8, Table<K>)>,
+            len: u8,
+            key: K,
+        ) -> &mut Vec<Entry> {
+            let i = match tables.iter().position(|(l, _)| *l <= len) {
+                Some(i) if tables[i].0 == len => i,
+                Some(i) => {
+                    tables.insert(i, (len, HashMap::default()));
+                    i
+                }
+                None => {
+                    tables.push((len, HashMap::default()));
+                    tables.len() - 1
+                }
+            };
+            tables[i].1.entry(key).or_default()
+        }
+        match net {
+            IpNet::V4(net) => {
+                slot(&mut self.v4, net.prefix_len(), u32::from(net.network())).push(entry);
+            }
+            IpNet::V6(net) => {
+                slot(&mut self.v6, net.prefix_len(), u128::from(net.network())).push(entry);
+            }
+        }
+    }
+
+    /// Entries of every range that contains `ip` with a prefix of at most `max_len`, most
+    /// specific first.
+    fn containing(&self, ip: IpAddr, max_len: u8) -> impl Iterator<Item = &Entry> {
+        let (v4, v6) = match ip {
+            IpAddr::V4(ip) => {
+                let bits = u32::from(ip);
+                let hits = self
+                    .v4
+                    .iter()
+                    .filter(move |(len, _)| *len <= max_len)
+                    .filter_map(move |(len, table)| table.get(&(bits & mask32(*len))));
+                (Some(hits), None)
+            }
+            IpAddr::V6(ip) => {
+                let bits = u128::from(ip);
+                let hits = self
+                    .v6
+                    .iter()
+                    .filter(move |(len, _)| *len <= max_len)
+                    .filter_map(move |(len, table)| table.get(&(bits & mask128(*len))));
+                (None, Some(hits))
+            }
+        };
+        v4.into_iter()
+            .flatten()
+            .chain(v6.into_iter().flatten())
+            .flatten()
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
 impl Matcher {
@@ -126,19 +220,20 @@ impl Matcher {
                 push(&mut self.parents, name, entry(AllowKind::Wildcard));
             }
             PatternKind::Glob(labels) => {
-                let labels = labels.iter().map(|l| l.as_str().into()).collect();
-                let globs = match action {
-                    Action::Deny => &mut self.deny_globs,
-                    Action::Allow => &mut self.allow_globs,
+                let last_glob = labels.iter().rposition(|l| l.contains('*')).unwrap_or(0);
+                let key = labels[last_glob + 1..].join(".");
+                let glob = Glob {
+                    labels: labels.iter().map(|l| l.as_str().into()).collect(),
+                    entry: entry(AllowKind::Wildcard),
                 };
-                globs.push((labels, entry(AllowKind::Wildcard)));
+                self.globs.entry(key.into()).or_default().push(glob);
             }
             PatternKind::Ip(ip) => self
                 .ips
                 .entry(ip.to_canonical())
                 .or_default()
                 .push(entry(AllowKind::Exact)),
-            PatternKind::Cidr(net) => self.cidrs.push((*net, entry(AllowKind::Exact))),
+            PatternKind::Cidr(net) => self.cidrs.insert(*net, entry(AllowKind::Exact)),
         }
         rule
     }
@@ -159,20 +254,29 @@ impl Matcher {
     pub fn match_name(&self, host: &str, port: u16) -> Match {
         let port = Some(port);
         let mut m = self.match_name_tables(host, port);
-        if m.deny.is_some() {
-            return m;
+        if m.deny.is_none() && !self.globs.is_empty() {
+            self.match_globs(host, port, &mut m);
         }
-        if let Some(e) = glob_entry(&self.deny_globs, host, port) {
-            m.deny = Some(e.rule);
-            return m;
-        }
-        if m.allow.is_none() {
-            m.allow = glob_entry(&self.allow_globs, host, port).map(|e| (e.rule, e.kind));
-        }
-        if m.allow.is_none() {
+        if m.deny.is_none() && m.allow.is_none() {
             m.scan(&self.global, port);
         }
         m
+    }
+
+    /// Globs are compared only when one is filed under a suffix of the host.
+    fn match_globs(&self, host: &str, port: Option<u16>, m: &mut Match) {
+        let mut rest = host;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            let Some(globs) = self.globs.get(rest) else {
+                continue;
+            };
+            let hits = globs.iter().filter(|g| g.matches(host)).map(|g| &g.entry);
+            m.scan(hits, port);
+            if m.deny.is_some() {
+                return;
+            }
+        }
     }
 
     fn match_name_tables(&self, host: &str, port: Option<u16>) -> Match {
@@ -216,13 +320,8 @@ impl Matcher {
         if let Some(entries) = self.ips.get(&ip) {
             m.scan(entries, port);
         }
-        let mut i = 0;
-        while m.deny.is_none() && i < self.cidrs.len() {
-            let (net, entry) = &self.cidrs[i];
-            if net.contains(&ip) {
-                m.scan(std::slice::from_ref(entry), port);
-            }
-            i += 1;
+        if m.deny.is_none() {
+            m.scan(self.cidrs.containing(ip, 128), port);
         }
         m
     }
@@ -255,30 +354,12 @@ impl Matcher {
             PatternKind::Ip(ip) => self.match_ip_tables(ip.to_canonical(), port).deny,
             PatternKind::Cidr(net) => self
                 .cidrs
-                .iter()
-                .find(|(deny, e)| e.action == Action::Deny && e.applies(port) && deny.contains(net))
-                .map(|(_, e)| e.rule),
+                .containing(net.network(), net.prefix_len())
+                .find(|e| e.action == Action::Deny && e.applies(port))
+                .map(|e| e.rule),
             PatternKind::Global | PatternKind::Glob(_) => None,
         }
     }
-}
-
-fn glob_entry<'g>(
-    globs: &'g [(Box<[Box<str>]>, Entry)],
-    host: &str,
-    port: Option<u16>,
-) -> Option<&'g Entry> {
-    globs
-        .iter()
-        .find(|(labels, entry)| {
-            entry.applies(port)
-                && host.split('.').count() == labels.len()
-                && labels
-                    .iter()
-                    .zip(host.split('.'))
-                    .all(|(glob, label)| glob_label_matches(glob, label))
-        })
-        .map(|(_, entry)| entry)
 }
 
 #[cfg(test)]
@@ -398,6 +479,57 @@ mod tests {
         ];
         for (host, port, want) in cases {
             assert_eq!(verdict(&m, host, port), want, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn cidrs_of_many_lengths_and_families() {
+        let m = matcher(&[
+            ("10.0.0.0/8", Allow),
+            ("10.1.2.0/24", Deny),
+            ("10.1.0.0/16", Allow),
+            ("0.0.0.0/0", Allow),
+            ("fd00::/8", Allow),
+            ("fd00:1::/32", Deny),
+            ("192.168.1.7/32", Deny),
+        ]);
+        let cases = [
+            ("10.1.2.3", "deny 10.1.2.0/24"),
+            ("10.1.3.3", "allow 10.1.0.0/16"),
+            ("10.200.0.1", "allow 10.0.0.0/8"),
+            ("11.0.0.1", "allow 0.0.0.0/0"),
+            ("192.168.1.7", "deny 192.168.1.7/32"),
+            ("192.168.1.8", "allow 0.0.0.0/0"),
+            ("fd00:2::1", "allow fd00::/8"),
+            ("fd00:1::1", "deny fd00:1::/32"),
+            ("fe80::1", "none"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(verdict(&m, host, 1), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn globs_are_found_under_their_literal_suffix() {
+        let m = matcher(&[
+            ("us-*.cloud.test", Allow),
+            ("a.b*.example.test", Allow),
+            ("*-evil.cloud.test", Deny),
+            ("x*y.test", Allow),
+        ]);
+        let cases = [
+            ("us-east.cloud.test", "allow us-*.cloud.test"),
+            ("us-evil.cloud.test", "deny *-evil.cloud.test"),
+            ("eu-west.cloud.test", "none"),
+            ("a.bee.example.test", "allow a.b*.example.test"),
+            ("a.cee.example.test", "none"),
+            ("z.bee.example.test", "none"),
+            ("xzzy.test", "allow x*y.test"),
+            ("xy.test", "allow x*y.test"),
+            ("a.xy.test", "none"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(verdict(&m, host, 1), want, "{host}");
         }
     }
 
