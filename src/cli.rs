@@ -56,8 +56,8 @@ pub struct PolicyArgs {
     /// Deny a host pattern; deny always beats allow. Repeatable.
     #[arg(long, value_name = "PATTERN")]
     deny: Vec<String>,
-    /// DNS server to use instead of `[dns] servers` (`IP:PORT`); repeatable.
-    #[arg(long = "dns-server", value_name = "IP:PORT")]
+    /// DNS server to use instead of `[dns] servers` (`IP` or `IP:PORT`); repeatable.
+    #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = config::parse_dns_server)]
     dns_servers: Vec<SocketAddr>,
 }
 

@@ -15,6 +15,8 @@ use crate::policy::{Mode, RuleSpec, UnixSocketSpec};
 mod error;
 mod layer;
 mod listen;
+
+pub(crate) use listen::parse_dns_server;
 mod raw;
 
 pub use error::ConfigError;

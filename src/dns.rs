@@ -37,7 +37,7 @@ pub enum DnsError {
     #[error("timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
     /// Anything else: SERVFAIL, refused, I/O, unreadable resolver configuration.
-    #[error("dns error: {0}")]
+    #[error("{0}")]
     Other(String),
 }
 

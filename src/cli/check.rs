@@ -42,6 +42,8 @@ pub fn run(args: &CheckArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // Judge as `serve` would: its own listeners are never a destination.
+    let policy = policy.with_self_addrs(&[config.proxy_addr, config.socks_addr, config.admin_addr]);
     let resolver = if args.no_dns {
         None
     } else {

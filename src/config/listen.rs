@@ -112,7 +112,7 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
 }
 
 /// Parses a nameserver: `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when none is given.
-pub(super) fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     let bare = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))

@@ -164,6 +164,14 @@ pub(super) fn parse_config(
     profile: Option<&str>,
 ) -> Result<ParsedConfig, ConfigError> {
     let (root, span) = parse_document(src)?;
+    // A requirements file given as `--config` would otherwise be read as native and fail on
+    // whichever Codex key comes first; name the real mistake instead.
+    if let Some(key) = root.keys().find(|k| k.get_ref() == "experimental_network") {
+        return Err(src.error(
+            &key.span(),
+            "`[experimental_network]` belongs in the --requirements file, not in --config",
+        ));
+    }
     if CODEX_KEYS.iter().any(|k| root.contains_key(*k)) {
         parse_codex(src, root, profile)
     } else {
@@ -215,7 +223,33 @@ fn parse_codex(
     mut root: DeTable<'_>,
     profile: Option<&str>,
 ) -> Result<ParsedConfig, ConfigError> {
+    // Codex ignores top-level network keys, so accepting them silently would drop rules,
+    // denies included, without a word.
+    if let Some(key) = root
+        .keys()
+        .filter(|k| NETWORK_KEYS.contains(&k.get_ref().as_ref()))
+        .min_by_key(|k| k.span().start)
+    {
+        return Err(src.error(
+            &key.span(),
+            format!(
+                "`{}` at the top level of a Codex config.toml has no effect; put it in \
+                 `[features.network_proxy]`, `[network]` or `[permissions.<name>.network]`",
+                key.get_ref()
+            ),
+        ));
+    }
+    // Our extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`) work in Codex files too.
     let mut layers = Vec::new();
+    if NATIVE_TABLES.iter().any(|t| root.contains_key(*t)) {
+        layers.push(RawLayer {
+            dns: optional_table(src, &mut root, "dns", DNS_KEYS)?,
+            limits: optional_table(src, &mut root, "limits", LIMIT_KEYS)?,
+            admin: optional_table(src, &mut root, "admin", ADMIN_KEYS)?,
+            log: optional_table(src, &mut root, "log", LOG_KEYS)?,
+            network: RawNetwork::default(),
+        });
+    }
     if let Some(features) = root.remove("features") {
         let mut features = expect_table(src, "features", features)?;
         if let Some(proxy) = features.remove("network_proxy") {
@@ -529,12 +563,23 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(config_err(text), want, "{text:?}");
         }
-        let hint = config_err("experimental_network.enabled = true\n");
-        assert!(
-            hint.starts_with(
-                "t.toml:1:1: unknown key `experimental_network` in native policy file"
-            ) && hint.ends_with("; `[experimental_network]` belongs in the --requirements file"),
-            "{hint}"
+        // Wherever it stands, a requirements table in a --config file is named as such.
+        for text in [
+            "experimental_network.enabled = true\n",
+            "allowed_approval_policies = []\n[experimental_network]\nenabled = true\n",
+        ] {
+            assert!(
+                config_err(text).ends_with(
+                    "`[experimental_network]` belongs in the --requirements file, not in --config"
+                ),
+                "{text}"
+            );
+        }
+        // Top-level network keys in a Codex-shaped file would be ignored: an error, not a
+        // silently dropped deny rule.
+        assert_eq!(
+            config_err("denied_domains = ['evil.test']\n[network]\nenabled = true\n"),
+            "t.toml:1:1: `denied_domains` at the top level of a Codex config.toml has no effect; put it in `[features.network_proxy]`, `[network]` or `[permissions.<name>.network]`"
         );
     }
 
