@@ -22,6 +22,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::net::{listener, Ctx};
 
@@ -35,7 +36,7 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output
         let ctx = ctx.clone();
         async move {
             match permit {
-                Some(_permit) => serve_connection(stream, peer, ctx).await,
+                Some(permit) => serve_connection(stream, peer, ctx, Arc::new(permit)).await,
                 None => {
                     let mut stream = stream;
                     let _ = stream.write_all(respond::BUSY).await;
@@ -47,23 +48,42 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output
     .await;
 }
 
-async fn serve_connection(stream: TcpStream, client: SocketAddr, ctx: Ctx) {
+/// `slot` is the connection's permit: a CONNECT tunnel takes a clone along, so the slot stays
+/// taken until the tunnel ends, not just until hyper hands the connection over.
+async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    ctx: Ctx,
+    slot: Arc<OwnedSemaphorePermit>,
+) {
     let _ = stream.set_nodelay(true);
     let upstream = Arc::new(Mutex::new(None));
     let limits = ctx.limits.clone();
+    let drain = ctx.drain.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         let upstream = Arc::clone(&upstream);
-        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream).await) }
+        let slot = Arc::clone(&slot);
+        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream, slot).await) }
     });
-    let result = http1::Builder::new()
+    let _open = drain.guard();
+    let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    tokio::pin!(connection);
+    // On shutdown an idle keep-alive connection closes at once and a busy one after its
+    // current response; tunnels already handed off keep their own guard.
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drain.stopping() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(err) = result {
         tracing::debug!(%client, error = %err, "client connection ended with an error");
     }
@@ -74,9 +94,10 @@ async fn handle(
     client: SocketAddr,
     ctx: &Ctx,
     upstream: &Mutex<Option<forward::Upstream>>,
+    slot: Arc<OwnedSemaphorePermit>,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        connect::handle(req, client, ctx).await
+        connect::handle(req, client, ctx, slot).await
     } else {
         forward::handle(req, client, ctx, upstream).await
     }

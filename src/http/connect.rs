@@ -1,18 +1,27 @@
 //! CONNECT tunnels: decide, resolve once, dial the checked address, answer 200, splice.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond::{self, Failure};
 use super::Body;
-use crate::audit::{self, Protocol};
-use crate::net::{dial::dial, relay::relay, Ctx, Denied};
+use crate::audit::{Dest, Protocol};
+use crate::net::{dial::dial, tunnel, Ctx, Denied};
 use crate::policy::{Access, Decision, Target};
 
-pub async fn handle(mut req: Request<Incoming>, client: SocketAddr, ctx: &Ctx) -> Response<Body> {
+/// `slot` is the client connection's permit (`max_connections`); the tunnel holds it until it
+/// ends.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+    ctx: &Ctx,
+    slot: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let Some(authority) = authority else {
         return respond::response(&Failure::BadRequest("CONNECT needs host:port"));
@@ -24,7 +33,12 @@ pub async fn handle(mut req: Request<Incoming>, client: SocketAddr, ctx: &Ctx) -
                 decision: Decision::invalid_host(),
                 dns: None,
             };
-            audit::decision(Protocol::Connect, client, &authority, &denied.decision);
+            ctx.events.decision(
+                Protocol::Connect,
+                client,
+                Dest::Raw(&authority),
+                &denied.decision,
+            );
             return respond::response(&Failure::Denied {
                 dest: &authority,
                 denied: &denied,
@@ -35,14 +49,24 @@ pub async fn handle(mut req: Request<Incoming>, client: SocketAddr, ctx: &Ctx) -
     let pinned = match ctx.gate.authorize(&target, Access::Tunnel).await {
         Ok(pinned) => pinned,
         Err(denied) => {
-            audit::decision(Protocol::Connect, client, &dest, &denied.decision);
+            ctx.events.decision(
+                Protocol::Connect,
+                client,
+                Dest::Target(&target),
+                &denied.decision,
+            );
             return respond::response(&Failure::Denied {
                 dest: &dest,
                 denied: &denied,
             });
         }
     };
-    audit::decision(Protocol::Connect, client, &dest, &pinned.decision);
+    let id = ctx.events.decision(
+        Protocol::Connect,
+        client,
+        Dest::Target(&target),
+        &pinned.decision,
+    );
     let mut upstream = match dial(&pinned.addrs, ctx.limits.connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -52,9 +76,12 @@ pub async fn handle(mut req: Request<Incoming>, client: SocketAddr, ctx: &Ctx) -
             })
         }
     };
-    let idle = ctx.limits.idle_timeout;
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let ctx = ctx.clone();
+    let target = target.into_owned();
+    let open = ctx.drain.guard();
     tokio::spawn(async move {
+        let (_slot, _open) = (slot, open);
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
@@ -63,13 +90,16 @@ pub async fn handle(mut req: Request<Incoming>, client: SocketAddr, ctx: &Ctx) -
             }
         };
         let mut upgraded = TokioIo::new(upgraded);
-        match relay(&mut upgraded, &mut upstream, idle).await {
-            Ok(stats) => tracing::debug!(
-                %client, dest, up = stats.up, down = stats.down, idle_timeout = stats.idle_timeout,
-                "tunnel closed"
-            ),
-            Err(err) => tracing::debug!(%client, dest, error = %err, "tunnel ended with an error"),
-        }
+        tunnel(
+            &ctx,
+            id,
+            Protocol::Connect,
+            client,
+            &target,
+            &mut upgraded,
+            &mut upstream,
+        )
+        .await;
     });
     let mut response = Response::new(respond::full(""));
     *response.status_mut() = StatusCode::OK;

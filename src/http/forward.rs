@@ -14,14 +14,16 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
+};
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::respond::{self, Failure};
 use super::Body;
-use crate::audit::{self, Protocol};
+use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::DialError, Ctx, Denied};
 use crate::policy::{Access, Decision, Target};
 
@@ -76,7 +78,12 @@ pub async fn handle(
             decision: Decision::invalid_host(),
             dns: None,
         };
-        audit::decision(Protocol::Http, client, &host_port, &denied.decision);
+        ctx.events.decision(
+            Protocol::Http,
+            client,
+            Dest::Raw(host_port),
+            &denied.decision,
+        );
         return respond::response(&Failure::Denied {
             dest: host_port,
             denied: &denied,
@@ -90,14 +97,24 @@ pub async fn handle(
     let pinned = match ctx.gate.authorize(&target, access).await {
         Ok(pinned) => pinned,
         Err(denied) => {
-            audit::decision(Protocol::Http, client, &dest, &denied.decision);
+            ctx.events.decision(
+                Protocol::Http,
+                client,
+                Dest::Target(&target),
+                &denied.decision,
+            );
             return respond::response(&Failure::Denied {
                 dest: &dest,
                 denied: &denied,
             });
         }
     };
-    audit::decision(Protocol::Http, client, &dest, &pinned.decision);
+    ctx.events.decision(
+        Protocol::Http,
+        client,
+        Dest::Target(&target),
+        &pinned.decision,
+    );
     let kept = take_reusable(
         cache,
         |key| matches!(key, Key::Tcp(a) if pinned.addrs.contains(a)),
@@ -148,7 +165,8 @@ async fn unix(
             method: req.method().as_str(),
         },
     );
-    audit::decision(Protocol::Unix, client, &dest, &decision);
+    ctx.events
+        .decision(Protocol::Unix, client, Dest::Unix(path), &decision);
     if !decision.is_allowed() {
         let denied = Denied {
             decision,
@@ -248,7 +266,18 @@ async fn send(
     cache: &Mutex<Option<Upstream>>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    // hyper has undone the client's chunking; keep the header so the body is chunked again.
+    // Without it hyper sends the body of a GET or HEAD as empty.
+    let codings: Vec<HeaderValue> = parts
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .cloned()
+        .collect();
     strip_hop_by_hop(&mut parts.headers);
+    for coding in codings {
+        parts.headers.append(TRANSFER_ENCODING, coding);
+    }
     parts.headers.remove(UNIX_SOCKET);
     if let Some(host) = host {
         parts.headers.insert(HOST, host);
@@ -265,6 +294,11 @@ async fn send(
                 *slot = Some(upstream);
             }
             let (mut parts, body) = response.into_parts();
+            // The chunks frame a chunked response, not a Content-Length sent along with them
+            // (RFC 9112 section 6.3); passing it on would cut the body short.
+            if parts.headers.contains_key(TRANSFER_ENCODING) {
+                parts.headers.remove(CONTENT_LENGTH);
+            }
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }

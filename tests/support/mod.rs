@@ -6,3 +6,5 @@
 
 pub mod fake_dns;
 pub mod origin;
+pub mod proxy;
+pub mod unix_origin;
