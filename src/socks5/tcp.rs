@@ -1,0 +1,52 @@
+//! CONNECT: decide, resolve once, dial a checked address, reply, splice.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec::Addr;
+use super::reply::Failure;
+use crate::audit::Protocol;
+use crate::net::dial::dial;
+use crate::net::{tunnel, Ctx};
+
+/// Serves one CONNECT request. `early` is what the client sent after the request without
+/// waiting for our reply; it goes upstream first (and is not in the closed line's byte count).
+pub async fn connect(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    addr: Addr<'_>,
+    port: u16,
+    early: &[u8],
+    ctx: &Ctx,
+) {
+    let allowed = match super::authorize(ctx, Protocol::SocksTcp, client, addr, port).await {
+        Ok(allowed) => allowed,
+        Err(denied) => return super::reject(&mut stream, client, &Failure::Denied(&denied)).await,
+    };
+    let mut upstream = match dial(&allowed.pinned.addrs, ctx.limits.connect_timeout).await {
+        Ok(upstream) => upstream,
+        Err(error) => return super::reject(&mut stream, client, &Failure::Dial(&error)).await,
+    };
+    let bound = match upstream.local_addr() {
+        Ok(bound) => bound,
+        Err(error) => return super::reject(&mut stream, client, &Failure::Local(&error)).await,
+    };
+    if super::succeed(&mut stream, bound).await.is_err() {
+        return;
+    }
+    if !early.is_empty() && upstream.write_all(early).await.is_err() {
+        return;
+    }
+    tunnel(
+        ctx,
+        allowed.id,
+        Protocol::SocksTcp,
+        client,
+        &allowed.target,
+        &mut stream,
+        &mut upstream,
+    )
+    .await;
+}

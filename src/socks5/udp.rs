@@ -1,0 +1,550 @@
+//! UDP ASSOCIATE: our own relay between one client and the destinations the policy allows.
+//!
+//! One task per association owns everything: the client-facing socket (bound to the control
+//! connection's local address, so on loopback), one upstream socket per address family
+//! (created on first use), one 64 KiB buffer each way and the decision cache. Owning it all
+//! in one task keeps the hot path free of locks and allocation: a datagram to a known
+//! destination costs a header parse, one policy-generation load, one hash lookup and a send.
+//!
+//! Invariants:
+//! - Datagrams are accepted from the control connection's peer IP only, and from one port:
+//!   the one the ASSOCIATE request named, else the first one seen. The relay socket is then
+//!   connected to that address, so the kernel drops everything else.
+//! - Every destination is decided by [`super::authorize`] (policy, one lookup, audit) before
+//!   its first datagram leaves; a name is resolved once and its first checked address is
+//!   what datagrams go to while the cache entry lives. The cache is emptied when the policy
+//!   generation changes, so a reload is re-checked on the next datagram.
+//! - Only datagrams from an address in the cache (one we sent to under the current policy)
+//!   are relayed back, under a header naming the destination the way the client wrote it.
+//! - The association ends with its control connection, or after `idle_timeout` without a
+//!   relayed datagram.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::codec::{self, UdpHeader};
+use super::reply::Failure;
+use crate::audit::Protocol;
+use crate::net::{Ctx, Gate};
+use crate::policy::Policy;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Enough for any UDP payload.
+const BUF: usize = 64 * 1024;
+/// Room in front of a reply's payload for the longest header, so it is written in place.
+const HEADROOM: usize = codec::MAX_UDP_HEADER;
+/// Destinations remembered per association; past it the cache starts over.
+const MAX_DESTINATIONS: usize = 1024;
+/// Datagrams handled per wake-up before the other direction gets a turn.
+const BATCH: usize = 64;
+
+/// What went through one association.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Client datagrams sent on to an allowed destination.
+    pub sent: u64,
+    /// Datagrams from a destination relayed back to the client.
+    pub received: u64,
+    /// Client datagrams to a destination the policy denied.
+    pub denied: u64,
+    /// Everything else dropped: a foreign source, a fragment, a malformed header, a reply
+    /// from an address we never sent to, a failed send.
+    pub dropped: u64,
+}
+
+/// Why an association ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    ControlClosed,
+    Idle,
+}
+
+/// Serves one UDP ASSOCIATE request on its control connection until the association ends.
+/// `port` is the request's DST.PORT: the client's source port, if it knows it.
+pub async fn associate(
+    mut control: TcpStream,
+    client: SocketAddr,
+    port: u16,
+    ctx: &Ctx,
+    slots: &Arc<Semaphore>,
+) {
+    let Ok(_permit) = Arc::clone(slots).try_acquire_owned() else {
+        return super::reject(&mut control, client, &Failure::Busy).await;
+    };
+    let source = (port != 0).then(|| SocketAddr::new(client.ip(), port));
+    let (relay, bound) = match bind_relay(&control, source).await {
+        Ok(relay) => relay,
+        Err(error) => {
+            tracing::warn!(%client, %error, "cannot bind a UDP relay socket");
+            return super::reject(&mut control, client, &Failure::Local(&error)).await;
+        }
+    };
+    if super::succeed(&mut control, bound).await.is_err() {
+        return;
+    }
+    let mut association = Association {
+        ctx,
+        client,
+        source,
+        sockets: Sockets {
+            relay,
+            v4: None,
+            v6: None,
+        },
+        routes: Routes::new(ctx.gate.current()),
+        stats: UdpStats::default(),
+    };
+    let gauge = metrics::gauge!("egress_udp_associations");
+    gauge.increment(1.0);
+    let end = association.run(&mut control, ctx.limits.idle_timeout).await;
+    gauge.decrement(1.0);
+    let UdpStats {
+        sent,
+        received,
+        denied,
+        dropped,
+    } = association.stats;
+    metrics::counter!("egress_udp_datagrams_total", "result" => "relayed").increment(sent);
+    metrics::counter!("egress_udp_datagrams_total", "result" => "denied").increment(denied);
+    metrics::counter!("egress_udp_datagrams_total", "result" => "dropped").increment(dropped);
+    tracing::debug!(
+        %client, relay = %bound, sent, received, denied, dropped, end = ?end,
+        "SOCKS5 UDP association closed"
+    );
+}
+
+/// Binds the client-facing socket next to the control connection's local address.
+async fn bind_relay(
+    control: &TcpStream,
+    source: Option<SocketAddr>,
+) -> io::Result<(UdpSocket, SocketAddr)> {
+    let local = control.local_addr()?;
+    let relay = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
+    if let Some(source) = source {
+        relay.connect(source).await?;
+    }
+    let bound = relay.local_addr()?;
+    Ok((relay, bound))
+}
+
+struct Association<'a> {
+    ctx: &'a Ctx,
+    /// The control connection's peer.
+    client: SocketAddr,
+    /// The one address datagrams are accepted from, once known.
+    source: Option<SocketAddr>,
+    sockets: Sockets,
+    routes: Routes,
+    stats: UdpStats,
+}
+
+struct Sockets {
+    /// Client-facing; connected to the client's source once it is known.
+    relay: UdpSocket,
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// Send to this checked address.
+    Allowed(SocketAddr),
+    Denied,
+}
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Association<'_> {
+    async fn run(&mut self, control: &mut TcpStream, idle: Duration) -> io::Result<End> {
+        let mut up = vec![0u8; BUF].into_boxed_slice();
+        let mut down = vec![0u8; HEADROOM + BUF].into_boxed_slice();
+        let mut ignored = [0u8; 64];
+        let mut last = Instant::now();
+        // Re-armed only when it fires, so activity costs a clock read, not a timer update.
+        let timer = tokio::time::sleep_until(last + idle);
+        tokio::pin!(timer);
+        loop {
+            let active = tokio::select! {
+                read = control.read(&mut ignored) => match read {
+                    Ok(0) | Err(_) => return Ok(End::ControlClosed),
+                    // RFC 1928 gives the control connection no further use.
+                    Ok(_) => false,
+                },
+                ready = self.sockets.relay.readable() => {
+                    ready?;
+                    self.relay_outbound(&mut up).await?
+                }
+                ready = readable(self.sockets.v4.as_ref()) => {
+                    ready?;
+                    self.relay_inbound(Family::V4, &mut down).await?
+                }
+                ready = readable(self.sockets.v6.as_ref()) => {
+                    ready?;
+                    self.relay_inbound(Family::V6, &mut down).await?
+                }
+                () = &mut timer => {
+                    if Instant::now() >= last + idle {
+                        return Ok(End::Idle);
+                    }
+                    timer.as_mut().reset(last + idle);
+                    false
+                }
+            };
+            if active {
+                last = Instant::now();
+            }
+        }
+    }
+
+    /// Relays what the client has queued; returns whether anything was sent.
+    async fn relay_outbound(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let mut active = false;
+        for _ in 0..BATCH {
+            let (n, from) = match self.sockets.relay.try_recv_from(buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if transient(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if !self.accept(from).await? {
+                self.stats.dropped += 1;
+                continue;
+            }
+            active |= self.forward(&buf[..n]).await;
+        }
+        Ok(active)
+    }
+
+    /// Whether a datagram from `from` is the client's; the first one fixes its port.
+    async fn accept(&mut self, from: SocketAddr) -> io::Result<bool> {
+        match self.source {
+            Some(source) => Ok(source == from),
+            None if from.ip() == self.client.ip() => {
+                self.sockets.relay.connect(from).await?;
+                self.source = Some(from);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sends one client datagram on if its destination is allowed; returns whether it was.
+    async fn forward(&mut self, datagram: &[u8]) -> bool {
+        // RFC 1928 lets a server that does not reassemble drop every fragment.
+        let header = match codec::parse_udp_header(datagram) {
+            Ok(header) if header.frag == 0 => header,
+            Ok(_) | Err(_) => {
+                self.stats.dropped += 1;
+                return false;
+            }
+        };
+        self.routes.refresh(&self.ctx.gate);
+        let route = match self.routes.get(header.dest) {
+            Some(route) => route,
+            None => self.decide(&header).await,
+        };
+        let Route::Allowed(dest) = route else {
+            self.stats.denied += 1;
+            return false;
+        };
+        let sent = match self.sockets.upstream(dest).await {
+            Ok(socket) => socket.send_to(&datagram[header.len..], dest).await,
+            Err(error) => Err(error),
+        };
+        match sent {
+            Ok(_) => {
+                self.stats.sent += 1;
+                true
+            }
+            Err(error) => {
+                tracing::debug!(client = %self.client, %dest, %error, "UDP send failed");
+                self.stats.dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Decides a destination not in the cache. The generation was loaded (by `refresh`)
+    /// before the policy is consulted, so a reload in between only empties the cache early.
+    async fn decide(&mut self, header: &UdpHeader<'_>) -> Route {
+        let result = super::authorize(
+            self.ctx,
+            Protocol::SocksUdp,
+            self.client,
+            header.addr,
+            header.port,
+        )
+        .await;
+        let route = match result {
+            Ok(allowed) => allowed
+                .pinned
+                .addrs
+                .first()
+                .map_or(Route::Denied, |&addr| Route::Allowed(addr)),
+            Err(_) => Route::Denied,
+        };
+        self.routes.insert(header.dest, route);
+        route
+    }
+
+    /// Relays what destinations sent back; returns whether anything was.
+    async fn relay_inbound(&mut self, family: Family, buf: &mut [u8]) -> io::Result<bool> {
+        let socket = match family {
+            Family::V4 => self.sockets.v4.as_ref(),
+            Family::V6 => self.sockets.v6.as_ref(),
+        };
+        let Some(socket) = socket else {
+            return Ok(false);
+        };
+        let mut active = false;
+        for _ in 0..BATCH {
+            let (n, from) = match socket.try_recv_from(&mut buf[HEADROOM..]) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if transient(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            self.routes.refresh(&self.ctx.gate);
+            let Some(dest) = self.routes.by_source.get(&from) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            let start = codec::write_udp_header(buf, HEADROOM, dest);
+            match self.sockets.relay.send(&buf[start..HEADROOM + n]).await {
+                Ok(_) => {
+                    self.stats.received += 1;
+                    active = true;
+                }
+                Err(error) => {
+                    tracing::debug!(client = %self.client, %from, %error, "UDP reply not relayed");
+                    self.stats.dropped += 1;
+                }
+            }
+        }
+        Ok(active)
+    }
+}
+
+impl Sockets {
+    /// The upstream socket for `dest`'s family, bound on first use to the unspecified
+    /// address: the destination may be anywhere the policy allows.
+    async fn upstream(&mut self, dest: SocketAddr) -> io::Result<&UdpSocket> {
+        let (slot, any) = match dest {
+            SocketAddr::V4(_) => (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            SocketAddr::V6(_) => (&mut self.v6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
+        };
+        let socket = match slot.take() {
+            Some(socket) => socket,
+            None => UdpSocket::bind(any).await?,
+        };
+        Ok(slot.insert(socket))
+    }
+}
+
+/// Waits until `socket` is readable; forever if there is none yet.
+async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Errors that leave the socket usable: an ICMP error for an earlier datagram (a client or
+/// destination port that went away) reported on a later call, or an interrupted call.
+fn transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Decisions for this association's destinations, valid for one policy generation.
+struct Routes {
+    generation: Arc<Policy>,
+    /// Keyed by ATYP..DST.PORT as the client wrote it, so a known destination costs one hash
+    /// and no canonicalisation.
+    by_dest: FastMap<Box<[u8]>, Route>,
+    /// Checked address → the destination as the client wrote it: labels replies, and drops
+    /// datagrams from anyone we did not send to.
+    by_source: FastMap<SocketAddr, Box<[u8]>>,
+}
+
+impl Routes {
+    fn new(generation: Arc<Policy>) -> Self {
+        Routes {
+            generation,
+            by_dest: FastMap::default(),
+            by_source: FastMap::default(),
+        }
+    }
+
+    /// Forgets every decision if the policy was reloaded since they were made.
+    fn refresh(&mut self, gate: &Gate) {
+        let current = gate.policy().load();
+        if !Arc::ptr_eq(&current, &self.generation) {
+            self.generation = Arc::clone(&current);
+            self.clear();
+        }
+    }
+
+    fn get(&self, dest: &[u8]) -> Option<Route> {
+        self.by_dest.get(dest).copied()
+    }
+
+    fn insert(&mut self, dest: &[u8], route: Route) {
+        if self.by_dest.len() >= MAX_DESTINATIONS {
+            self.clear();
+        }
+        if let Route::Allowed(addr) = route {
+            self.by_source.insert(addr, dest.into());
+        }
+        self.by_dest.insert(dest.into(), route);
+    }
+
+    fn clear(&mut self) {
+        self.by_dest.clear();
+        self.by_source.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DnsConfig, Limits};
+    use crate::dns::Resolver;
+    use crate::net::policy_handle;
+    use crate::policy::{PolicyOptions, RuleSpec};
+
+    fn policy(allow: &[&str]) -> Policy {
+        let rules: Vec<RuleSpec> = allow
+            .iter()
+            .map(|p| RuleSpec {
+                pattern: (*p).to_string(),
+                action: crate::policy::Action::Allow,
+                origin: crate::policy::Origin::Api,
+                managed: false,
+            })
+            .collect();
+        Policy::new(&rules, &[], PolicyOptions::default()).unwrap()
+    }
+
+    fn gate(policy: Policy) -> Gate {
+        // IP destinations only: the resolver is never asked.
+        let dns = DnsConfig {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        Gate::new(policy_handle(policy), Resolver::new(&dns).unwrap())
+    }
+
+    #[test]
+    fn routes_are_bounded_and_forgotten_on_reload() {
+        let gate = gate(policy(&["127.0.0.1"]));
+        let mut routes = Routes::new(gate.current());
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        routes.insert(b"\x01\x7f\x00\x00\x01\x00\x07", Route::Allowed(addr));
+        routes.refresh(&gate);
+        assert_eq!(
+            routes.get(b"\x01\x7f\x00\x00\x01\x00\x07"),
+            Some(Route::Allowed(addr))
+        );
+        assert_eq!(routes.by_source.len(), 1);
+
+        for i in 0..MAX_DESTINATIONS as u16 {
+            routes.insert(&i.to_be_bytes(), Route::Denied);
+        }
+        assert!(routes.by_dest.len() <= MAX_DESTINATIONS);
+        assert!(routes.by_source.is_empty(), "the cache started over");
+
+        routes.insert(b"x", Route::Denied);
+        gate.policy().store(Arc::new(policy(&["127.0.0.2"])));
+        routes.refresh(&gate);
+        assert_eq!(routes.get(b"x"), None);
+        assert!(Arc::ptr_eq(&routes.generation, &gate.current()));
+    }
+
+    #[tokio::test]
+    async fn counts_denied_foreign_and_fragmented_datagrams() {
+        let ctx = Ctx::new(gate(policy(&["127.0.0.1"])), Limits::default());
+        let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let mut association = Association {
+            ctx: &ctx,
+            client: client.local_addr().unwrap(),
+            source: None,
+            sockets: Sockets {
+                relay,
+                v4: None,
+                v6: None,
+            },
+            routes: Routes::new(ctx.gate.current()),
+            stats: UdpStats::default(),
+        };
+        let to = |ip: [u8; 4], port: u16, frag: u8, payload: &[u8]| {
+            let mut d = vec![0, 0, frag, 1];
+            d.extend_from_slice(&ip);
+            d.extend_from_slice(&port.to_be_bytes());
+            d.extend_from_slice(payload);
+            d
+        };
+        let echo_port = echo.local_addr().unwrap().port();
+        let datagrams = [
+            (&client, to([127, 0, 0, 1], echo_port, 0, b"one")),
+            (&foreign, to([127, 0, 0, 1], echo_port, 0, b"foreign")),
+            (&client, to([127, 0, 0, 2], echo_port, 0, b"denied")),
+            (&client, to([127, 0, 0, 2], echo_port, 0, b"denied again")),
+            (&client, to([127, 0, 0, 1], echo_port, 1, b"fragment")),
+            (&client, vec![0, 0, 0, 9, 1]),
+            (&client, to([127, 0, 0, 1], echo_port, 0, b"two")),
+        ];
+        for (from, datagram) in &datagrams {
+            from.send_to(datagram, relay_addr).await.unwrap();
+        }
+        let mut buf = vec![0u8; BUF];
+        let all = datagrams.len() as u64;
+        let handle = async {
+            let mut handled = 0;
+            while handled < all {
+                association.sockets.relay.readable().await.unwrap();
+                association.relay_outbound(&mut buf).await.unwrap();
+                let s = association.stats;
+                handled = s.sent + s.denied + s.dropped;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("every datagram handled");
+        assert_eq!(
+            association.stats,
+            UdpStats {
+                sent: 2,
+                received: 0,
+                denied: 2,
+                dropped: 3
+            }
+        );
+        let mut got = [0u8; 16];
+        let (n, _) = echo.recv_from(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"one");
+        let (n, _) = echo.recv_from(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"two");
+    }
+}
