@@ -3,6 +3,7 @@
 //! Every failure is one line on stderr and an exit code, never a panic or a backtrace.
 
 mod check;
+mod run;
 mod serve;
 mod validate;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, Sources};
+use crate::config::{self, Config, LogFormat, Sources};
 use crate::policy::Policy;
 
 /// Exit code for usage and configuration errors (clap uses it too).
@@ -32,6 +33,9 @@ pub struct Cli {
 enum Command {
     /// Explain the verdict for each TARGET (`host`, `host:port`, `[v6]:port` or a URL).
     Check(check::CheckArgs),
+    /// Run CMD with its network confined to the policy: ephemeral loopback listeners, proxy
+    /// environment, the child's exit status, a summary of what was blocked.
+    Run(run::RunArgs),
     /// Run the proxy listeners as a long-lived gateway until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
     /// Load and compile the policy, print the effective policy and its warnings.
@@ -98,18 +102,64 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Validate(args) => validate::run(&args),
     }
 }
 
-/// Human-readable logs on stderr; `RUST_LOG` overrides the level.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Log format and audit destination, shared by `serve` and `run`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LogArgs {
+    /// `text` for people (default), `json` for machines (overrides `[log] format`).
+    #[arg(long = "log-format", value_name = "text|json", value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Write one JSON audit line per decision and per closed connection to FILE (`-` for
+    /// stderr; overrides `[log] audit`).
+    #[arg(long = "audit-log", value_name = "FILE|-")]
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl LogArgs {
+    /// Installs the log subscriber (`RUST_LOG` overrides the level) and opens the audit log.
+    fn init(&self, config: &Config) -> Result<Option<Box<dyn std::io::Write + Send>>, String> {
+        self.init_with(config, "info")
+    }
+
+    /// [`LogArgs::init`] with another default filter (`run` keeps the child's stderr quiet).
+    fn init_with(
+        &self,
+        config: &Config,
+        default_filter: &str,
+    ) -> Result<Option<Box<dyn std::io::Write + Send>>, String> {
+        let json = match self.log_format {
+            Some(LogFormatArg::Json) => true,
+            Some(LogFormatArg::Text) => false,
+            None => config.log.format == LogFormat::Json,
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = if json {
+            builder.json().try_init()
+        } else {
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init()
+        };
+        match self.audit_log.as_ref().or(config.log.audit.as_ref()) {
+            Some(path) => serve::open_audit(path)
+                .map(Some)
+                .map_err(|e| format!("cannot open audit log {}: {e}", path.display())),
+            None => Ok(None),
+        }
+    }
 }

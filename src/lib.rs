@@ -14,10 +14,14 @@
 //!   then classifies every answer and hands back the exact addresses a listener may dial.
 //! - [`net`]: what listeners share: the gate (decide, resolve once, classify), the dialler
 //!   that connects only to checked addresses, the relay, the accept loop.
+//! - [`socks5`]: the SOCKS5 listener (CONNECT and UDP ASSOCIATE) on top of [`net`].
+//! - [`server`] runs the listeners of one configuration; [`admin`] is its admin API and
+//!   Prometheus endpoint.
 //! - [`audit`] and [`cli`] at the edges.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -25,3 +29,6 @@ pub mod dns;
 pub mod http;
 pub mod net;
 pub mod policy;
+pub mod report;
+pub mod server;
+pub mod socks5;

@@ -6,6 +6,7 @@
 //! addresses the policy classified; nothing re-resolves in between.
 
 pub mod dial;
+pub mod drain;
 pub mod listener;
 pub mod relay;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
+use crate::audit::{Dest, Events, Protocol};
 use crate::config::Limits;
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{Access, Decision, Host, Policy, Target};
@@ -70,7 +72,7 @@ impl Gate {
         let policy = self.policy.load_full();
         let decision = policy.decide(target, access);
         let decision = match (&target.host, decision.needs_dns()) {
-            (Host::Name(name), true) => match self.resolver.lookup(name).await {
+            (Host::Name(name), true) => match self.lookup(name).await {
                 Ok(ips) => policy.check_resolved(decision, target.port, &ips),
                 Err(err) => {
                     return Err(Denied {
@@ -94,6 +96,18 @@ impl Gate {
             .collect();
         Ok(Pinned { decision, addrs })
     }
+
+    async fn lookup(&self, name: &str) -> Result<Vec<std::net::IpAddr>, DnsError> {
+        let start = tokio::time::Instant::now();
+        let result = self.resolver.lookup(name).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.kind(),
+        };
+        metrics::histogram!("egress_dns_lookup_seconds", "result" => outcome)
+            .record(start.elapsed().as_secs_f64());
+        result
+    }
 }
 
 /// What a listener needs to serve connections; cheap to clone into each connection task.
@@ -103,15 +117,68 @@ pub struct Ctx {
     pub limits: Limits,
     /// One permit per open client connection (`[limits] max_connections`).
     pub slots: Arc<Semaphore>,
+    /// Where decisions and closed connections are reported.
+    pub events: Arc<Events>,
+    /// Stop signal and open-connection count for graceful shutdown.
+    pub drain: drain::Drain,
 }
 
 impl Ctx {
+    /// A context that reports to a fresh [`Events`] with no audit file and is never drained
+    /// (for tests and embedders that stop by dropping the runtime).
     pub fn new(gate: Gate, limits: Limits) -> Self {
+        let (_handle, drain) = drain::channel();
+        Ctx::with_events(gate, limits, Arc::new(Events::default()), drain)
+    }
+
+    pub fn with_events(
+        gate: Gate,
+        limits: Limits,
+        events: Arc<Events>,
+        drain: drain::Drain,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         Ctx {
             gate,
             limits,
             slots,
+            events,
+            drain,
         }
     }
+}
+
+/// Splices an allowed connection until it ends, counted as an open tunnel in the metrics and
+/// reported once closed, with bytes each way. The caller holds the connection's drain guard.
+pub async fn tunnel<A, B>(
+    ctx: &Ctx,
+    id: u64,
+    protocol: Protocol,
+    client: SocketAddr,
+    target: &Target<'_>,
+    inbound: &mut A,
+    outbound: &mut B,
+) where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
+    gauge.increment(1.0);
+    let start = tokio::time::Instant::now();
+    let stats = match relay::relay(inbound, outbound, ctx.limits.idle_timeout).await {
+        Ok(stats) => stats,
+        Err(err) => {
+            tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
+            relay::RelayStats::default()
+        }
+    };
+    gauge.decrement(1.0);
+    ctx.events.closed(
+        id,
+        protocol,
+        client,
+        Dest::Target(target),
+        stats,
+        start.elapsed(),
+    );
 }

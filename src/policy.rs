@@ -246,7 +246,6 @@ pub struct PolicyError {
 }
 
 struct Inner {
-    options: PolicyOptions,
     matcher: Matcher,
     unix: UnixSocketMap,
     warnings: Vec<String>,
@@ -256,6 +255,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Policy {
     inner: Arc<Inner>,
+    options: PolicyOptions,
     /// The proxy's own listeners, never a permitted destination.
     self_addrs: Arc<[SocketAddr]>,
 }
@@ -263,7 +263,7 @@ pub struct Policy {
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
-            .field("options", &self.inner.options)
+            .field("options", &self.options)
             .field("rules", &self.inner.matcher.rules().len())
             .finish_non_exhaustive()
     }
@@ -297,11 +297,11 @@ impl Policy {
         let unix = UnixSocketMap::new(unix_sockets, options.dangerously_allow_all_unix_sockets);
         Ok(Policy {
             inner: Arc::new(Inner {
-                options,
                 matcher,
                 unix,
                 warnings,
             }),
+            options,
             self_addrs: Arc::from([]),
         })
     }
@@ -323,13 +323,20 @@ impl Policy {
     /// The same policy, told which addresses its own listeners are bound to.
     pub fn with_self_addrs(&self, addrs: &[SocketAddr]) -> Policy {
         Policy {
-            inner: Arc::clone(&self.inner),
             self_addrs: Arc::from(addrs),
+            ..self.clone()
         }
     }
 
+    /// The same rules in another mode (the admin API's `POST /mode`).
+    pub fn with_mode(&self, mode: Mode) -> Policy {
+        let mut policy = self.clone();
+        policy.options.mode = mode;
+        policy
+    }
+
     pub fn options(&self) -> &PolicyOptions {
-        &self.inner.options
+        &self.options
     }
 
     pub fn rules(&self) -> &[RuleRef] {
@@ -347,7 +354,7 @@ impl Policy {
 
     /// Everything that can be decided without the network. Allocates nothing for names.
     pub fn decide(&self, target: &Target<'_>, access: Access<'_>) -> Decision {
-        if self.inner.options.mode == Mode::Limited && !is_read_only(access) {
+        if self.options.mode == Mode::Limited && !is_read_only(access) {
             return Decision::block(Reason::MethodNotAllowed, None);
         }
         match &target.host {
@@ -410,8 +417,7 @@ impl Policy {
     /// Whether a non-public class may be reached under this allow.
     fn local_ok(&self, class: IpClass, kind: AllowKind) -> bool {
         class.is_public()
-            || (class.is_local()
-                && (self.inner.options.allow_local_binding || kind == AllowKind::Exact))
+            || (class.is_local() && (self.options.allow_local_binding || kind == AllowKind::Exact))
     }
 
     /// Judges the answers for a name that [`Policy::decide`] allowed. The returned decision's
@@ -437,7 +443,7 @@ impl Policy {
         // opens local answers, so a public name cannot be pointed at the LAN by its DNS.
         let acceptable = |c: &ClassifiedIp| self.local_ok(c.class, AllowKind::Wildcard);
         let first_bad = checked.iter().find(|c| !acceptable(c)).map(|c| c.class);
-        let decision = match (first_bad, self.inner.options.multi_answer) {
+        let decision = match (first_bad, self.options.multi_answer) {
             (None, _) => Decision::allow(rule, checked),
             (Some(class), MultiAnswer::BlockIfAnyNonPublic) => {
                 Decision::block(Reason::DnsNonPublic(class), rule).with_ips(checked)
@@ -477,7 +483,7 @@ impl Policy {
     /// Returns the path with symlinks resolved: connect to that one, not to the path as given.
     pub fn decide_unix(&self, path: &Path, access: Access<'_>) -> (Decision, PathBuf) {
         let (verdict, resolved) = self.inner.unix.check(path);
-        if self.inner.options.mode == Mode::Limited && !is_read_only(access) {
+        if self.options.mode == Mode::Limited && !is_read_only(access) {
             return (Decision::block(Reason::MethodNotAllowed, None), resolved);
         }
         let rule_for = |entry: Option<PathBuf>, action| {

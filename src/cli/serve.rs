@@ -1,33 +1,42 @@
 //! `egress-proxy serve`: the listeners as a long-lived gateway.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::signal::unix::{signal, SignalKind};
 
-use super::{PolicyArgs, EXIT_USAGE};
-use crate::config::Config;
-use crate::dns::Resolver;
-use crate::net::{policy_handle, Ctx, Gate};
-use crate::policy::Policy;
+use super::{LogArgs, PolicyArgs, EXIT_USAGE};
+use crate::admin::{self, AdminOptions};
+use crate::server::{Options, Server};
+
+/// How long open tunnels may keep running after SIGINT/SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// HTTP proxy listener (overrides `proxy_url`).
     #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
     /// SOCKS5 listener (overrides `socks_url`).
     #[arg(long = "socks-listen", value_name = "ADDR")]
     socks_listen: Option<SocketAddr>,
+    /// Admin API listener (overrides `admin_url`).
+    #[arg(long = "admin-listen", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: &ServeArgs) -> i32 {
     let mut sources = args.policy.sources();
     sources.http_listen = args.http_listen;
     sources.socks_listen = args.socks_listen;
+    sources.admin_listen = args.admin_listen;
     let (config, policy) = match super::load(&sources) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -42,7 +51,28 @@ pub fn run(args: &ServeArgs) -> i32 {
         );
         return EXIT_USAGE;
     }
-    super::init_logging();
+    let audit = match args.log.init(&config) {
+        Ok(audit) => audit,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    let token = match admin::token::load_or_generate(&config.admin) {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return if config.admin.token_file.is_some() {
+                EXIT_USAGE
+            } else {
+                1
+            };
+        }
+    };
+    let admin_options = AdminOptions {
+        token: Arc::clone(&token.token),
+        metrics: admin::install_metrics(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,60 +83,66 @@ pub fn run(args: &ServeArgs) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(config, policy)) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("error: {err}");
-            1
-        }
-    }
-}
-
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
-}
-
-async fn serve(config: Config, policy: Policy) -> Result<(), String> {
-    let http = bind(config.proxy_addr, "proxy_url").await?;
-    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let own = [http_addr, config.admin_addr];
-    let policy = policy.with_self_addrs(&own);
-    let resolver = Resolver::new(&config.dns).map_err(|e| format!("cannot set up DNS: {e}"))?;
-    let ctx = Ctx::new(
-        Gate::new(policy_handle(policy), resolver),
-        config.limits.clone(),
-    );
-
-    let (stop, stopped) = watch::channel(false);
-    let shutdown = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tracing::info!(addr = %http_addr, "http proxy listening");
-    let http_task = tokio::spawn(crate::http::serve(http, ctx, shutdown(stopped.clone())));
-
-    wait_for_signal().await;
-    tracing::info!("shutting down: no longer accepting connections");
-    let _ = stop.send(true);
-    let _ = http_task.await;
-    Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
+    runtime.block_on(async move {
+        let options = Options {
+            audit,
+            admin: Some(admin_options),
+        };
+        let server = match Server::start(config, policy, sources, options).await {
+            Ok(server) => server,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return 1;
             }
-            None => std::future::pending::<()>().await,
+        };
+        if let Some(addr) = server.admin_addr {
+            let source = if token.generated {
+                "generated"
+            } else {
+                "token_file"
+            };
+            tracing::info!(
+                %addr,
+                token_file = %token.path.display(),
+                token_source = source,
+                "admin API listening; POST calls need the bearer token in token_file"
+            );
         }
+        run_until_stopped(&server).await;
+        tracing::info!("shutting down: no longer accepting connections");
+        server.shutdown(GRACE).await;
+        0
+    })
+}
+
+/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
+async fn run_until_stopped(server: &Server) {
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                let _ = server.control.reload();
+            }
+        }
     }
+}
+
+/// Where `--audit-log` sends JSON lines.
+pub(super) fn open_audit(path: &PathBuf) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stderr()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Box::new(std::io::LineWriter::new(file)))
 }

@@ -38,10 +38,20 @@ pub async fn dial(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, 
         }
         Err(last)
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    let start = tokio::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(DialError::Timeout(timeout)),
-    }
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(DialError::Refused(_)) => "refused",
+        Err(DialError::Timeout(_)) => "timeout",
+        Err(DialError::Unreachable { .. } | DialError::NoAddress) => "error",
+    };
+    metrics::histogram!("egress_connect_seconds", "result" => outcome)
+        .record(start.elapsed().as_secs_f64());
+    result
 }
 
 #[cfg(test)]

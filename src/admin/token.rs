@@ -1,0 +1,259 @@
+//! The admin bearer token: read from `[admin] token_file`, or generated at start and written
+//! with mode 0600 where the operator (and nobody else) can read it.
+//!
+//! The token itself is never logged or shown in `Debug` output; only the file it lives in.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::AdminConfig;
+
+/// The file a generated token is written to, inside its directory.
+pub const TOKEN_FILE_NAME: &str = "admin-token";
+
+/// A token and where it came from.
+#[derive(Clone)]
+pub struct AdminToken {
+    pub token: Arc<str>,
+    /// The file the token was read from or written to.
+    pub path: PathBuf,
+    /// True when this process generated the token (no `[admin] token_file`).
+    pub generated: bool,
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("token", &"<redacted>")
+            .field("path", &self.path)
+            .field("generated", &self.generated)
+            .finish()
+    }
+}
+
+/// `[admin] token_file` when set; otherwise a fresh token in
+/// `$XDG_RUNTIME_DIR/egress-proxy/admin-token`, or, without `XDG_RUNTIME_DIR`, in a new
+/// `<temp dir>/egress-proxy-<pid>/admin-token` directory of mode 0700.
+pub fn load_or_generate(config: &AdminConfig) -> Result<AdminToken, String> {
+    match &config.token_file {
+        Some(path) => Ok(AdminToken {
+            token: read_token_file(path)?,
+            path: path.clone(),
+            generated: false,
+        }),
+        None => {
+            let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+            generate(xdg.as_deref(), &std::env::temp_dir())
+        }
+    }
+}
+
+/// Reads a token file: surrounding whitespace is trimmed; an empty token, or one that could not
+/// travel in an HTTP header, is an error.
+pub fn read_token_file(path: &Path) -> Result<Arc<str>, String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("cannot read admin token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("admin token file {} is empty", path.display()));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "admin token in {} must be printable ASCII without spaces",
+            path.display()
+        ));
+    }
+    Ok(Arc::from(token))
+}
+
+/// Generates a token (32 random bytes, hex) and writes it with mode 0600.
+///
+/// `xdg_runtime_dir`: when it is an absolute path, the token goes to
+/// `<it>/egress-proxy/admin-token` (the directory is created 0700 if missing). Otherwise a new
+/// directory `<temp_dir>/egress-proxy-<pid>` (mode 0700; a random suffix is added if that name
+/// is taken) holds it.
+pub fn generate(xdg_runtime_dir: Option<&Path>, temp_dir: &Path) -> Result<AdminToken, String> {
+    let dir = match xdg_runtime_dir.filter(|d| d.is_absolute()) {
+        Some(runtime) => private_dir(&runtime.join("egress-proxy"))?,
+        None => fresh_dir(temp_dir)?,
+    };
+    let token: Arc<str> = Arc::from(hex(&random_bytes::<32>()?));
+    let path = dir.join(TOKEN_FILE_NAME);
+    write_private(&path, &token)?;
+    Ok(AdminToken {
+        token,
+        path,
+        generated: true,
+    })
+}
+
+/// Creates `dir` with mode 0700, or makes sure an existing one is a real directory (not a
+/// symlink) that we own, and restricts it to 0700.
+fn private_dir(dir: &Path) -> Result<PathBuf, String> {
+    let shown = dir.display();
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(dir.to_path_buf()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {shown}: {e}")),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect {shown}: {e}"))?;
+    if !meta.file_type().is_dir() {
+        return Err(format!(
+            "{shown} exists and is not a directory; remove it or set [admin] token_file"
+        ));
+    }
+    // Only the owner (or root) may change the mode, so this also checks ownership.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict {shown} to mode 0700: {e}"))?;
+    Ok(dir.to_path_buf())
+}
+
+/// A directory nobody else created: `egress-proxy-<pid>`, or with a random suffix when that
+/// name already exists (a stale directory of an earlier process with the same pid).
+fn fresh_dir(temp_dir: &Path) -> Result<PathBuf, String> {
+    let pid = std::process::id();
+    let mut candidate = temp_dir.join(format!("egress-proxy-{pid}"));
+    for _ in 0..8 {
+        match DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let suffix = hex(&random_bytes::<4>()?);
+                candidate = temp_dir.join(format!("egress-proxy-{pid}-{suffix}"));
+            }
+            Err(e) => return Err(format!("cannot create {}: {e}", candidate.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a fresh directory for the admin token in {}",
+        temp_dir.display()
+    ))
+}
+
+/// Writes `token` to `path` with mode 0600 through a new temporary file and a rename, so an
+/// existing file (or a symlink planted there) is replaced, never written through.
+fn write_private(path: &Path, token: &str) -> Result<(), String> {
+    let tmp = path.with_file_name(format!(".{TOKEN_FILE_NAME}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(token.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("cannot write the admin token to {}: {e}", path.display())
+    })
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Compares a presented token with the expected one in time that does not depend on where they
+/// differ (only on the length of the presented one).
+pub fn matches(expected: &str, presented: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, y) in b.iter().enumerate() {
+        let x = a.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn generated_in_the_runtime_dir() {
+        let runtime = tempfile::tempdir().unwrap();
+        let first = generate(Some(runtime.path()), Path::new("/nonexistent")).unwrap();
+        assert!(first.generated);
+        assert_eq!(
+            first.path,
+            runtime.path().join("egress-proxy").join(TOKEN_FILE_NAME)
+        );
+        assert_eq!(first.token.len(), 64);
+        assert!(first.token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(mode(&first.path), 0o600);
+        assert_eq!(mode(first.path.parent().unwrap()), 0o700);
+        assert_eq!(read_token_file(&first.path).unwrap(), first.token);
+        // A second start replaces the token; the directory is reused.
+        let second = generate(Some(runtime.path()), Path::new("/nonexistent")).unwrap();
+        assert_ne!(first.token, second.token);
+        assert_eq!(read_token_file(&second.path).unwrap(), second.token);
+        assert!(!format!("{second:?}").contains(&*second.token));
+    }
+
+    #[test]
+    fn generated_in_a_fresh_temp_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = generate(None, tmp.path()).unwrap();
+        let dir = a.path.parent().unwrap();
+        assert_eq!(
+            dir.file_name().unwrap().to_str().unwrap(),
+            format!("egress-proxy-{}", std::process::id())
+        );
+        assert_eq!(mode(dir), 0o700);
+        assert_eq!(mode(&a.path), 0o600);
+        // The name is taken now: the next one gets a directory of its own.
+        let b = generate(Some(Path::new("relative/is/ignored")), tmp.path()).unwrap();
+        assert_ne!(a.path.parent(), b.path.parent());
+        assert_eq!(read_token_file(&a.path).unwrap(), a.token);
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_never_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t");
+        fs::write(&path, "  s3cret \n").unwrap();
+        assert_eq!(&*read_token_file(&path).unwrap(), "s3cret");
+        fs::write(&path, " \n").unwrap();
+        assert!(read_token_file(&path).unwrap_err().contains("is empty"));
+        fs::write(&path, "a b").unwrap();
+        assert!(read_token_file(&path).is_err());
+        let missing = read_token_file(&tmp.path().join("missing")).unwrap_err();
+        assert!(
+            missing.starts_with("cannot read admin token file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn comparison() {
+        assert!(matches("abc", "abc"));
+        assert!(!matches("abc", "abd"));
+        assert!(!matches("abc", "ab"));
+        assert!(!matches("abc", "abcd"));
+        assert!(!matches("abc", ""));
+    }
+}

@@ -1,0 +1,267 @@
+//! How decisions and the effective policy are shown to people and programs: the text and
+//! JSON of `check` (also served by the admin API's `/check`) and the effective-policy JSON of
+//! `validate --json` (also `/config`).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::{Config, MultiAnswer};
+use crate::dns::{DnsError, Resolver};
+use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target, UnixAction};
+
+/// One target's outcome, everything `check` prints.
+pub struct Outcome {
+    input: String,
+    target: Option<Target<'static>>,
+    decision: Decision,
+    dns_error: Option<DnsError>,
+    invalid: Option<InvalidHost>,
+    resolved: bool,
+}
+
+/// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port` or a URL. With a
+/// resolver, an allowed name is resolved and every answer classified, as the listeners do.
+pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) -> Outcome {
+    let parsed = if input.contains("://") {
+        Target::parse_url(input)
+    } else {
+        Target::parse_authority(input, Some(443)).map(Target::into_owned)
+    };
+    let target = match parsed {
+        Ok(target) => target,
+        Err(invalid) => {
+            return Outcome {
+                input: input.to_string(),
+                target: None,
+                decision: Decision::invalid_host(),
+                dns_error: None,
+                invalid: Some(invalid),
+                resolved: false,
+            }
+        }
+    };
+    // A URL with a plain-HTTP scheme is what a forward-proxy GET would carry; anything else
+    // travels as a tunnel (CONNECT or SOCKS5).
+    let access = if input.starts_with("http://") || input.starts_with("ws://") {
+        Access::Http { method: "GET" }
+    } else {
+        Access::Tunnel
+    };
+    let mut decision = policy.decide(&target, access);
+    let mut dns_error = None;
+    let mut resolved = false;
+    if let (true, Some(resolver), Host::Name(name)) = (decision.needs_dns(), resolver, &target.host)
+    {
+        resolved = true;
+        decision = match resolver.lookup(name).await {
+            Ok(ips) => policy.check_resolved(decision, target.port, &ips),
+            Err(err) => {
+                dns_error = Some(err);
+                policy.dns_failed(decision)
+            }
+        };
+    }
+    Outcome {
+        input: input.to_string(),
+        target: Some(target),
+        decision,
+        dns_error,
+        invalid: None,
+        resolved,
+    }
+}
+
+impl Outcome {
+    pub fn is_allowed(&self) -> bool {
+        self.decision.is_allowed()
+    }
+}
+
+/// The human-readable block for one target.
+pub fn text(o: &Outcome) -> String {
+    let d = &o.decision;
+    let mut out = String::new();
+    let shown = o
+        .target
+        .as_ref()
+        .map_or(o.input.clone(), ToString::to_string);
+    let verdict = if d.is_allowed() { "ALLOW" } else { "BLOCK" };
+    let _ = writeln!(out, "{verdict} {shown}");
+    let _ = writeln!(out, "  reason  {}: {}", d.reason, d.reason.explain());
+    match &d.rule {
+        Some(rule) => {
+            let managed = if rule.managed { ", managed" } else { "" };
+            let _ = writeln!(
+                out,
+                "  rule    {} {}{managed} ({})",
+                rule.action.as_str(),
+                rule.pattern,
+                rule.origin
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  rule    none");
+        }
+    }
+    if let Some(target) = &o.target {
+        let _ = writeln!(out, "  host    {}  port {}", target.host, target.port);
+    } else {
+        let _ = writeln!(out, "  input   {:?}", o.input);
+    }
+    if let Some(invalid) = &o.invalid {
+        let _ = writeln!(out, "  detail  {invalid}");
+    }
+    if let Some(err) = &o.dns_error {
+        let _ = writeln!(out, "  dns     {err}");
+    }
+    for ip in &d.ips {
+        let _ = writeln!(out, "  ip      {} ({})", ip.ip, ip.class);
+    }
+    if d.needs_dns() && !o.resolved {
+        let _ = writeln!(
+            out,
+            "  dns     not resolved (--no-dns): every answer must still be public (or local with allow_local_binding)"
+        );
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonIp {
+    ip: String,
+    class: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonOutcome<'a> {
+    target: &'a str,
+    verdict: &'static str,
+    reason: &'static str,
+    rule: Option<&'a str>,
+    host: Option<String>,
+    port: Option<u16>,
+    ips: Vec<JsonIp>,
+}
+
+/// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}`.
+pub fn json_line(o: &Outcome) -> String {
+    let d = &o.decision;
+    let line = JsonOutcome {
+        target: &o.input,
+        verdict: d.verdict.as_str(),
+        reason: d.reason.code(),
+        rule: d.rule.as_ref().map(|r| &*r.pattern),
+        host: o.target.as_ref().map(|t| match &t.host {
+            Host::Name(name) => name.to_string(),
+            Host::Ip(ip) => ip.to_string(),
+        }),
+        port: o.target.as_ref().map(|t| t.port),
+        ips: d
+            .ips
+            .iter()
+            .map(|c| JsonIp {
+                ip: c.ip.to_string(),
+                class: c.class.name(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&line).expect("plain data serialises")
+}
+
+/// The `[dns] multi_answer` setting as written in files.
+pub fn multi_answer(config: &Config) -> &'static str {
+    match config.dns.multi_answer {
+        MultiAnswer::BlockIfAnyNonPublic => "block-if-any-non-public",
+        MultiAnswer::UsePublicOnly => "use-public-only",
+    }
+}
+
+#[derive(Serialize)]
+struct JsonRule<'a> {
+    pattern: &'a str,
+    action: &'static str,
+    origin: String,
+    managed: bool,
+}
+
+#[derive(Serialize)]
+struct JsonUnix {
+    path: String,
+    action: UnixAction,
+    origin: String,
+}
+
+#[derive(Serialize)]
+struct JsonPolicy<'a> {
+    enabled: bool,
+    mode: &'static str,
+    proxy_url: String,
+    socks_url: String,
+    admin_url: String,
+    enable_socks5: bool,
+    enable_socks5_udp: bool,
+    allow_local_binding: bool,
+    allow_upstream_proxy: bool,
+    dangerously_allow_non_loopback_proxy: bool,
+    dangerously_allow_non_loopback_admin: bool,
+    dangerously_allow_all_unix_sockets: bool,
+    dns_servers: Vec<String>,
+    dns_timeout_ms: u128,
+    dns_multi_answer: &'static str,
+    rules: Vec<JsonRule<'a>>,
+    unix_sockets: Vec<JsonUnix>,
+    warnings: Vec<String>,
+}
+
+/// The effective policy as JSON; the admin API's `/config` serves the same shape.
+pub fn effective_json(config: &Config, policy: &Policy) -> String {
+    let doc = JsonPolicy {
+        enabled: config.enabled,
+        mode: config.mode.as_str(),
+        proxy_url: format!("http://{}", config.proxy_addr),
+        socks_url: format!("socks5://{}", config.socks_addr),
+        admin_url: format!("http://{}", config.admin_addr),
+        enable_socks5: config.enable_socks5,
+        enable_socks5_udp: config.enable_socks5_udp,
+        allow_local_binding: config.allow_local_binding,
+        allow_upstream_proxy: config.allow_upstream_proxy,
+        dangerously_allow_non_loopback_proxy: config.dangerously_allow_non_loopback_proxy,
+        dangerously_allow_non_loopback_admin: config.dangerously_allow_non_loopback_admin,
+        dangerously_allow_all_unix_sockets: config.dangerously_allow_all_unix_sockets,
+        dns_servers: config.dns.servers.iter().map(ToString::to_string).collect(),
+        dns_timeout_ms: config.dns.timeout.as_millis(),
+        dns_multi_answer: multi_answer(config),
+        rules: policy
+            .rules()
+            .iter()
+            .map(|r| JsonRule {
+                pattern: &r.pattern,
+                action: r.action.as_str(),
+                origin: r.origin.to_string(),
+                managed: r.managed,
+            })
+            .collect(),
+        unix_sockets: config
+            .unix_sockets
+            .iter()
+            .map(|u| JsonUnix {
+                path: u.path.display().to_string(),
+                action: u.action,
+                origin: u.origin.to_string(),
+            })
+            .collect(),
+        warnings: warnings(config, policy),
+    };
+    serde_json::to_string(&doc).expect("plain data serialises")
+}
+
+/// Every warning about the effective policy: the configuration's and the compiled rules'.
+pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
+    config
+        .warnings
+        .iter()
+        .chain(policy.warnings())
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,245 @@
+//! A running proxy: the listeners of one configuration, the policy generation they share,
+//! reload, and graceful shutdown. `serve` and `run` are thin shells around it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminOptions};
+use crate::audit::Events;
+use crate::config::{self, Config, Sources};
+use crate::dns::Resolver;
+use crate::net::drain::{self, DrainHandle};
+use crate::net::{policy_handle, Ctx, Gate, PolicyHandle};
+use crate::policy::{Mode, Policy};
+use crate::socks5::{self, SocksOptions};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot set up DNS: {0}")]
+    Dns(#[from] crate::dns::DnsError),
+}
+
+/// What the admin API and signal handlers can change while the proxy runs.
+pub struct Control {
+    sources: Sources,
+    policy: PolicyHandle,
+    /// The listeners' own addresses, re-applied to every new generation.
+    own: Vec<SocketAddr>,
+    /// Set by `POST /mode`; survives reloads, so an operator's switch to `limited` is not
+    /// undone by an unrelated policy edit.
+    mode_override: Mutex<Option<Mode>>,
+    config: Mutex<Arc<Config>>,
+    events: Arc<Events>,
+}
+
+impl Control {
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// Re-reads every file and swaps the policy for new connections. A bad file leaves the
+    /// running policy in place: the proxy never fails open.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = config::load(&self.sources)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
+                Ok((config, policy))
+            });
+        match result {
+            Ok((config, policy)) => {
+                let mode = self.mode_override.lock().ok().and_then(|m| *m);
+                self.install(policy, mode);
+                if let Ok(mut current) = self.config.lock() {
+                    *current = Arc::new(config);
+                }
+                metrics::counter!("egress_reloads_total", "result" => "ok").increment(1);
+                tracing::info!("policy reloaded");
+                Ok(())
+            }
+            Err(err) => {
+                metrics::counter!("egress_reloads_total", "result" => "error").increment(1);
+                tracing::error!(error = %err, "reload failed; keeping the running policy");
+                Err(err)
+            }
+        }
+    }
+
+    /// Switches the mode of the running policy (and of every later reload).
+    pub fn set_mode(&self, mode: Mode) {
+        if let Ok(mut slot) = self.mode_override.lock() {
+            *slot = Some(mode);
+        }
+        let current = self.policy.load_full();
+        self.install(current.with_mode(mode), None);
+        tracing::info!(mode = mode.as_str(), "mode changed");
+    }
+
+    fn install(&self, policy: Policy, mode: Option<Mode>) {
+        let policy = match mode {
+            Some(mode) => policy.with_mode(mode),
+            None => policy,
+        };
+        self.policy
+            .store(Arc::new(policy.with_self_addrs(&self.own)));
+    }
+}
+
+/// Settings that are not part of the policy files.
+#[derive(Default)]
+pub struct Options {
+    /// Where JSON audit lines go; `None` keeps only the text log.
+    pub audit: Option<Box<dyn Write + Send>>,
+    /// The admin API on `admin_url`; `None` runs without it (as `run` does).
+    pub admin: Option<AdminOptions>,
+}
+
+/// A started proxy.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub socks_addr: Option<SocketAddr>,
+    /// Where the admin API listens, when it was started.
+    pub admin_addr: Option<SocketAddr>,
+    pub control: Arc<Control>,
+    drain: DrainHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener of `config` (before any connection is accepted, the policy learns
+    /// their addresses, so it can refuse connections to the proxy itself) and starts serving.
+    pub async fn start(
+        config: Config,
+        policy: Policy,
+        sources: Sources,
+        options: Options,
+    ) -> Result<Server, StartError> {
+        let http = bind(config.proxy_addr, "proxy_url").await?;
+        let http_addr = local(&http, config.proxy_addr);
+        let socks = if config.enable_socks5 {
+            Some(bind(config.socks_addr, "socks_url").await?)
+        } else {
+            None
+        };
+        let socks_addr = socks.as_ref().map(|s| local(s, config.socks_addr));
+        let admin_listener = if options.admin.is_some() {
+            Some(bind(config.admin_addr, "admin_url").await?)
+        } else {
+            None
+        };
+        let admin_addr = admin_listener.as_ref().map(|a| local(a, config.admin_addr));
+        let mut own = vec![http_addr, admin_addr.unwrap_or(config.admin_addr)];
+        own.extend(socks_addr);
+
+        let resolver = Resolver::new(&config.dns)?;
+        let handle = policy_handle(policy.with_self_addrs(&own));
+        let events = Arc::new(Events::new(options.audit));
+        let (drain_handle, drain) = drain::channel();
+        let ctx = Ctx::with_events(
+            Gate::new(Arc::clone(&handle), resolver),
+            config.limits.clone(),
+            Arc::clone(&events),
+            drain.clone(),
+        );
+        let stopping = |drain: drain::Drain| async move { drain.stopping().await };
+
+        let mut tasks = Vec::new();
+        tracing::info!(addr = %http_addr, "http proxy listening");
+        tasks.push(tokio::spawn(crate::http::serve(
+            http,
+            ctx.clone(),
+            stopping(drain.clone()),
+        )));
+        if let (Some(socks), Some(addr)) = (socks, socks_addr) {
+            let udp = if config.enable_socks5_udp {
+                "with UDP"
+            } else {
+                "TCP only"
+            };
+            tracing::info!(%addr, udp, "socks5 proxy listening");
+            let opts = SocksOptions {
+                udp: config.enable_socks5_udp,
+            };
+            tasks.push(tokio::spawn(socks5::serve(
+                socks,
+                ctx.clone(),
+                opts,
+                stopping(drain.clone()),
+            )));
+        }
+        let control = Arc::new(Control {
+            sources,
+            policy: handle,
+            own,
+            mode_override: Mutex::new(None),
+            config: Mutex::new(Arc::new(config)),
+            events,
+        });
+        if let (Some(listener), Some(admin_options)) = (admin_listener, options.admin) {
+            tasks.push(tokio::spawn(admin::serve(
+                listener,
+                Arc::clone(&control),
+                admin_options,
+                stopping(drain.clone()),
+            )));
+        }
+        Ok(Server {
+            http_addr,
+            socks_addr,
+            admin_addr,
+            control,
+            drain: drain_handle,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets open connections and tunnels finish for up to `grace`, and
+    /// returns how many were still open when it gave up.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        self.drain.stop();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let left = self.drain.wait(grace).await;
+        if left > 0 {
+            tracing::warn!(
+                open = left,
+                "shutdown deadline reached; closing remaining connections"
+            );
+        }
+        left
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, key, source })
+}
+
+fn local(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(fallback)
+}
