@@ -1,0 +1,451 @@
+//! `egress-proxy run`: one command behind the proxy (SPEC sections 3 and 8).
+//!
+//! The listeners go on ephemeral loopback ports, the child gets the proxy environment of
+//! [`CHILD_ENV`] on top of the inherited one, its stdio is ours, the signals we receive are
+//! passed on, and its exit status becomes ours. At exit, one summary of what was blocked.
+//!
+//! Start-up sits between the user and their command, so nothing happens before the spawn that
+//! the child does not need: load and compile the policy, bind two sockets, spawn.
+
+use std::ffi::OsString;
+use std::io::{ErrorKind, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use clap::Args;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{LogArgs, PolicyArgs, EXIT_USAGE};
+use crate::server::{Options, Server};
+
+/// How long connections left open by the child's leftovers may run after it exits.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// `egress-proxy` itself failed after the configuration was accepted (as env(1) and
+/// timeout(1) report it), so it is not mistaken for the child's own status.
+const EXIT_INTERNAL: i32 = 125;
+/// The command exists but cannot be executed (as a shell reports it).
+const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// The command was not found (as a shell reports it).
+const EXIT_NOT_FOUND: i32 = 127;
+
+/// Per-request log lines would land in the middle of the child's stderr; decisions are
+/// reported by the summary instead. `RUST_LOG` still overrides this.
+const DEFAULT_LOG_FILTER: &str = "warn,egress_proxy::decision=off";
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The HTTP and SOCKS5 listeners always bind ephemeral ports on 127.0.0.1: `proxy_url`, \
+`socks_url`, `admin_url` and the requirements' `http_port`/`socks_port` are ignored by `run`, \
+and there is no admin API. The child gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (socks5h://), \
+NO_PROXY (empty unless --no-proxy) and the other variables of SPEC section 8, plus \
+EGRESS_PROXY_ACTIVE=1.
+
+Exit status: the child's; 128+N if it was killed by signal N; 2 on a usage or configuration \
+error (also when the policy is not enabled: the command is never run unconstrained); 126 if \
+CMD cannot be executed; 127 if it is not found; 125 if the proxy cannot start.
+
+Example: egress-proxy run --allow '**.github.com' -- git clone https://github.com/o/r")]
+pub struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Set NO_PROXY, no_proxy, npm_config_noproxy, NPM_CONFIG_NOPROXY and BUNDLE_NO_PROXY to
+    /// LIST. By default they are set to the empty string, so no client bypasses the policy.
+    #[arg(long = "no-proxy", value_name = "LIST")]
+    no_proxy: Option<String>,
+    /// Do not print the summary of blocked destinations at exit.
+    #[arg(long, short)]
+    quiet: bool,
+    /// The command to run and its arguments, best after `--`.
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        value_parser = clap::value_parser!(OsString)
+    )]
+    command: Vec<OsString>,
+}
+
+/// What one variable of the child's environment is set to.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    /// `http://127.0.0.1:<http>`
+    HttpUrl,
+    /// `socks5h://127.0.0.1:<socks>`, or the HTTP URL when SOCKS5 is off.
+    SocksUrl,
+    /// `127.0.0.1:<http>`
+    HttpAuthority,
+    /// `127.0.0.1`
+    HttpHost,
+    /// `<http>`
+    HttpPort,
+    /// `--no-proxy LIST`, else the empty string.
+    NoProxy,
+    Fixed(&'static str),
+}
+
+/// The environment of SPEC section 8, set on top of the inherited one: the only place the
+/// child's proxy variables are named.
+const CHILD_ENV: &[(&str, Value)] = &[
+    ("HTTP_PROXY", Value::HttpUrl),
+    ("HTTPS_PROXY", Value::HttpUrl),
+    ("http_proxy", Value::HttpUrl),
+    ("https_proxy", Value::HttpUrl),
+    ("WS_PROXY", Value::HttpUrl),
+    ("WSS_PROXY", Value::HttpUrl),
+    ("ws_proxy", Value::HttpUrl),
+    ("wss_proxy", Value::HttpUrl),
+    ("GRPC_PROXY", Value::HttpUrl),
+    ("grpc_proxy", Value::HttpUrl),
+    ("DOCKER_HTTP_PROXY", Value::HttpUrl),
+    ("DOCKER_HTTPS_PROXY", Value::HttpUrl),
+    ("YARN_HTTP_PROXY", Value::HttpUrl),
+    ("YARN_HTTPS_PROXY", Value::HttpUrl),
+    ("npm_config_proxy", Value::HttpUrl),
+    ("npm_config_http_proxy", Value::HttpUrl),
+    ("npm_config_https_proxy", Value::HttpUrl),
+    ("NPM_CONFIG_PROXY", Value::HttpUrl),
+    ("NPM_CONFIG_HTTP_PROXY", Value::HttpUrl),
+    ("NPM_CONFIG_HTTPS_PROXY", Value::HttpUrl),
+    ("BUNDLE_HTTP_PROXY", Value::HttpUrl),
+    ("BUNDLE_HTTPS_PROXY", Value::HttpUrl),
+    ("PIP_PROXY", Value::HttpUrl),
+    ("ALL_PROXY", Value::SocksUrl),
+    ("all_proxy", Value::SocksUrl),
+    ("FTP_PROXY", Value::SocksUrl),
+    ("ftp_proxy", Value::SocksUrl),
+    ("RSYNC_PROXY", Value::HttpAuthority),
+    ("CLOUDSDK_PROXY_TYPE", Value::Fixed("http")),
+    ("CLOUDSDK_PROXY_ADDRESS", Value::HttpHost),
+    ("CLOUDSDK_PROXY_PORT", Value::HttpPort),
+    ("NODE_USE_ENV_PROXY", Value::Fixed("1")),
+    ("ELECTRON_GET_USE_PROXY", Value::Fixed("true")),
+    ("EGRESS_PROXY_ACTIVE", Value::Fixed("1")),
+    ("NO_PROXY", Value::NoProxy),
+    ("no_proxy", Value::NoProxy),
+    ("npm_config_noproxy", Value::NoProxy),
+    ("NPM_CONFIG_NOPROXY", Value::NoProxy),
+    ("BUNDLE_NO_PROXY", Value::NoProxy),
+];
+
+/// Every variable of [`CHILD_ENV`] with its value for these listeners.
+fn child_env(
+    http: SocketAddr,
+    socks: Option<SocketAddr>,
+    no_proxy: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let http_url = format!("http://{http}");
+    let socks_url = socks.map_or_else(|| http_url.clone(), |addr| format!("socks5h://{addr}"));
+    CHILD_ENV
+        .iter()
+        .map(|&(name, value)| {
+            let value = match value {
+                Value::HttpUrl => http_url.clone(),
+                Value::SocksUrl => socks_url.clone(),
+                Value::HttpAuthority => http.to_string(),
+                Value::HttpHost => http.ip().to_string(),
+                Value::HttpPort => http.port().to_string(),
+                Value::NoProxy => no_proxy.unwrap_or("").to_string(),
+                Value::Fixed(text) => text.to_string(),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+pub fn run(args: &RunArgs) -> i32 {
+    let ephemeral = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut sources = args.policy.sources();
+    // As flags, so listener URLs in the files (which `run` ignores) cannot fail the load.
+    sources.http_listen = Some(ephemeral);
+    sources.socks_listen = Some(ephemeral);
+    sources.admin_listen = Some(ephemeral);
+    let (mut config, policy) = match super::load(&sources) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    if !config.enabled {
+        eprintln!(
+            "error: the network policy is not enabled (set `enabled = true`, or \
+             `features.network_proxy.enabled = true` in a Codex config.toml); refusing to run \
+             the command without it"
+        );
+        return EXIT_USAGE;
+    }
+    // Requirements ports would otherwise win over the flags; `run` never uses fixed ports,
+    // and with no admin listener no real address is declared as the proxy's own.
+    config.proxy_addr = ephemeral;
+    config.socks_addr = ephemeral;
+    config.admin_addr = ephemeral;
+    let audit = match args.log.init_with(&config, DEFAULT_LOG_FILTER) {
+        Ok(audit) => audit,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    // Two workers: the proxy keeps serving while one is busy, without a thread per core
+    // started in front of every command.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let code = runtime.block_on(async move {
+        // No admin API for `run`: the child could reach it on loopback.
+        let options = Options {
+            audit,
+            ..Options::default()
+        };
+        let server = match Server::start(config, policy, sources, options).await {
+            Ok(server) => server,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_INTERNAL;
+            }
+        };
+        let code = run_child(args, &server).await;
+        if !args.quiet {
+            print_summary(&server.control.events().blocked_summary());
+        }
+        server.shutdown(GRACE).await;
+        code
+    });
+    // Nothing left to wait for: do not let a stray task hold up the exit.
+    runtime.shutdown_background();
+    code
+}
+
+/// Spawns the child with the proxy environment, forwards signals until it exits, and returns
+/// the exit code to report.
+async fn run_child(args: &RunArgs, server: &Server) -> i32 {
+    // Before the spawn, so a signal that arrives right after it is forwarded, not fatal to us.
+    let mut signals = Signals::install();
+    let (program, rest) = match args.command.split_first() {
+        Some(split) => split,
+        None => return EXIT_USAGE,
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(rest)
+        .envs(child_env(
+            server.http_addr,
+            server.socks_addr,
+            args.no_proxy.as_deref(),
+        ))
+        .kill_on_drop(false);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let (code, why) = match err.kind() {
+                ErrorKind::NotFound => (EXIT_NOT_FOUND, "command not found".to_string()),
+                ErrorKind::PermissionDenied => (EXIT_NOT_EXECUTABLE, "permission denied".into()),
+                _ => (EXIT_NOT_EXECUTABLE, err.to_string()),
+            };
+            eprintln!("error: cannot run `{}`: {why}", program.to_string_lossy());
+            return code;
+        }
+    };
+    match signals.forward_until_exit(&mut child).await {
+        Ok(status) => exit_code(status),
+        Err(err) => {
+            eprintln!("error: lost track of the command: {err}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// The shell's convention: the exit code, or 128 + the signal that killed the process.
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => EXIT_INTERNAL,
+    }
+}
+
+/// The signals `egress-proxy` passes on to the child.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+    quit: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+            quit: signal(SignalKind::quit()).ok(),
+        }
+    }
+
+    async fn forward_until_exit(&mut self, child: &mut Child) -> std::io::Result<ExitStatus> {
+        loop {
+            let signal = tokio::select! {
+                status = child.wait() => return status,
+                Some(()) = recv(&mut self.int) => Signal::SIGINT,
+                Some(()) = recv(&mut self.term) => Signal::SIGTERM,
+                Some(()) = recv(&mut self.hup) => Signal::SIGHUP,
+                Some(()) = recv(&mut self.quit) => Signal::SIGQUIT,
+            };
+            // `id()` is `None` once the child has been reaped: never signal a reused pid.
+            let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+                continue;
+            };
+            let pid = Pid::from_raw(pid);
+            if matches!(signal, Signal::SIGINT | Signal::SIGQUIT) && terminal_sent_to_both(pid) {
+                continue;
+            }
+            tracing::debug!(signal = signal.as_str(), "forwarding to the command");
+            let _ = kill(pid, signal);
+        }
+    }
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a Ctrl-C or Ctrl-\ has already reached the child: the terminal signals its whole
+/// foreground process group, and when that is ours and the child is still in it, forwarding
+/// would deliver the signal twice (a second SIGINT aborts many programs' clean-up). Anything
+/// else, including a `kill` aimed at `egress-proxy`, is forwarded. Linux only; elsewhere
+/// signals are always forwarded.
+fn terminal_sent_to_both(child: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    let Some((pgrp, foreground)) = parse_stat(&stat) else {
+        return false;
+    };
+    foreground > 0
+        && foreground == pgrp
+        && nix::unistd::getpgid(Some(child)).is_ok_and(|group| group.as_raw() == pgrp)
+}
+
+/// `(pgrp, tpgid)` from `/proc/<pid>/stat`: the process group and the foreground process
+/// group of the controlling terminal (-1 without one).
+fn parse_stat(stat: &str) -> Option<(i32, i32)> {
+    // The command name may contain spaces and parentheses; the fields follow the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid pgrp session tty_nr tpgid
+    let mut fields = rest.split_whitespace();
+    let pgrp = fields.nth(2)?.parse().ok()?;
+    let tpgid = fields.nth(2)?.parse().ok()?;
+    Some((pgrp, tpgid))
+}
+
+/// One block on stderr: a header, then `  host:port  reason` per distinct destination, sorted.
+/// Nothing when nothing was blocked.
+fn print_summary(blocked: &[(String, &'static str)]) {
+    let text = summary(blocked);
+    if !text.is_empty() {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+fn summary(blocked: &[(String, &'static str)]) -> String {
+    if blocked.is_empty() {
+        return String::new();
+    }
+    let mut rows: Vec<_> = blocked.iter().collect();
+    rows.sort();
+    let width = rows.iter().map(|(dest, _)| dest.len()).max().unwrap_or(0);
+    let plural = if rows.len() == 1 { "" } else { "s" };
+    let mut text = format!(
+        "egress-proxy: blocked {} destination{plural}:\n",
+        rows.len()
+    );
+    for (dest, reason) in rows {
+        text.push_str(&format!("  {dest:<width$}  {reason}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_follow_the_listeners() {
+        let http: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let socks: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let env = child_env(http, Some(socks), None);
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        assert_eq!(get("HTTPS_PROXY"), "http://127.0.0.1:4000");
+        assert_eq!(get("all_proxy"), "socks5h://127.0.0.1:4001");
+        assert_eq!(get("RSYNC_PROXY"), "127.0.0.1:4000");
+        assert_eq!(get("CLOUDSDK_PROXY_ADDRESS"), "127.0.0.1");
+        assert_eq!(get("CLOUDSDK_PROXY_PORT"), "4000");
+        assert_eq!(get("NO_PROXY"), "");
+        let env = child_env(http, None, Some("a.test,b.test"));
+        assert!(env
+            .iter()
+            .any(|(n, v)| *n == "FTP_PROXY" && v == "http://127.0.0.1:4000"));
+        assert!(env
+            .iter()
+            .any(|(n, v)| *n == "BUNDLE_NO_PROXY" && v == "a.test,b.test"));
+        let mut names: Vec<_> = CHILD_ENV.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CHILD_ENV.len(), "a variable is listed twice");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+    }
+
+    #[test]
+    fn stat_fields() {
+        let stat = "4242 (a (weird) name) S 1 4240 4240 34816 4240 4194304 0 0";
+        assert_eq!(parse_stat(stat), Some((4240, 4240)));
+        let daemon = "7 (sh) S 1 7 7 0 -1 4194560";
+        assert_eq!(parse_stat(daemon), Some((7, -1)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn summary_is_sorted_aligned_and_empty_when_nothing_was_blocked() {
+        assert_eq!(summary(&[]), "");
+        let blocked = [
+            ("z.test:443".to_string(), "not-allowed"),
+            ("denied.test:80".to_string(), "deny-rule"),
+        ];
+        assert_eq!(
+            summary(&blocked),
+            "egress-proxy: blocked 2 destinations:\n  \
+             denied.test:80  deny-rule\n  \
+             z.test:443      not-allowed\n"
+        );
+    }
+}
