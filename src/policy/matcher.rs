@@ -1,20 +1,23 @@
 //! The compiled domain matcher.
 //!
-//! Rules are split by shape into hash tables keyed by name: exact names (and the apex of
-//! `**.` rules) in one, the parents of `*.`/`**.` rules in another. A lookup walks the host's
-//! label-boundary suffixes (`a.b.example.com`, `b.example.com`, `example.com`, `com`), so it
-//! costs one hash probe per label whatever the number of rules, allocates nothing, and can
-//! never match across a label (`evil-example.com` is not under `example.com`). In-label globs
-//! and the global `*` are checked last, so plain rules stay fast.
+//! Name rules live in one hash table keyed by name. Each node holds the rules for that exact
+//! name (exact rules and the apex of `**.`), the rules for the names below it (`*.` and
+//! `**.`), and the in-label globs whose literal labels end there. A lookup reads the host once
+//! from right to left, computing the hash of every label-boundary suffix as it goes
+//! (`com`, `example.com`, `www.example.com`), and probes the table once per label: the cost
+//! depends on the number of labels, not the number of rules, nothing is allocated, and a
+//! match can never cross a label (`evil-example.com` is not below `example.com`).
 //!
-//! Deny beats allow: a lookup stops at the first deny it meets, and reports the most specific
-//! allow (exact, then apex, then the longest suffix, then globs, then `*`) otherwise.
+//! Deny beats allow: a lookup stops at the first deny it meets. Otherwise it reports the most
+//! specific allow: the exact name, then the longest suffix, then a glob, then `*`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::classifier;
@@ -89,13 +92,7 @@ type Table<K> = HashMap<K, Vec<Entry>, RandomState>;
 #[derive(Debug, Default)]
 pub struct Matcher {
     rules: Vec<RuleRef>,
-    /// Exact names and the apex of `**.` rules.
-    names: Table<Box<str>>,
-    /// Parents of `*.` and `**.` rules: an entry under `example.com` covers `x.example.com`.
-    parents: Table<Box<str>>,
-    /// In-label globs, keyed by the literal labels after their last glob label, so only the
-    /// globs under one of the host's suffixes are ever compared.
-    globs: HashMap<Box<str>, Vec<Glob>, RandomState>,
+    names: Names,
     ips: Table<IpAddr>,
     cidrs: Cidrs,
     global: Vec<Entry>,
@@ -116,6 +113,122 @@ impl Glob {
                 .zip(host.split('.'))
                 .all(|(glob, label)| glob_label_matches(glob, label))
     }
+}
+
+/// The rules attached to one name.
+#[derive(Debug)]
+struct Node {
+    name: Box<str>,
+    /// Exact rules and the apex of `**.` rules.
+    exact: Vec<Entry>,
+    /// `*.` and `**.` rules: they cover every name below this one.
+    below: Vec<Entry>,
+    /// In-label globs whose labels after the last glob label spell this name.
+    globs: Vec<Glob>,
+}
+
+/// Names hashed from their last byte backwards, so every suffix of a host gets its hash in
+/// one pass. FNV-1a steps with a per-process random seed, then a 64-bit finaliser so the
+/// table's bucket and tag bits are well mixed.
+#[derive(Debug)]
+struct Names {
+    table: HashTable<Node>,
+    seed: u64,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            table: HashTable::new(),
+            seed: RandomState::default().hash_one(0x5eed_u64),
+        }
+    }
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn step(h: u64, byte: u8) -> u64 {
+    (h ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+}
+
+fn finish(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl Names {
+    fn hash(seed: u64, name: &str) -> u64 {
+        finish(name.bytes().rev().fold(seed, step))
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        let seed = self.seed;
+        let hash = Names::hash(seed, name);
+        self.table
+            .entry(hash, |n| &*n.name == name, |n| Names::hash(seed, &n.name))
+            .or_insert_with(|| Node {
+                name: name.into(),
+                exact: Vec::new(),
+                below: Vec::new(),
+                globs: Vec::new(),
+            })
+            .into_mut()
+    }
+
+    /// `raw` is the unfinished backwards hash of `name`.
+    fn find(&self, raw: u64, name: &str) -> Option<&Node> {
+        self.table.find(finish(raw), |n| &*n.name == name)
+    }
+
+    fn get(&self, name: &str) -> Option<&Node> {
+        self.table
+            .find(Names::hash(self.seed, name), |n| &*n.name == name)
+    }
+
+    /// Calls `visit` for every label-boundary suffix of `host` that has a node, shortest
+    /// first, then for `host` itself (`whole = true`), until `visit` returns false.
+    fn walk<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a Node, bool) -> bool) {
+        let bytes = host.as_bytes();
+        let mut h = self.seed;
+        let mut i = bytes.len();
+        while i > 0 {
+            i -= 1;
+            if bytes[i] == b'.' {
+                if let Some(node) = self.find(h, &host[i + 1..]) {
+                    if !visit(node, false) {
+                        return;
+                    }
+                }
+            }
+            h = step(h, bytes[i]);
+        }
+        if let Some(node) = self.find(h, host) {
+            visit(node, true);
+        }
+    }
+}
+
+/// The first applicable deny and the first applicable allow among `entries`.
+fn pick<'e>(
+    entries: impl IntoIterator<Item = &'e Entry>,
+    port: Option<u16>,
+) -> (Option<u32>, Option<(u32, AllowKind)>) {
+    let mut allow = None;
+    for e in entries {
+        if !e.applies(port) {
+            continue;
+        }
+        match e.action {
+            Action::Deny => return (Some(e.rule), allow),
+            Action::Allow => {
+                allow.get_or_insert((e.rule, e.kind));
+            }
+        }
+    }
+    (None, allow)
 }
 
 /// CIDR rules grouped by prefix length, longest first: a lookup is one hash probe per
@@ -206,18 +319,24 @@ impl Matcher {
             port: pattern.port,
             kind,
         };
-        let push = |table: &mut Table<Box<str>>, key: &str, e: Entry| {
-            table.entry(key.into()).or_default().push(e);
-        };
         match &pattern.kind {
             PatternKind::Global => self.global.push(entry(AllowKind::Wildcard)),
-            PatternKind::Exact(name) => push(&mut self.names, name, entry(AllowKind::Exact)),
+            PatternKind::Exact(name) => {
+                self.names
+                    .node_mut(name)
+                    .exact
+                    .push(entry(AllowKind::Exact));
+            }
             PatternKind::Subdomains(name) => {
-                push(&mut self.parents, name, entry(AllowKind::Wildcard));
+                self.names
+                    .node_mut(name)
+                    .below
+                    .push(entry(AllowKind::Wildcard));
             }
             PatternKind::ApexAndSubdomains(name) => {
-                push(&mut self.names, name, entry(AllowKind::Wildcard));
-                push(&mut self.parents, name, entry(AllowKind::Wildcard));
+                let node = self.names.node_mut(name);
+                node.exact.push(entry(AllowKind::Wildcard));
+                node.below.push(entry(AllowKind::Wildcard));
             }
             PatternKind::Glob(labels) => {
                 let last_glob = labels.iter().rposition(|l| l.contains('*')).unwrap_or(0);
@@ -226,7 +345,7 @@ impl Matcher {
                     labels: labels.iter().map(|l| l.as_str().into()).collect(),
                     entry: entry(AllowKind::Wildcard),
                 };
-                self.globs.entry(key.into()).or_default().push(glob);
+                self.names.node_mut(&key).globs.push(glob);
             }
             PatternKind::Ip(ip) => self
                 .ips
@@ -253,46 +372,51 @@ impl Matcher {
     /// Looks up a canonical name on a port.
     pub fn match_name(&self, host: &str, port: u16) -> Match {
         let port = Some(port);
-        let mut m = self.match_name_tables(host, port);
-        if m.deny.is_none() && !self.globs.is_empty() {
-            self.match_globs(host, port, &mut m);
-        }
-        if m.deny.is_none() && m.allow.is_none() {
-            m.scan(&self.global, port);
-        }
-        m
-    }
-
-    /// Globs are compared only when one is filed under a suffix of the host.
-    fn match_globs(&self, host: &str, port: Option<u16>, m: &mut Match) {
-        let mut rest = host;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            let Some(globs) = self.globs.get(rest) else {
-                continue;
-            };
-            let hits = globs.iter().filter(|g| g.matches(host)).map(|g| &g.entry);
-            m.scan(hits, port);
-            if m.deny.is_some() {
-                return;
-            }
-        }
-    }
-
-    fn match_name_tables(&self, host: &str, port: Option<u16>) -> Match {
         let mut m = Match::default();
-        if let Some(entries) = self.names.get(host) {
-            m.scan(entries, port);
-        }
-        let mut rest = host;
-        while m.deny.is_none() {
-            let Some(dot) = rest.find('.') else { break };
-            rest = &rest[dot + 1..];
-            if let Some(entries) = self.parents.get(rest) {
-                m.scan(entries, port);
+        let mut glob_allow = None;
+        self.names.walk(host, |node, whole| {
+            let (deny, allow) = if whole {
+                pick(&node.exact, port)
+            } else {
+                pick(&node.below, port)
+            };
+            if deny.is_some() {
+                m.deny = deny;
+                return false;
             }
+            // Walking from the right, a later hit is a longer, more specific name.
+            m.allow = allow.or(m.allow);
+            if !whole && !node.globs.is_empty() {
+                let hits = node.globs.iter().filter(|g| g.matches(host));
+                let (deny, allow) = pick(hits.map(|g| &g.entry), port);
+                if deny.is_some() {
+                    m.deny = deny;
+                    return false;
+                }
+                glob_allow = glob_allow.or(allow);
+            }
+            true
+        });
+        if m.deny.is_some() {
+            m.allow = None;
+            return m;
+        }
+        m.allow = m.allow.or(glob_allow);
+        if m.allow.is_none() {
+            m.allow = pick(&self.global, port).1;
         }
         m
+    }
+
+    /// The first deny among the exact and suffix rules for `host` (no globs, no `*`).
+    fn deny_for_name(&self, host: &str, port: Option<u16>) -> Option<u32> {
+        let mut deny = None;
+        self.names.walk(host, |node, whole| {
+            let entries = if whole { &node.exact } else { &node.below };
+            deny = pick(entries, port).0;
+            deny.is_none()
+        });
+        deny
     }
 
     /// Looks up an IP destination (or a resolved address) on a port. IPv4-mapped IPv6 is
@@ -330,25 +454,24 @@ impl Matcher {
     /// allow pattern covers (on its port scope) is denied by that one rule.
     pub fn shadowing_deny(&self, allow: &Pattern) -> Option<u32> {
         let port = allow.port;
+        // Every name below `base` is denied when `base` or one of its suffixes carries a
+        // deny for the names below it.
         let covers_subdomains = |base: &str| {
             let mut rest = base;
             loop {
-                let mut m = Match::default();
-                if let Some(entries) = self.parents.get(rest) {
-                    m.scan(entries, port);
-                }
-                if m.deny.is_some() {
-                    return m.deny;
+                let below = self.names.get(rest).map(|n| n.below.as_slice());
+                if let Some(deny) = pick(below.unwrap_or_default(), port).0 {
+                    return Some(deny);
                 }
                 let dot = rest.find('.')?;
                 rest = &rest[dot + 1..];
             }
         };
         match &allow.kind {
-            PatternKind::Exact(name) => self.match_name_tables(name, port).deny,
+            PatternKind::Exact(name) => self.deny_for_name(name, port),
             PatternKind::Subdomains(base) => covers_subdomains(base),
             PatternKind::ApexAndSubdomains(base) => {
-                let apex = self.match_name_tables(base, port).deny;
+                let apex = self.deny_for_name(base, port);
                 apex.and(covers_subdomains(base))
             }
             PatternKind::Ip(ip) => self.match_ip_tables(ip.to_canonical(), port).deny,
