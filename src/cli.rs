@@ -84,6 +84,23 @@ impl PolicyArgs {
     }
 }
 
+/// Loads a configuration that is about to carry traffic: a config error or a disabled
+/// policy is one line on stderr and the usage exit code, so nothing ever runs unconstrained.
+fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i32> {
+    let (config, policy) = load(sources).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_USAGE
+    })?;
+    if !config.enabled {
+        eprintln!(
+            "error: the network policy is not enabled (set `enabled = true`, or \
+             `features.network_proxy.enabled = true` in a Codex config.toml); {refusing}"
+        );
+        return Err(EXIT_USAGE);
+    }
+    Ok((config, policy))
+}
+
 fn load(sources: &Sources) -> Result<(Config, Policy), String> {
     let config = config::load(sources).map_err(|e| e.to_string())?;
     let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;

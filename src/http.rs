@@ -24,7 +24,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::net::{listener, Ctx};
+use crate::audit::{Dest, Protocol};
+use crate::net::{listener, Ctx, Denied};
 
 /// Response body: ours are small and whole, upstream ones are streamed through.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -101,4 +102,21 @@ async fn handle(
     } else {
         forward::handle(req, client, ctx, upstream).await
     }
+}
+
+/// Records a denial and answers it: the one path every refused request takes.
+fn refuse(
+    ctx: &Ctx,
+    protocol: Protocol,
+    client: SocketAddr,
+    dest: Dest<'_>,
+    denied: &Denied,
+) -> Response<Body> {
+    ctx.events
+        .decision(protocol, client, dest, &denied.decision);
+    let shown = dest.to_string();
+    respond::response(&respond::Failure::Denied {
+        dest: &shown,
+        denied,
+    })
 }

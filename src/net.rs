@@ -43,6 +43,16 @@ pub struct Denied {
     pub dns: Option<DnsError>,
 }
 
+impl Denied {
+    /// A host that failed canonicalisation: never decided, never resolved.
+    pub fn invalid_host() -> Self {
+        Denied {
+            decision: Decision::invalid_host(),
+            dns: None,
+        }
+    }
+}
+
 /// Decides, resolves once and classifies.
 #[derive(Clone)]
 pub struct Gate {

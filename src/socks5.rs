@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::audit::{Dest, Protocol};
 use crate::net::{listener, Ctx, Denied, Pinned};
 use crate::policy::host::{canonicalize, InvalidHost};
-use crate::policy::{Access, Decision, Host, Target};
+use crate::policy::{Access, Host, Target};
 use codec::{Addr, Command, Greeting, GreetingError, Reply, Request, RequestError};
 use reply::{Code, Failure};
 
@@ -246,14 +246,11 @@ async fn authorize<'a>(
     let target = match target(addr, port) {
         Ok(target) => target,
         Err(_) => {
-            let decision = Decision::invalid_host();
+            let denied = Denied::invalid_host();
             let raw = written(addr, port);
             ctx.events
-                .decision(protocol, client, Dest::Raw(&raw), &decision);
-            return Err(Denied {
-                decision,
-                dns: None,
-            });
+                .decision(protocol, client, Dest::Raw(&raw), &denied.decision);
+            return Err(denied);
         }
     };
     match ctx.gate.authorize(&target, Access::Tunnel).await {

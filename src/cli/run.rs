@@ -167,21 +167,11 @@ pub fn run(args: &RunArgs) -> i32 {
     sources.http_listen = Some(ephemeral);
     sources.socks_listen = Some(ephemeral);
     sources.admin_listen = Some(ephemeral);
-    let (mut config, policy) = match super::load(&sources) {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
-    if !config.enabled {
-        eprintln!(
-            "error: the network policy is not enabled (set `enabled = true`, or \
-             `features.network_proxy.enabled = true` in a Codex config.toml); refusing to run \
-             the command without it"
-        );
-        return EXIT_USAGE;
-    }
+    let (mut config, policy) =
+        match super::load_enabled(&sources, "refusing to run the command without it") {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
     // Requirements ports would otherwise win over the flags; `run` never uses fixed ports,
     // and with no admin listener no real address is declared as the proxy's own.
     config.proxy_addr = ephemeral;

@@ -37,20 +37,10 @@ pub fn run(args: &ServeArgs) -> i32 {
     sources.http_listen = args.http_listen;
     sources.socks_listen = args.socks_listen;
     sources.admin_listen = args.admin_listen;
-    let (config, policy) = match super::load(&sources) {
+    let (config, policy) = match super::load_enabled(&sources, "refusing to start") {
         Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
-    if !config.enabled {
-        eprintln!(
-            "error: the network policy is not enabled (set `enabled = true`, or \
-             `features.network_proxy.enabled = true` in a Codex config.toml); refusing to start"
-        );
-        return EXIT_USAGE;
-    }
     let audit = match args.log.init(&config) {
         Ok(audit) => audit,
         Err(err) => {

@@ -9,10 +9,10 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond::{self, Failure};
-use super::Body;
+use super::{refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, tunnel, Ctx, Denied};
-use crate::policy::{Access, Decision, Target};
+use crate::policy::{Access, Target};
 
 /// `slot` is the client connection's permit (`max_connections`); the tunnel holds it until it
 /// ends.
@@ -29,36 +29,27 @@ pub async fn handle(
     let target = match Target::parse_authority(&authority, None) {
         Ok(target) => target,
         Err(_) => {
-            let denied = Denied {
-                decision: Decision::invalid_host(),
-                dns: None,
-            };
-            ctx.events.decision(
+            let denied = Denied::invalid_host();
+            return refuse(
+                ctx,
                 Protocol::Connect,
                 client,
                 Dest::Raw(&authority),
-                &denied.decision,
+                &denied,
             );
-            return respond::response(&Failure::Denied {
-                dest: &authority,
-                denied: &denied,
-            });
         }
     };
     let dest = target.to_string();
     let pinned = match ctx.gate.authorize(&target, Access::Tunnel).await {
         Ok(pinned) => pinned,
         Err(denied) => {
-            ctx.events.decision(
+            return refuse(
+                ctx,
                 Protocol::Connect,
                 client,
                 Dest::Target(&target),
-                &denied.decision,
-            );
-            return respond::response(&Failure::Denied {
-                dest: &dest,
-                denied: &denied,
-            });
+                &denied,
+            )
         }
     };
     let id = ctx.events.decision(

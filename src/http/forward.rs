@@ -22,10 +22,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::respond::{self, Failure};
-use super::Body;
+use super::{refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::DialError, Ctx, Denied};
-use crate::policy::{Access, Decision, Target};
+use crate::policy::{Access, Target};
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -74,20 +74,8 @@ pub async fn handle(
     };
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     let Ok(target) = Target::parse_authority(host_port, Some(80)) else {
-        let denied = Denied {
-            decision: Decision::invalid_host(),
-            dns: None,
-        };
-        ctx.events.decision(
-            Protocol::Http,
-            client,
-            Dest::Raw(host_port),
-            &denied.decision,
-        );
-        return respond::response(&Failure::Denied {
-            dest: host_port,
-            denied: &denied,
-        });
+        let denied = Denied::invalid_host();
+        return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
     };
     let dest = target.to_string();
     let host_header = HeaderValue::from_str(host_port).ok();
@@ -96,18 +84,7 @@ pub async fn handle(
     };
     let pinned = match ctx.gate.authorize(&target, access).await {
         Ok(pinned) => pinned,
-        Err(denied) => {
-            ctx.events.decision(
-                Protocol::Http,
-                client,
-                Dest::Target(&target),
-                &denied.decision,
-            );
-            return respond::response(&Failure::Denied {
-                dest: &dest,
-                denied: &denied,
-            });
-        }
+        Err(denied) => return refuse(ctx, Protocol::Http, client, Dest::Target(&target), &denied),
     };
     ctx.events.decision(
         Protocol::Http,
@@ -165,18 +142,15 @@ async fn unix(
             method: req.method().as_str(),
         },
     );
-    ctx.events
-        .decision(Protocol::Unix, client, Dest::Unix(path), &decision);
     if !decision.is_allowed() {
         let denied = Denied {
             decision,
             dns: None,
         };
-        return respond::response(&Failure::Denied {
-            dest: &dest,
-            denied: &denied,
-        });
+        return refuse(ctx, Protocol::Unix, client, Dest::Unix(path), &denied);
     }
+    ctx.events
+        .decision(Protocol::Unix, client, Dest::Unix(path), &decision);
     let key = Key::Unix(resolved.clone());
     let upstream = match take_reusable(cache, |k| *k == key).await {
         Some(upstream) => upstream,
