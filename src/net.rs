@@ -9,6 +9,7 @@ pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod relay;
+pub mod splice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,24 +159,21 @@ impl Ctx {
     }
 }
 
-/// Splices an allowed connection until it ends, counted as an open tunnel in the metrics and
-/// reported once closed, with bytes each way. The caller holds the connection's drain guard.
-pub async fn tunnel<A, B>(
+/// Runs the relay of an allowed connection until it ends, counted as an open tunnel in the
+/// metrics and reported once closed, with bytes each way. The caller holds the connection's
+/// drain guard.
+pub async fn tunnel(
     ctx: &Ctx,
     id: u64,
     protocol: Protocol,
     client: SocketAddr,
     target: &Target<'_>,
-    inbound: &mut A,
-    outbound: &mut B,
-) where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
-{
+    relay: impl std::future::Future<Output = std::io::Result<relay::RelayStats>>,
+) {
     let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
-    let stats = match relay::relay(inbound, outbound, ctx.limits.idle_timeout).await {
+    let stats = match relay.await {
         Ok(stats) => stats,
         Err(err) => {
             tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond::{self, Failure};
 use super::{refuse, Body};
 use crate::audit::{Dest, Protocol};
+use crate::net::relay::relay;
+use crate::net::splice::relay_tcp;
 use crate::net::{dial::dial, tunnel, Ctx, Denied};
 use crate::policy::{Access, Target};
 
@@ -80,17 +84,24 @@ pub async fn handle(
                 return;
             }
         };
-        let mut upgraded = TokioIo::new(upgraded);
-        tunnel(
-            &ctx,
-            id,
-            Protocol::Connect,
-            client,
-            &target,
-            &mut upgraded,
-            &mut upstream,
-        )
-        .await;
+        let idle = ctx.limits.idle_timeout;
+        // The client side is our own TCP socket: splice it directly, after passing on
+        // whatever the client sent behind the CONNECT request.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err()
+                {
+                    return;
+                }
+                let relay = relay_tcp(parts.io.inner(), &upstream, idle);
+                tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
+            }
+            Err(upgraded) => {
+                let mut upgraded = TokioIo::new(upgraded);
+                let relay = relay(&mut upgraded, &mut upstream, idle);
+                tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
+            }
+        }
     });
     let mut response = Response::new(respond::full(""));
     *response.status_mut() = StatusCode::OK;

@@ -32,10 +32,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let clock = Clock {
-        start: Instant::now(),
-        last: AtomicU64::new(0),
-    };
+    let clock = Clock::new();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut a = Counted {
         inner: client,
@@ -62,18 +59,25 @@ where
 }
 
 /// Last activity, in milliseconds since the relay started.
-struct Clock {
+pub(super) struct Clock {
     start: Instant,
     last: AtomicU64,
 }
 
 impl Clock {
-    fn touch(&self) {
+    pub(super) fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
     }
 
-    async fn idle(&self, idle: Duration) {
+    pub(super) async fn idle(&self, idle: Duration) {
         loop {
             let seen = self.last.load(Ordering::Relaxed);
             tokio::time::sleep_until(self.start + Duration::from_millis(seen) + idle).await;

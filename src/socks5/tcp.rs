@@ -9,6 +9,7 @@ use super::codec::Addr;
 use super::reply::Failure;
 use crate::audit::Protocol;
 use crate::net::dial::dial;
+use crate::net::splice::relay_tcp;
 use crate::net::{tunnel, Ctx};
 
 /// Serves one CONNECT request. `early` is what the client sent after the request without
@@ -39,14 +40,14 @@ pub async fn connect(
     if !early.is_empty() && upstream.write_all(early).await.is_err() {
         return;
     }
+    let relay = relay_tcp(&stream, &upstream, ctx.limits.idle_timeout);
     tunnel(
         ctx,
         allowed.id,
         Protocol::SocksTcp,
         client,
         &allowed.target,
-        &mut stream,
-        &mut upstream,
+        relay,
     )
     .await;
 }

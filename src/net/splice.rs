@@ -1,0 +1,141 @@
+//! Zero-copy relay between two TCP sockets: `splice(2)` moves bytes from one socket's receive
+//! buffer into a pipe and from the pipe into the other socket's send buffer, so tunnel data
+//! never passes through user memory. This is what keeps a tunnel close to loopback speed.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::sys::socket::{shutdown, Shutdown};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::relay::{Clock, RelayStats};
+
+/// Bytes asked of the kernel per splice call; the pipe is grown to match when allowed.
+const CHUNK: usize = 1 << 20;
+
+/// Splices both ways until both directions are done (EOF is passed on as a write shutdown),
+/// an error occurs, or nothing moves for `idle`.
+pub async fn relay_tcp(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+) -> io::Result<RelayStats> {
+    let clock = Clock::new();
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let both = async {
+        tokio::try_join!(
+            one_way(client, upstream, &up, &clock),
+            one_way(upstream, client, &down, &clock)
+        )
+    };
+    let idle_timeout = tokio::select! {
+        result = both => result.map(|_| false)?,
+        () = clock.idle(idle) => true,
+    };
+    Ok(RelayStats {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        idle_timeout,
+    })
+}
+
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    count: &AtomicU64,
+    clock: &Clock,
+) -> io::Result<()> {
+    let (pipe_out, pipe_in) = pipe()?;
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    loop {
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
+        let n = from
+            .async_io(Interest::READABLE, || {
+                splice(from, None, &pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+            })
+            .await?;
+        if n == 0 {
+            // Half-close: the other side may still answer.
+            return match shutdown(to.as_raw_fd(), Shutdown::Write) {
+                Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        clock.touch();
+        let mut left = n;
+        while left > 0 {
+            left -= to
+                .async_io(Interest::WRITABLE, || {
+                    splice(&pipe_out, None, to, None, left, flags).map_err(io::Error::from)
+                })
+                .await?;
+        }
+    }
+}
+
+/// A non-blocking pipe, as large as the system allows up to [`CHUNK`].
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let size = i32::try_from(CHUNK).unwrap_or(i32::MAX);
+    // Unprivileged processes may be capped below this; the default 64 KiB pipe still works.
+    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size));
+    Ok((read, write))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected loopback pairs: (client, proxy's client side), (proxy's upstream side, origin).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn splices_both_ways_with_half_close() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut origin) = pair().await;
+        let task = tokio::spawn(async move {
+            relay_tcp(&client_side, &upstream_side, Duration::from_secs(30)).await
+        });
+        let big = vec![7u8; 3 << 20];
+        let writer = tokio::spawn(async move {
+            client.write_all(&big).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 3 << 20);
+        assert!(got.iter().all(|&b| b == 7));
+        let mut client = writer.await.unwrap();
+        origin.write_all(b"reply after half-close").await.unwrap();
+        origin.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply after half-close");
+        let stats = task.await.unwrap().unwrap();
+        assert_eq!((stats.up, stats.down), (3 << 20, 22));
+        assert!(!stats.idle_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ends_when_idle() {
+        let (_client, client_side) = pair().await;
+        let (upstream_side, _origin) = pair().await;
+        let stats = relay_tcp(&client_side, &upstream_side, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(stats.idle_timeout);
+    }
+}
