@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::{self, AdminOptions};
@@ -74,6 +74,15 @@ pub fn run(args: &ServeArgs) -> i32 {
         }
     };
     runtime.block_on(async move {
+        // Installed before any listener line is logged: a supervisor that
+        // signals as soon as it sees the startup lines must not kill us.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                eprintln!("error: cannot install signal handlers: {err}");
+                return 1;
+            }
+        };
         let options = Options {
             audit,
             admin: Some(admin_options),
@@ -98,28 +107,37 @@ pub fn run(args: &ServeArgs) -> i32 {
                 "admin API listening; POST calls need the bearer token in token_file"
             );
         }
-        run_until_stopped(&server).await;
+        signals.run_until_stopped(&server).await;
         tracing::info!("shutting down: no longer accepting connections");
         server.shutdown(GRACE).await;
         0
     })
 }
 
-/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
-async fn run_until_stopped(server: &Server) {
-    let (Ok(mut hup), Ok(mut term)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => {
-                let _ = server.control.reload();
+/// SIGHUP reloads; SIGINT and SIGTERM stop the gateway.
+struct Signals {
+    hup: Signal,
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn run_until_stopped(mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                _ = self.hup.recv() => {
+                    let _ = server.control.reload();
+                }
             }
         }
     }
