@@ -134,6 +134,14 @@ struct Node {
 struct Names {
     table: HashTable<Node>,
     seed: u64,
+    /// Bit `k` is set when some node has `k` labels (the last bit stands for 63 or more), so
+    /// a walk probes only the suffixes whose depth occurs: most hosts need one or two probes.
+    depths: u64,
+}
+
+/// The `depths` bit of a name with `labels` labels.
+fn depth_bit(labels: usize) -> u64 {
+    1 << labels.min(63)
 }
 
 impl Default for Names {
@@ -141,6 +149,7 @@ impl Default for Names {
         Names {
             table: HashTable::new(),
             seed: RandomState::default().hash_one(0x5eed_u64),
+            depths: 0,
         }
     }
 }
@@ -167,6 +176,7 @@ impl Names {
     fn node_mut(&mut self, name: &str) -> &mut Node {
         let seed = self.seed;
         let hash = Names::hash(seed, name);
+        self.depths |= depth_bit(name.split('.').count());
         self.table
             .entry(hash, |n| &*n.name == name, |n| Names::hash(seed, &n.name))
             .or_insert_with(|| Node {
@@ -193,20 +203,26 @@ impl Names {
     fn walk<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a Node, bool) -> bool) {
         let bytes = host.as_bytes();
         let mut h = self.seed;
+        let mut labels = 1;
         let mut i = bytes.len();
         while i > 0 {
             i -= 1;
             if bytes[i] == b'.' {
-                if let Some(node) = self.find(h, &host[i + 1..]) {
-                    if !visit(node, false) {
-                        return;
+                if self.depths & depth_bit(labels) != 0 {
+                    if let Some(node) = self.find(h, &host[i + 1..]) {
+                        if !visit(node, false) {
+                            return;
+                        }
                     }
                 }
+                labels += 1;
             }
             h = step(h, bytes[i]);
         }
-        if let Some(node) = self.find(h, host) {
-            visit(node, true);
+        if self.depths & depth_bit(labels) != 0 {
+            if let Some(node) = self.find(h, host) {
+                visit(node, true);
+            }
         }
     }
 }
