@@ -79,15 +79,22 @@ impl<'a> Target<'a> {
     /// Parses `host:port`, `[v6]:port`, or (with `default_port`) a bare `host` / `[v6]`,
     /// as found in a CONNECT request line, a Host header or a SOCKS domain name.
     pub fn parse_authority(input: &'a str, default_port: Option<u16>) -> Result<Self, InvalidHost> {
-        let (host, port) = split_authority(input)?;
+        let (host, port) = if input.starts_with('[') {
+            split_authority(input)?
+        } else {
+            // The hot path: one reverse search. A second colon stays in the host, where
+            // canonicalisation rejects it as unbracketed IPv6.
+            match input.rfind(':') {
+                Some(i) => (&input[..i], Some(&input[i + 1..])),
+                None => (input, None),
+            }
+        };
+        let host = canonicalize(host)?;
         let port = match port {
             Some(port) => parse_port(port)?,
             None => default_port.ok_or(InvalidHost::MissingPort)?,
         };
-        Ok(Target {
-            host: canonicalize(host)?,
-            port,
-        })
+        Ok(Target { host, port })
     }
 
     /// Parses an absolute URL (`http`, `https`, `ws`, `wss`, `ftp`); the port defaults to the
@@ -141,20 +148,11 @@ pub(crate) fn split_authority(input: &str) -> Result<(&str, Option<&str>), Inval
             },
         };
     }
-    // One pass over a short string beats two memchr calls (first and last colon).
-    let mut colon = None;
-    for (i, &b) in input.as_bytes().iter().enumerate() {
-        if b == b':' {
-            if colon.is_some() {
-                return Err(InvalidHost::UnbracketedIpv6);
-            }
-            colon = Some(i);
-        }
+    match input.rfind(':') {
+        Some(i) if input[..i].contains(':') => Err(InvalidHost::UnbracketedIpv6),
+        Some(i) => Ok((&input[..i], Some(&input[i + 1..]))),
+        None => Ok((input, None)),
     }
-    Ok(match colon {
-        Some(i) => (&input[..i], Some(&input[i + 1..])),
-        None => (input, None),
-    })
 }
 
 pub(crate) fn parse_port(text: &str) -> Result<u16, InvalidHost> {
@@ -514,6 +512,9 @@ mod tests {
             ("example.com:080x", BadPort),
             ("example.com:000443", BadPort),
             ("::1:80", UnbracketedIpv6),
+            ("fe80::1", UnbracketedIpv6),
+            ("example.com:80:80", UnbracketedIpv6),
+            ("::ffff:127.0.0.1:443", UnbracketedIpv6),
             ("[::1]x", Unparseable),
             ("[::1]:", BadPort),
             (":80", Empty),

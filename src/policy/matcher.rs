@@ -2,11 +2,11 @@
 //!
 //! Name rules live in one hash table keyed by name. Each node holds the rules for that exact
 //! name (exact rules and the apex of `**.`), the rules for the names below it (`*.` and
-//! `**.`), and the in-label globs whose literal labels end there. A lookup reads the host once
-//! from right to left, computing the hash of every label-boundary suffix as it goes
-//! (`com`, `example.com`, `www.example.com`), and probes the table once per label: the cost
-//! depends on the number of labels, not the number of rules, nothing is allocated, and a
-//! match can never cross a label (`evil-example.com` is not below `example.com`).
+//! `**.`), and the in-label globs whose literal labels end there. A lookup walks the host's
+//! label-boundary suffixes from the right (`com`, `example.com`, `www.example.com`) and probes
+//! the table for those whose label count some rule has: the cost depends on the number of
+//! labels, not the number of rules, nothing is allocated, and a match can never cross a label
+//! (`evil-example.com` is not below `example.com`).
 //!
 //! Deny beats allow: a lookup stops at the first deny it meets. Otherwise it reports the most
 //! specific allow: the exact name, then the longest suffix, then a glob, then `*`.
@@ -127,15 +127,15 @@ struct Node {
     globs: Vec<Glob>,
 }
 
-/// Names hashed from their last byte backwards, so every suffix of a host gets its hash in
-/// one pass. FNV-1a steps with a per-process random seed, then a 64-bit finaliser so the
-/// table's bucket and tag bits are well mixed.
-#[derive(Debug)]
+/// Rule names by their text. A host is looked up once per label-boundary suffix, but only at
+/// the depths (label counts) some rule has, and each probed suffix is hashed on its own with
+/// foldhash (per-process seed): one or two short hashes beat a byte-serial rolling hash over
+/// the whole host.
+#[derive(Debug, Default)]
 struct Names {
     table: HashTable<Node>,
-    seed: u64,
-    /// Bit `k` is set when some node has `k` labels (the last bit stands for 63 or more), so
-    /// a walk probes only the suffixes whose depth occurs: most hosts need one or two probes.
+    state: RandomState,
+    /// Bit `k` is set when some node has `k` labels (the last bit stands for 63 or more).
     depths: u64,
 }
 
@@ -144,41 +144,16 @@ fn depth_bit(labels: usize) -> u64 {
     1 << labels.min(63)
 }
 
-impl Default for Names {
-    fn default() -> Self {
-        Names {
-            table: HashTable::new(),
-            seed: RandomState::default().hash_one(0x5eed_u64),
-            depths: 0,
-        }
-    }
-}
-
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn step(h: u64, byte: u8) -> u64 {
-    (h ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-}
-
-fn finish(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 impl Names {
-    fn hash(seed: u64, name: &str) -> u64 {
-        finish(name.bytes().rev().fold(seed, step))
-    }
-
     fn node_mut(&mut self, name: &str) -> &mut Node {
-        let seed = self.seed;
-        let hash = Names::hash(seed, name);
+        let state = &self.state;
         self.depths |= depth_bit(name.split('.').count());
         self.table
-            .entry(hash, |n| &*n.name == name, |n| Names::hash(seed, &n.name))
+            .entry(
+                state.hash_one(name),
+                |n| &*n.name == name,
+                |n| state.hash_one(&n.name),
+            )
             .or_insert_with(|| Node {
                 name: name.into(),
                 exact: Vec::new(),
@@ -188,39 +163,29 @@ impl Names {
             .into_mut()
     }
 
-    /// `raw` is the unfinished backwards hash of `name`.
-    fn find(&self, raw: u64, name: &str) -> Option<&Node> {
-        self.table.find(finish(raw), |n| &*n.name == name)
-    }
-
     fn get(&self, name: &str) -> Option<&Node> {
         self.table
-            .find(Names::hash(self.seed, name), |n| &*n.name == name)
+            .find(self.state.hash_one(name), |n| &*n.name == name)
     }
 
     /// Calls `visit` for every label-boundary suffix of `host` that has a node, shortest
     /// first, then for `host` itself (`whole = true`), until `visit` returns false.
     fn walk<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a Node, bool) -> bool) {
-        let bytes = host.as_bytes();
-        let mut h = self.seed;
         let mut labels = 1;
-        let mut i = bytes.len();
-        while i > 0 {
-            i -= 1;
-            if bytes[i] == b'.' {
-                if self.depths & depth_bit(labels) != 0 {
-                    if let Some(node) = self.find(h, &host[i + 1..]) {
-                        if !visit(node, false) {
-                            return;
-                        }
+        let mut end = host.len();
+        while let Some(dot) = host[..end].rfind('.') {
+            if self.depths & depth_bit(labels) != 0 {
+                if let Some(node) = self.get(&host[dot + 1..]) {
+                    if !visit(node, false) {
+                        return;
                     }
                 }
-                labels += 1;
             }
-            h = step(h, bytes[i]);
+            labels += 1;
+            end = dot;
         }
         if self.depths & depth_bit(labels) != 0 {
-            if let Some(node) = self.find(h, host) {
+            if let Some(node) = self.get(host) {
                 visit(node, true);
             }
         }
