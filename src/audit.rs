@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::net::relay::RelayStats;
 use crate::policy::{Decision, Host, Target};
+use crate::socks5::udp::UdpStats;
 
 /// How a destination was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -162,6 +163,26 @@ struct CloseLine {
     idle_timeout: bool,
 }
 
+/// The end of a SOCKS5 UDP association: one line for all its destinations, whose decisions
+/// have their own lines.
+#[derive(Serialize)]
+struct UdpCloseLine {
+    time: String,
+    event: &'static str,
+    id: u64,
+    protocol: Protocol,
+    client: SocketAddr,
+    relay: SocketAddr,
+    datagrams_up: u64,
+    datagrams_down: u64,
+    datagrams_denied: u64,
+    datagrams_dropped: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    duration_ms: u128,
+    idle_timeout: bool,
+}
+
 impl Events {
     /// `audit`: where JSON audit lines go (a file or stderr); `None` keeps only the text log,
     /// metrics and the denial ring.
@@ -248,6 +269,47 @@ impl Events {
                 bytes_down: stats.down,
                 duration_ms: duration.as_millis(),
                 idle_timeout: stats.idle_timeout,
+            });
+        }
+    }
+
+    /// Records the end of a UDP association: datagrams and payload bytes each way.
+    pub fn udp_closed(
+        &self,
+        client: SocketAddr,
+        relay: SocketAddr,
+        stats: &UdpStats,
+        duration: Duration,
+        idle_timeout: bool,
+    ) {
+        let protocol = Protocol::SocksUdp.as_str();
+        metrics::counter!("egress_bytes_total", "protocol" => protocol, "direction" => "up")
+            .increment(stats.bytes_up);
+        metrics::counter!("egress_bytes_total", "protocol" => protocol, "direction" => "down")
+            .increment(stats.bytes_down);
+        metrics::counter!("egress_udp_datagrams_total", "result" => "relayed")
+            .increment(stats.sent);
+        metrics::counter!("egress_udp_datagrams_total", "result" => "denied")
+            .increment(stats.denied);
+        metrics::counter!("egress_udp_datagrams_total", "result" => "dropped")
+            .increment(stats.dropped);
+        tracing::debug!(target: "egress_proxy::close", protocol, %client, %relay, sent = stats.sent, received = stats.received, denied = stats.denied, dropped = stats.dropped, ms = duration.as_millis() as u64);
+        if self.audit.is_some() {
+            self.write(&UdpCloseLine {
+                time: rfc3339(SystemTime::now()),
+                event: "close",
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                protocol: Protocol::SocksUdp,
+                client,
+                relay,
+                datagrams_up: stats.sent,
+                datagrams_down: stats.received,
+                datagrams_denied: stats.denied,
+                datagrams_dropped: stats.dropped,
+                bytes_up: stats.bytes_up,
+                bytes_down: stats.bytes_down,
+                duration_ms: duration.as_millis(),
+                idle_timeout,
             });
         }
     }

@@ -18,7 +18,7 @@
 mod codec;
 mod reply;
 mod tcp;
-mod udp;
+pub(crate) mod udp;
 
 use std::future::Future;
 use std::io;

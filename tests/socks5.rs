@@ -857,6 +857,47 @@ async fn udp_echo_to_an_allowed_address() {
 }
 
 #[tokio::test]
+async fn a_closed_association_writes_one_audit_line_with_its_counts() {
+    let echo = UdpEcho::start();
+    let port = echo.addr.port();
+    let proxy = start(Setup::default()).await;
+    let a = associate(&proxy, true).await;
+    a.round_trip(Dest::Name(b"udp.test"), port, b"12345").await;
+    a.round_trip(Dest::Name(b"udp.test"), port, &[1u8; 100])
+        .await;
+    a.send(&datagram(0, Dest::Name(b"denied.test"), port, b"nope"))
+        .await;
+    a.send(&datagram(1, Dest::Name(b"udp.test"), port, b"fragment"))
+        .await;
+    // The relay handles datagrams in order: once this echo is back, the two above were seen.
+    a.round_trip(Dest::Name(b"udp.test"), port, b"last").await;
+    let relay = a.relay;
+    drop(a);
+    let closes = within("the association's close line", async {
+        loop {
+            let closes = proxy.audit.events("close");
+            if !closes.is_empty() {
+                return closes;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    let close = &closes[0];
+    assert_eq!(close["protocol"], "socks-udp");
+    assert_eq!(close["relay"], relay.to_string());
+    assert_eq!(close["datagrams_up"], 3);
+    assert_eq!(close["datagrams_down"], 3);
+    assert_eq!(close["datagrams_denied"], 1);
+    assert_eq!(close["datagrams_dropped"], 1);
+    assert_eq!(close["bytes_up"], 109);
+    assert_eq!(close["bytes_down"], 109);
+    assert_eq!(close["idle_timeout"], false);
+    assert!(close["duration_ms"].is_u64(), "{close}");
+}
+
+#[tokio::test]
 async fn udp_echo_to_an_allowed_name() {
     let echo = UdpEcho::start();
     let port = echo.addr.port();
@@ -1121,8 +1162,20 @@ async fn shutdown_stops_accepting_and_waits_for_tunnels_and_associations() {
     drop(association);
     assert_eq!(proxy.drain.wait(STEP).await, 0);
     let closes = proxy.audit.events("close");
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert_eq!(
+        closes
+            .iter()
+            .filter(|c| c["protocol"] == "socks-udp")
+            .count(),
+        1,
+        "{closes:?}"
+    );
+    let closes: Vec<_> = closes
+        .into_iter()
+        .filter(|c| c["protocol"] == "socks-tcp")
+        .collect();
     assert_eq!(closes.len(), 1, "{closes:?}");
-    assert_eq!(closes[0]["protocol"], "socks-tcp");
     assert_eq!(closes[0]["host"], "allowed.test");
     assert_eq!(closes[0]["port"], echo.addr.port());
     assert_eq!(closes[0]["bytes_up"], 22);

@@ -59,6 +59,10 @@ pub struct UdpStats {
     /// Everything else dropped: a foreign source, a fragment, a malformed header, a reply
     /// from an address we never sent to, a failed send.
     pub dropped: u64,
+    /// Payload bytes of `sent` datagrams.
+    pub bytes_up: u64,
+    /// Payload bytes of `received` datagrams.
+    pub bytes_down: u64,
 }
 
 /// Why an association ended.
@@ -105,20 +109,19 @@ pub async fn associate(
     };
     let gauge = metrics::gauge!("egress_udp_associations");
     gauge.increment(1.0);
+    let start = Instant::now();
     let end = association.run(&mut control, ctx.limits.idle_timeout).await;
     gauge.decrement(1.0);
-    let UdpStats {
-        sent,
-        received,
-        denied,
-        dropped,
-    } = association.stats;
-    metrics::counter!("egress_udp_datagrams_total", "result" => "relayed").increment(sent);
-    metrics::counter!("egress_udp_datagrams_total", "result" => "denied").increment(denied);
-    metrics::counter!("egress_udp_datagrams_total", "result" => "dropped").increment(dropped);
-    tracing::debug!(
-        %client, relay = %bound, sent, received, denied, dropped, end = ?end,
-        "SOCKS5 UDP association closed"
+    let idle_timeout = matches!(end, Ok(End::Idle));
+    if let Err(error) = &end {
+        tracing::debug!(%client, relay = %bound, %error, "SOCKS5 UDP association failed");
+    }
+    ctx.events.udp_closed(
+        client,
+        bound,
+        &association.stats,
+        start.elapsed(),
+        idle_timeout,
     );
 }
 
@@ -265,8 +268,9 @@ impl Association<'_> {
             Err(error) => Err(error),
         };
         match sent {
-            Ok(_) => {
+            Ok(n) => {
                 self.stats.sent += 1;
+                self.stats.bytes_up += n as u64;
                 true
             }
             Err(error) => {
@@ -326,6 +330,7 @@ impl Association<'_> {
             match self.sockets.relay.send(&buf[start..HEADROOM + n]).await {
                 Ok(_) => {
                     self.stats.received += 1;
+                    self.stats.bytes_down += n as u64;
                     active = true;
                 }
                 Err(error) => {
@@ -538,7 +543,9 @@ mod tests {
                 sent: 2,
                 received: 0,
                 denied: 2,
-                dropped: 3
+                dropped: 3,
+                bytes_up: 6,
+                bytes_down: 0,
             }
         );
         let mut got = [0u8; 16];
