@@ -11,7 +11,8 @@
 # overrides the default peer list).
 #
 # Writes integration/results/bench-<date>.txt (the printed table), .json (proxybench --json)
-# and .log (the harness's stderr: probe failures, progress, warnings).
+# and .log (the harness's stderr: probe failures, progress, warnings); a full run also rewrites
+# the summary block of README.md's performance section (integration/bench-summary.py).
 #
 # Exit status: 0 ok; 1 build or harness failed; 2 a required tool is missing; 3 the harness ran
 # but egress-proxy did not start or failed a functional probe (results are still written).
@@ -133,5 +134,12 @@ EOF
         echo "bench.sh: rerun with --keep-tmp and read /tmp/proxybench-*/ours.log" >&2
         exit 3
     fi
+fi
+# A full run (not --quick) is what the README quotes: its summary block is rewritten from the
+# table just written, never by hand.
+if [[ " $* " != *" --quick "* ]]; then
+    python3 "$here/bench-summary.py" "$txt" --readme "$repo/README.md" ||
+        die "could not update the README's summary from $txt"
+    echo "bench.sh: README.md performance summary updated from $txt" >&2
 fi
 echo "bench.sh: results in $txt, $json and $log" >&2

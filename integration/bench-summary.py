@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Turns a proxybench table (the .txt integration/bench.sh writes) into the README's summary.
+
+    python3 integration/bench-summary.py RESULTS.txt             # print the Markdown
+    python3 integration/bench-summary.py RESULTS.txt --readme README.md
+
+With --readme, the lines between `<!-- proxybench:begin -->` and `<!-- proxybench:end -->` are
+replaced, so the README's table is always the script's output, never typed by hand.
+"""
+
+import argparse
+import os
+import re
+import sys
+
+BEGIN = "<!-- proxybench:begin -->"
+END = "<!-- proxybench:end -->"
+SECTION = re.compile(r"^\((\w+'{0,2}\"?)\) (.+?)\s+\[")
+
+
+def parse(text):
+    """(label, title, ours' vs-direct, ours' vs-bestpeer, best peer) per test; peak RSS."""
+    rows, rss = [], {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = SECTION.match(line)
+        if match:
+            # Every row ends with `vs direct`, `vs bestpeer` and `errors`.
+            table = {}
+            for row in lines[i + 2:]:
+                if not row.startswith("  "):
+                    break
+                cells = row.split()
+                table[cells[0]] = (cells[-3], cells[-2])
+            if "ours" not in table:
+                continue
+            peers = [name for name, (_, best) in table.items() if best == "1.000"]
+            direct, best = table["ours"]
+            rows.append((match.group(1), match.group(2), direct, best, peers[0] if peers else "-"))
+        if line.startswith("(f) peak RSS"):
+            for row in lines[i + 1:]:
+                if not row.startswith("  "):
+                    break
+                name, value = row.split()
+                rss[name] = value
+    return rows, rss
+
+
+def markdown(path, text, base):
+    rows, rss = parse(text)
+    first = text.splitlines()[0]
+    out = [
+        f"`{first.strip()}` — from `{os.path.relpath(path, base)}`:",
+        "",
+        "| test | vs direct | vs best peer |",
+        "|---|---|---|",
+    ]
+    for label, title, direct, best, peer in rows:
+        out.append(f"| ({label}) {title} | {float(direct):.2f} | {float(best):.2f}× {peer} |")
+    if rss:
+        peers = ", ".join(f"{name} {value}" for name, value in rss.items() if name != "ours")
+        out += ["", f"Peak RSS under this load: {rss.get('ours', '?')} MiB ({peers})."]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results")
+    parser.add_argument("--readme")
+    args = parser.parse_args()
+    with open(args.results) as f:
+        base = os.path.dirname(os.path.abspath(args.readme)) if args.readme else os.curdir
+        summary = markdown(args.results, f.read(), base)
+    if not args.readme:
+        sys.stdout.write(summary)
+        return 0
+    with open(args.readme) as f:
+        readme = f.read()
+    if BEGIN not in readme or END not in readme:
+        print(f"{args.readme}: no {BEGIN} ... {END} block", file=sys.stderr)
+        return 1
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(args.readme, "w") as f:
+        f.write(f"{head}{BEGIN}\n{summary}{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
