@@ -24,6 +24,8 @@ use egress_proxy::server::{Options, Server};
 use serde_json::Value;
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::HttpOrigin;
+use support::prometheus::sample;
+use support::reply::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -177,21 +179,7 @@ impl Harness {
 // Raw HTTP/1.1
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     fn json(&self) -> Value {
         assert_eq!(
             self.header("content-type"),
@@ -230,24 +218,10 @@ async fn read_reply(stream: &mut TcpStream, head_only: bool) -> Reply {
         );
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let status: u16 = status.parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect();
+    let mut reply = Reply::from_head(std::str::from_utf8(&buf[..head_end]).unwrap());
     let mut body = buf[head_end..].to_vec();
-    let length = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse::<usize>().unwrap());
     if !head_only {
-        if let Some(length) = length {
+        if let Some(length) = reply.content_length() {
             while body.len() < length {
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await.unwrap();
@@ -256,26 +230,8 @@ async fn read_reply(stream: &mut TcpStream, head_only: bool) -> Reply {
             }
         }
     }
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-/// The value of the first sample of `name` whose labels include all of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    reply
 }
 
 // ---------------------------------------------------------------------------------------------

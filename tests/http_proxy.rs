@@ -102,20 +102,13 @@ fn try_read_head(stream: &mut TcpStream) -> Option<(u16, Vec<(String, String)>)>
         assert!(head.len() < 64 * 1024, "response head too long");
     }
     let text = String::from_utf8(head).expect("response head is UTF-8");
-    let mut lines = text.trim_end().split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').expect("header line");
-            (k.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
+    let head = support::reply::Reply::from_head(&text);
+    let headers = head
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
-    Some((status, headers))
+    Some((head.status, headers))
 }
 
 fn read_head(stream: &mut TcpStream) -> (u16, Vec<(String, String)>) {

@@ -24,6 +24,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::{HttpOrigin, TcpEcho};
+use support::prometheus::sample;
+use support::reply::Reply;
 
 const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
@@ -359,22 +361,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Reads one response head byte by byte (nothing after it is consumed, so a CONNECT tunnel's
 /// first bytes stay in the socket), then `Content-Length` body bytes unless `head_only`.
 fn read_reply(stream: &mut TcpStream, head_only: bool) -> Reply {
@@ -389,27 +375,9 @@ fn read_reply(stream: &mut TcpStream, head_only: bool) -> Reply {
             ),
         }
     }
-    let head = String::from_utf8(head).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let status: u16 = status.parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect();
-    let mut reply = Reply {
-        status,
-        headers,
-        body: String::new(),
-    };
+    let mut reply = Reply::from_head(&String::from_utf8(head).unwrap());
     if !head_only {
-        let length: usize = reply
-            .header("content-length")
-            .map_or(0, |v| v.parse().unwrap());
-        let mut body = vec![0; length];
+        let mut body = vec![0; reply.content_length().unwrap_or(0)];
         stream.read_exact(&mut body).expect("response body");
         reply.body = String::from_utf8_lossy(&body).into_owned();
     }
@@ -494,21 +462,6 @@ fn wait_refused(addr: SocketAddr, what: &str) {
         );
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The value of the first Prometheus sample of `name` whose labels include all of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

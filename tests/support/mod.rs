@@ -6,5 +6,7 @@
 
 pub mod fake_dns;
 pub mod origin;
+pub mod prometheus;
 pub mod proxy;
+pub mod reply;
 pub mod unix_origin;
