@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -656,6 +656,102 @@ async fn hyper_keep_alive_two_requests_use_one_upstream_connection() {
     }
     assert_eq!(w.origin.request_count(), 2);
     assert_eq!(w.origin.connections(), 1);
+}
+
+/// An origin whose keep-alive timeout fires just as the next request arrives: it answers the
+/// first request on each connection, then reads the second and closes without a word.
+/// Returns its address and the request lines it read.
+fn origin_closing_after_one_answer() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                for answer in [true, false] {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    log.lock().unwrap().push(line.trim_end().to_string());
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        if header == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    if answer {
+                        writer
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn a_kept_upstream_connection_closed_under_a_get_is_retried_once_on_a_new_one() {
+    let dns = FakeDns::start(zone());
+    let proxy = standard(&dns).start();
+    let (origin, seen) = origin_closing_after_one_answer();
+    let mut client = connect(proxy.addr);
+    for path in ["/first", "/second"] {
+        let request = format!(
+            "GET http://allowed.test:{port}{path} HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\n",
+            port = origin.port()
+        );
+        client.write_all(request.as_bytes()).unwrap();
+        let reply = read_reply(&mut client);
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        assert_eq!(reply.text(), "ok");
+    }
+    // The second GET reached the closing connection, then a new one that answered it.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "GET /first HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /second HTTP/1.1"
+        ]
+    );
+}
+
+#[test]
+fn a_post_is_never_sent_twice_when_the_kept_connection_closes_under_it() {
+    let dns = FakeDns::start(zone());
+    let proxy = standard(&dns).start();
+    let (origin, seen) = origin_closing_after_one_answer();
+    let mut client = connect(proxy.addr);
+    let port = origin.port();
+    let first = format!("GET http://allowed.test:{port}/first HTTP/1.1\r\nHost: x\r\n\r\n");
+    client.write_all(first.as_bytes()).unwrap();
+    assert_eq!(read_reply(&mut client).status, 200);
+    let post = format!(
+        "POST http://allowed.test:{port}/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbuy1"
+    );
+    client.write_all(post.as_bytes()).unwrap();
+    let reply = read_reply(&mut client);
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["GET /first HTTP/1.1", "POST /order HTTP/1.1"],
+        "the POST must reach the origin once"
+    );
 }
 
 #[test]

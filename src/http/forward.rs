@@ -4,20 +4,23 @@
 //! the Host header: the Host header is rewritten to match, so an origin behind a shared IP
 //! cannot be addressed by a name the policy never saw. Bodies stream both ways. The upstream
 //! connection is kept per client connection and reused only while the next request is pinned
-//! to the same address.
+//! to the same address. When a kept connection turns out to have been closed by the origin
+//! under a bodiless GET, HEAD or OPTIONS, the request is sent again once on a new connection
+//! (RFC 9110 section 9.2.2), as browsers and squid do, instead of failing with 502.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
 };
-use hyper::{Request, Response, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -40,7 +43,7 @@ enum Key {
 /// An idle upstream connection kept for the next request on the same client connection.
 pub struct Upstream {
     key: Key,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
 }
 
 pub async fn handle(
@@ -97,34 +100,21 @@ pub async fn handle(
         |key| matches!(key, Key::Tcp(a) if pinned.addrs.contains(a)),
     )
     .await;
-    let upstream = match kept {
-        Some(upstream) => upstream,
-        None => {
-            let connected = match dial(&pinned.addrs, ctx.limits.connect_timeout).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    return respond::response(&Failure::Dial {
-                        dest: &dest,
-                        error: &error,
-                    })
-                }
-            };
-            let key = match connected.peer_addr() {
-                Ok(addr) => Key::Tcp(addr),
-                Err(_) => Key::Tcp(pinned.addrs[0]),
-            };
-            match handshake(connected, key).await {
-                Ok(upstream) => upstream,
-                Err(error) => {
-                    return respond::response(&Failure::Upstream {
-                        dest: &dest,
-                        error: &error,
-                    })
-                }
-            }
-        }
+    let connect = || async {
+        let connected = dial(&pinned.addrs, ctx.limits.connect_timeout)
+            .await
+            .map_err(|error| {
+                respond::response(&Failure::Dial {
+                    dest: &dest,
+                    error: &error,
+                })
+            })?;
+        let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.addrs[0]));
+        handshake(connected, key)
+            .await
+            .map_err(|error| upstream_failure(&dest, &error))
     };
-    send(req, host_header, upstream, &dest, cache).await
+    exchange(prepare(req, host_header), kept, connect, &dest, cache).await
 }
 
 async fn unix(
@@ -152,46 +142,31 @@ async fn unix(
     ctx.events
         .decision(Protocol::Unix, client, Dest::Unix(path), &decision);
     let key = Key::Unix(resolved.clone());
-    let upstream = match take_reusable(cache, |k| *k == key).await {
-        Some(upstream) => upstream,
-        None => {
-            let connect = tokio::net::UnixStream::connect(&resolved);
-            let stream = match tokio::time::timeout(ctx.limits.connect_timeout, connect).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    let error = match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => DialError::Refused(unspecified()),
-                        _ => DialError::Unreachable {
-                            addr: unspecified(),
-                            source: e,
-                        },
-                    };
-                    return respond::response(&Failure::Dial {
-                        dest: &dest,
-                        error: &error,
-                    });
-                }
-                Err(_) => {
-                    let error = DialError::Timeout(ctx.limits.connect_timeout);
-                    return respond::response(&Failure::Dial {
-                        dest: &dest,
-                        error: &error,
-                    });
-                }
-            };
-            match handshake(stream, key).await {
-                Ok(upstream) => upstream,
-                Err(error) => {
-                    return respond::response(&Failure::Upstream {
-                        dest: &dest,
-                        error: &error,
-                    })
-                }
+    let kept = take_reusable(cache, |k| *k == key).await;
+    let connect = || async {
+        let connect = tokio::net::UnixStream::connect(&resolved);
+        let error = match tokio::time::timeout(ctx.limits.connect_timeout, connect).await {
+            Ok(Ok(stream)) => {
+                return handshake(stream, key.clone())
+                    .await
+                    .map_err(|error| upstream_failure(&dest, &error))
             }
-        }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                DialError::Refused(unspecified())
+            }
+            Ok(Err(e)) => DialError::Unreachable {
+                addr: unspecified(),
+                source: e,
+            },
+            Err(_) => DialError::Timeout(ctx.limits.connect_timeout),
+        };
+        Err(respond::response(&Failure::Dial {
+            dest: &dest,
+            error: &error,
+        }))
     };
     // The URL's host is only what the Host header carries: keep the client's.
-    send(req, None, upstream, &dest, cache).await
+    exchange(prepare(req, None), kept, connect, &dest, cache).await
 }
 
 /// Unix sockets have no address; errors about them name the path in the body instead.
@@ -232,13 +207,9 @@ where
     Ok(Upstream { key, sender })
 }
 
-async fn send(
-    req: Request<Incoming>,
-    host: Option<HeaderValue>,
-    mut upstream: Upstream,
-    dest: &str,
-    cache: &Mutex<Option<Upstream>>,
-) -> Response<Body> {
+/// The client's request as it goes upstream: hop-by-hop, `Proxy-*` and `x-unix-socket`
+/// headers removed, Host set to the URI's authority, origin-form, HTTP/1.1.
+fn prepare(req: Request<Incoming>, host: Option<HeaderValue>) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     // hyper has undone the client's chunking; keep the header so the body is chunked again.
     // Without it hyper sends the body of a GET or HEAD as empty.
@@ -258,29 +229,112 @@ async fn send(
     }
     parts.uri = origin_form(&parts.uri);
     parts.version = hyper::Version::HTTP_11;
-    let result = upstream
-        .sender
-        .send_request(Request::from_parts(parts, body))
-        .await;
-    match result {
-        Ok(response) => {
-            if let Ok(mut slot) = cache.lock() {
-                *slot = Some(upstream);
-            }
-            let (mut parts, body) = response.into_parts();
-            // The chunks frame a chunked response, not a Content-Length sent along with them
-            // (RFC 9112 section 6.3); passing it on would cut the body short.
-            if parts.headers.contains_key(TRANSFER_ENCODING) {
-                parts.headers.remove(CONTENT_LENGTH);
-            }
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.boxed())
+    Request::from_parts(parts, body.boxed())
+}
+
+/// Sends `req` on the kept connection, or on a new one from `connect`. A kept connection the
+/// origin closed under a replayable request gets the request again on a new connection.
+async fn exchange<C, F>(
+    req: Request<Body>,
+    kept: Option<Upstream>,
+    connect: C,
+    dest: &str,
+    cache: &Mutex<Option<Upstream>>,
+) -> Response<Body>
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<Upstream, Response<Body>>>,
+{
+    let (upstream, replay) = match kept {
+        Some(upstream) => {
+            let replay = replayable(&req);
+            (upstream, replay)
         }
-        Err(error) => respond::response(&Failure::Upstream {
-            dest,
-            error: &error,
-        }),
+        None => match connect().await {
+            Ok(upstream) => (upstream, None),
+            Err(response) => return response,
+        },
+    };
+    let error = match send(req, upstream, cache).await {
+        Ok(response) => return response,
+        Err(error) => error,
+    };
+    let Some(replay) = replay.filter(|_| closed_under_request(&error)) else {
+        return upstream_failure(dest, &error);
+    };
+    tracing::debug!(dest, %error, "kept upstream connection was closed; sending again on a new one");
+    let upstream = match connect().await {
+        Ok(upstream) => upstream,
+        Err(response) => return response,
+    };
+    match send(replay, upstream, cache).await {
+        Ok(response) => response,
+        Err(error) => upstream_failure(dest, &error),
     }
+}
+
+/// A copy of a bodiless GET, HEAD or OPTIONS to send again; `None` for anything else.
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let headers = req.headers();
+    let bodiless = !headers.contains_key(TRANSFER_ENCODING)
+        && headers
+            .get(CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0");
+    if !(safe && bodiless) {
+        return None;
+    }
+    let mut copy = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether the origin closed the connection before answering: the sign of a kept connection
+/// that timed out on its side while the request was on its way.
+fn closed_under_request(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Sends one request; on success the connection is kept for the client's next request.
+async fn send(
+    req: Request<Body>,
+    mut upstream: Upstream,
+    cache: &Mutex<Option<Upstream>>,
+) -> Result<Response<Body>, hyper::Error> {
+    let response = upstream.sender.send_request(req).await?;
+    if let Ok(mut slot) = cache.lock() {
+        *slot = Some(upstream);
+    }
+    let (mut parts, body) = response.into_parts();
+    // The chunks frame a chunked response, not a Content-Length sent along with them
+    // (RFC 9112 section 6.3); passing it on would cut the body short.
+    if parts.headers.contains_key(TRANSFER_ENCODING) {
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+fn upstream_failure(dest: &str, error: &hyper::Error) -> Response<Body> {
+    respond::response(&Failure::Upstream { dest, error })
 }
 
 /// `http://host/path?q` → `/path?q`.
