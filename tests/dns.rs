@@ -118,6 +118,18 @@ async fn servfail_is_an_error() {
 }
 
 #[tokio::test]
+async fn refused_is_an_error_not_a_timeout() {
+    let dns = FakeDns::start(vec![("refused.test", Answer::Refused)]);
+    let started = Instant::now();
+    let err = resolver(&dns, TIMEOUT)
+        .lookup("refused.test")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "error", "{err}");
+    assert!(started.elapsed() < TIMEOUT / 2, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn silent_server_times_out() {
     let timeout = Duration::from_millis(300);
     let dns = FakeDns::start(vec![("slow.test", Answer::NoReply)]);

@@ -24,6 +24,7 @@ const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const RCODE_SERVFAIL: u8 = 2;
 const RCODE_NXDOMAIN: u8 = 3;
+const RCODE_REFUSED: u8 = 5;
 
 /// What the server does for one name. A name that is not listed gets NXDOMAIN.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub enum Answer {
     Mixed(Vec<Ipv4Addr>, Vec<Ipv6Addr>),
     NxDomain,
     ServFail,
+    /// REFUSED: a resolver that does not serve this client or this zone.
+    Refused,
     /// Never answers: the resolver times out.
     NoReply,
     /// A records, but AAAA queries are never answered (a broken server or middlebox).
@@ -207,6 +210,7 @@ impl<'a> Query<'a> {
             (Answer::NoReply, _) | (Answer::ASilentAaaa(_), TYPE_AAAA) => return None,
             (Answer::NxDomain, _) => rcode = RCODE_NXDOMAIN,
             (Answer::ServFail, _) => rcode = RCODE_SERVFAIL,
+            (Answer::Refused, _) => rcode = RCODE_REFUSED,
             (Answer::A(ips) | Answer::Mixed(ips, _) | Answer::ASilentAaaa(ips), TYPE_A) => {
                 records = v4(ips)
             }
