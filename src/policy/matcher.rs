@@ -21,6 +21,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::classifier;
+use super::host::last_dot;
 use super::pattern::{glob_label_matches, Pattern, PatternKind};
 use super::spec::{Action, Origin};
 
@@ -173,7 +174,7 @@ impl Names {
     fn walk<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a Node, bool) -> bool) {
         let mut labels = 1;
         let mut end = host.len();
-        while let Some(dot) = host[..end].rfind('.') {
+        while let Some(dot) = last_dot(&host.as_bytes()[..end]) {
             if self.depths & depth_bit(labels) != 0 {
                 if let Some(node) = self.get(&host[dot + 1..]) {
                     if !visit(node, false) {
