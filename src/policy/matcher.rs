@@ -183,6 +183,10 @@ impl Names {
                 }
             }
             labels += 1;
+            if self.depths >> labels.min(63) == 0 {
+                // No rule name has this many labels: nothing further left can match.
+                return;
+            }
             end = dot;
         }
         if self.depths & depth_bit(labels) != 0 {
