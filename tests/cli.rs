@@ -16,20 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::fake_dns::{Answer, FakeDns};
 
-const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
-
-/// Runs the binary to completion: exit code, stdout, stderr.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run egress-proxy");
-    let code = out.status.code().expect("exited, not killed by a signal");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
-    (code, text(out.stdout), text(out.stderr))
-}
+use support::bin::{run, BIN};
 
 /// Writes `text` to `dir/name` and returns the path as the string the binary will print.
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -1,25 +1,13 @@
 //! The example policies in `policy/`: every file validates through the built binary, and
 //! `check --no-dns` spot checks prove each one means what its comments say.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
-
-/// Runs the binary to completion: exit code, stdout, stderr.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run egress-proxy");
-    let code = out.status.code().expect("exited, not killed by a signal");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
-    (code, text(out.stdout), text(out.stderr))
-}
+use support::bin::run;
 
 fn policy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policy")

@@ -4,6 +4,7 @@
 // otherwise be reported as dead code in that binary.
 #![allow(dead_code)]
 
+pub mod bin;
 pub mod fake_dns;
 pub mod origin;
 pub mod prometheus;

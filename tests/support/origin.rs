@@ -2,7 +2,7 @@
 //! request never arrived. Each runs on its own threads and stops with the process.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -26,7 +26,10 @@ impl HttpOrigin {
             for stream in listener.incoming().flatten() {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let reqs = Arc::clone(&reqs);
-                thread::spawn(move || serve_http(stream, &reqs));
+                thread::spawn(move || {
+                    let reader = BufReader::new(stream.try_clone().unwrap());
+                    serve_http(reader, stream, "origin", &reqs)
+                });
             }
         });
         HttpOrigin {
@@ -51,9 +54,14 @@ impl HttpOrigin {
     }
 }
 
-fn serve_http(stream: TcpStream, requests: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+/// Serves HTTP/1.1 on one connection (TCP or Unix) until it closes: every request gets `200`
+/// and `<who> saw <METHOD> <target> body=<n bytes>`.
+pub fn serve_http(
+    mut reader: impl BufRead,
+    mut writer: impl Write,
+    who: &str,
+    requests: &Mutex<Vec<String>>,
+) {
     loop {
         let mut head = Vec::new();
         loop {
@@ -88,7 +96,7 @@ fn serve_http(stream: TcpStream, requests: &Mutex<Vec<String>>) {
         };
         let mut parts = head[0].split(' ');
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let body = format!("origin saw {method} {target} body={body_len}");
+        let body = format!("{who} saw {method} {target} body={body_len}");
         requests.lock().unwrap().push(head.join("\r\n"));
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Origin: yes\r\n\r\n{}",
@@ -101,7 +109,7 @@ fn serve_http(stream: TcpStream, requests: &Mutex<Vec<String>>) {
     }
 }
 
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> usize {
+fn read_chunked(reader: &mut impl BufRead) -> usize {
     let mut total = 0;
     loop {
         let mut size = String::new();

@@ -1,0 +1,18 @@
+//! The built `egress-proxy` binary, run to completion.
+
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
+
+/// Runs the binary with `args` (no `RUST_LOG`, no stdin): exit code, stdout, stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run egress-proxy");
+    let code = out.status.code().expect("exited, not killed by a signal");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
+    (code, text(out.stdout), text(out.stderr))
+}
