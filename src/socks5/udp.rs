@@ -95,18 +95,7 @@ pub async fn associate(
     if super::succeed(&mut control, bound).await.is_err() {
         return;
     }
-    let mut association = Association {
-        ctx,
-        client,
-        source,
-        sockets: Sockets {
-            relay,
-            v4: None,
-            v6: None,
-        },
-        routes: Routes::new(ctx.gate.current()),
-        stats: UdpStats::default(),
-    };
+    let mut association = Association::new(ctx, client, source, relay);
     let gauge = metrics::gauge!("egress_udp_associations");
     gauge.increment(1.0);
     let start = Instant::now();
@@ -170,7 +159,22 @@ enum Family {
     V6,
 }
 
-impl Association<'_> {
+impl<'a> Association<'a> {
+    fn new(ctx: &'a Ctx, client: SocketAddr, source: Option<SocketAddr>, relay: UdpSocket) -> Self {
+        Association {
+            ctx,
+            client,
+            source,
+            sockets: Sockets {
+                relay,
+                v4: None,
+                v6: None,
+            },
+            routes: Routes::new(ctx.gate.current()),
+            stats: UdpStats::default(),
+        }
+    }
+
     async fn run(&mut self, control: &mut TcpStream, idle: Duration) -> io::Result<End> {
         let mut up = vec![0u8; BUF].into_boxed_slice();
         let mut down = vec![0u8; HEADROOM + BUF].into_boxed_slice();
@@ -491,18 +495,7 @@ mod tests {
         let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let relay_addr = relay.local_addr().unwrap();
-        let mut association = Association {
-            ctx: &ctx,
-            client: client.local_addr().unwrap(),
-            source: None,
-            sockets: Sockets {
-                relay,
-                v4: None,
-                v6: None,
-            },
-            routes: Routes::new(ctx.gate.current()),
-            stats: UdpStats::default(),
-        };
+        let mut association = Association::new(&ctx, client.local_addr().unwrap(), None, relay);
         let to = |ip: [u8; 4], port: u16, frag: u8, payload: &[u8]| {
             let mut d = vec![0, 0, frag, 1];
             d.extend_from_slice(&ip);
