@@ -34,7 +34,7 @@ pub mod token;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,8 +52,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::DnsConfig;
-use crate::dns::Resolver;
 use crate::policy::Mode;
 use crate::report;
 use crate::server::Control;
@@ -165,8 +163,6 @@ struct State {
     control: Arc<Control>,
     token: Arc<str>,
     metrics: Option<PrometheusHandle>,
-    /// The resolver `/check` uses, rebuilt when a reload changes `[dns]`.
-    resolver: Mutex<Option<(DnsConfig, Resolver)>>,
 }
 
 /// Serves the admin API on a bound listener until `shutdown` completes; then open admin
@@ -181,7 +177,6 @@ pub async fn serve(
         control,
         token: options.token,
         metrics: options.metrics,
-        resolver: Mutex::new(None),
     });
     let upkeep = state.metrics.clone().map(|handle| {
         tokio::spawn(async move {
@@ -498,19 +493,7 @@ async fn check(query: &str, state: &State) -> Reply {
             &format!("at most {MAX_CHECK_TARGETS} targets per request"),
         );
     }
-    let resolver = if no_dns {
-        None
-    } else {
-        match state.resolver() {
-            Ok(resolver) => Some(resolver),
-            Err(err) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot set up DNS: {err}"),
-                )
-            }
-        }
-    };
+    let resolver = (!no_dns).then(|| state.control.resolver());
     // Every target is judged by the same policy generation, concurrently, so one slow lookup
     // does not add up with the others.
     let policy = state.control.policy();
@@ -520,7 +503,7 @@ async fn check(query: &str, state: &State) -> Reply {
             let policy = Arc::clone(&policy);
             let resolver = resolver.clone();
             tokio::spawn(async move {
-                let outcome = report::check(&policy, resolver.as_ref(), &target).await;
+                let outcome = report::check(&policy, resolver.as_deref(), &target).await;
                 report::json_line(&outcome)
             })
         })
@@ -546,22 +529,6 @@ async fn check(query: &str, state: &State) -> Reply {
         HeaderValue::from_static("application/x-ndjson"),
     );
     no_store(reply)
-}
-
-impl State {
-    /// A resolver for the current `[dns]`, reused until a reload changes it.
-    fn resolver(&self) -> Result<Resolver, crate::dns::DnsError> {
-        let dns = self.control.config().dns.clone();
-        let mut slot = self.resolver.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((built_for, resolver)) = &*slot {
-            if *built_for == dns {
-                return Ok(resolver.clone());
-            }
-        }
-        let resolver = Resolver::new(&dns)?;
-        *slot = Some((dns, resolver.clone()));
-        Ok(resolver)
-    }
 }
 
 #[derive(Deserialize)]

@@ -80,14 +80,14 @@ impl PolicyArgs {
 
     /// Loads the layered configuration and compiles it; the error is the one line to print.
     pub fn load(&self) -> Result<(Config, Policy), String> {
-        load(&self.sources())
+        crate::server::load(&self.sources())
     }
 }
 
 /// Loads a configuration that is about to carry traffic: a config error or a disabled
 /// policy is one line on stderr and the usage exit code, so nothing ever runs unconstrained.
 fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i32> {
-    let (config, policy) = load(sources).map_err(|err| {
+    let (config, policy) = crate::server::load(sources).map_err(|err| {
         eprintln!("error: {err}");
         EXIT_USAGE
     })?;
@@ -98,12 +98,6 @@ fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i
         );
         return Err(EXIT_USAGE);
     }
-    Ok((config, policy))
-}
-
-fn load(sources: &Sources) -> Result<(Config, Policy), String> {
-    let config = config::load(sources).map_err(|e| e.to_string())?;
-    let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
     Ok((config, policy))
 }
 

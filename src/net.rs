@@ -30,6 +30,9 @@ pub fn policy_handle(policy: Policy) -> PolicyHandle {
     Arc::new(ArcSwap::from_pointee(policy))
 }
 
+/// The resolver new lookups use; a reload that changes `[dns]` swaps it.
+pub type ResolverHandle = Arc<ArcSwap<Resolver>>;
+
 /// A destination the policy allowed, with the only addresses that may be dialled.
 #[derive(Clone, Debug)]
 pub struct Pinned {
@@ -58,16 +61,23 @@ impl Denied {
 #[derive(Clone)]
 pub struct Gate {
     policy: PolicyHandle,
-    resolver: Resolver,
+    resolver: ResolverHandle,
 }
 
 impl Gate {
     pub fn new(policy: PolicyHandle, resolver: Resolver) -> Self {
-        Gate { policy, resolver }
+        Gate {
+            policy,
+            resolver: Arc::new(ArcSwap::from_pointee(resolver)),
+        }
     }
 
     pub fn policy(&self) -> &PolicyHandle {
         &self.policy
+    }
+
+    pub fn resolver(&self) -> &ResolverHandle {
+        &self.resolver
     }
 
     /// The policy generation new work should use.
@@ -110,7 +120,8 @@ impl Gate {
 
     async fn lookup(&self, name: &str) -> Result<Vec<std::net::IpAddr>, DnsError> {
         let start = tokio::time::Instant::now();
-        let result = self.resolver.lookup(name).await;
+        let resolver = self.resolver.load_full();
+        let result = resolver.lookup(name).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.kind(),

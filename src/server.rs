@@ -14,7 +14,7 @@ use crate::audit::Events;
 use crate::config::{self, Config, Sources};
 use crate::dns::Resolver;
 use crate::net::drain::{self, DrainHandle};
-use crate::net::{policy_handle, Ctx, Gate, PolicyHandle};
+use crate::net::{policy_handle, Ctx, Gate, PolicyHandle, ResolverHandle};
 use crate::policy::{Mode, Policy};
 use crate::socks5::{self, SocksOptions};
 
@@ -31,10 +31,18 @@ pub enum StartError {
     Dns(#[from] crate::dns::DnsError),
 }
 
+/// Reads every layer of `sources` and compiles the policy: what start-up and reload share.
+pub fn load(sources: &Sources) -> Result<(Config, Policy), String> {
+    let config = config::load(sources).map_err(|e| e.to_string())?;
+    let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
+    Ok((config, policy))
+}
+
 /// What the admin API and signal handlers can change while the proxy runs.
 pub struct Control {
     sources: Sources,
     policy: PolicyHandle,
+    resolver: ResolverHandle,
     /// The listeners' own addresses, re-applied to every new generation.
     own: Vec<SocketAddr>,
     /// Set by `POST /mode`; survives reloads, so an operator's switch to `limited` is not
@@ -60,19 +68,37 @@ impl Control {
         &self.events
     }
 
-    /// Re-reads every file and swaps the policy for new connections. A bad file leaves the
-    /// running policy in place: the proxy never fails open.
+    /// The resolver the listeners use now, for `/check` to answer as they would.
+    pub fn resolver(&self) -> Arc<Resolver> {
+        self.resolver.load_full()
+    }
+
+    /// Re-reads every file and swaps the policy (and, when `[dns]` changed, the resolver) for
+    /// new connections. A bad file leaves the running policy in place: the proxy never fails
+    /// open. Listener addresses and `[limits]` are fixed at start; a change is logged.
     pub fn reload(&self) -> Result<(), String> {
-        let result = config::load(&self.sources)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
-                Ok((config, policy))
-            });
+        let running = self.config();
+        let result = load(&self.sources).and_then(|(config, policy)| {
+            let resolver = if config.dns == running.dns {
+                None
+            } else {
+                Some(Resolver::new(&config.dns).map_err(|e| format!("cannot set up DNS: {e}"))?)
+            };
+            Ok((config, policy, resolver))
+        });
         match result {
-            Ok((config, policy)) => {
+            Ok((config, policy, resolver)) => {
                 let mode = self.mode_override.lock().ok().and_then(|m| *m);
                 self.install(policy, mode);
+                if let Some(resolver) = resolver {
+                    self.resolver.store(Arc::new(resolver));
+                }
+                if needs_restart(&running, &config) {
+                    tracing::warn!(
+                        "listener addresses, SOCKS5 settings and [limits] apply at start only; \
+                         restart to use the new values"
+                    );
+                }
                 if let Ok(mut current) = self.config.lock() {
                     *current = Arc::new(config);
                 }
@@ -106,6 +132,16 @@ impl Control {
         self.policy
             .store(Arc::new(policy.with_self_addrs(&self.own)));
     }
+}
+
+/// Whether `new` changes a setting the running listeners took at start.
+fn needs_restart(running: &Config, new: &Config) -> bool {
+    running.proxy_addr != new.proxy_addr
+        || running.socks_addr != new.socks_addr
+        || running.admin_addr != new.admin_addr
+        || running.enable_socks5 != new.enable_socks5
+        || running.enable_socks5_udp != new.enable_socks5_udp
+        || running.limits != new.limits
 }
 
 /// Settings that are not part of the policy files.
@@ -158,8 +194,10 @@ impl Server {
         let handle = policy_handle(policy.with_self_addrs(&own));
         let events = Arc::new(Events::new(options.audit));
         let (drain_handle, drain) = drain::channel();
+        let gate = Gate::new(Arc::clone(&handle), resolver);
+        let resolver = Arc::clone(gate.resolver());
         let ctx = Ctx::with_events(
-            Gate::new(Arc::clone(&handle), resolver),
+            gate,
             config.limits.clone(),
             Arc::clone(&events),
             drain.clone(),
@@ -193,6 +231,7 @@ impl Server {
         let control = Arc::new(Control {
             sources,
             policy: handle,
+            resolver,
             own,
             mode_override: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),

@@ -594,6 +594,31 @@ async fn reload_that_tightens_the_policy_blocks_the_next_request() {
     h.stop().await;
 }
 
+/// A reload that points `[dns]` at another server: the listeners and `/check` both use it for
+/// the next lookup, so `/check` never answers from servers the proxy has stopped using.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_changes_dns_servers_moves_the_proxy_and_check_together() {
+    let h = Harness::start().await;
+    assert_eq!(h.proxy_get("allowed.test").await.status, 200);
+    let other = FakeDns::start(vec![("allowed.test", Answer::NxDomain)]);
+    let token_file = h.dir.path().join("token");
+    std::fs::write(
+        &h.policy_file,
+        policy_text(other.addr, DOMAINS, &token_file),
+    )
+    .unwrap();
+    assert_eq!(h.post("/reload", Some(TOKEN), "").await.status, 200);
+
+    let reply = h.proxy_get("allowed.test").await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.header("x-proxy-reason"), Some("dns-failed"));
+    let check = h.get("/check?target=allowed.test").await;
+    let line: Value = serde_json::from_str(check.body.trim()).unwrap();
+    assert_eq!(line["reason"], "dns-failed", "{line}");
+
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_with_a_broken_file_keeps_the_old_policy() {
     let h = Harness::start().await;
