@@ -179,18 +179,15 @@ pub async fn tunnel(
     protocol: Protocol,
     client: SocketAddr,
     target: &Target<'_>,
-    relay: impl std::future::Future<Output = std::io::Result<relay::RelayStats>>,
+    relay: impl std::future::Future<Output = (relay::RelayStats, std::io::Result<()>)>,
 ) {
     let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
-    let stats = match relay.await {
-        Ok(stats) => stats,
-        Err(err) => {
-            tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
-            relay::RelayStats::default()
-        }
-    };
+    let (stats, result) = relay.await;
+    if let Err(err) = result {
+        tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
+    }
     gauge.decrement(1.0);
     ctx.events.closed(
         id,

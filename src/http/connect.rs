@@ -13,7 +13,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::respond::{self, Failure};
 use super::{refuse, Body};
 use crate::audit::{Dest, Protocol};
-use crate::net::relay::relay;
 use crate::net::splice::relay_tcp;
 use crate::net::{dial::dial, tunnel, Ctx, Denied};
 use crate::policy::{Access, Target};
@@ -85,23 +84,17 @@ pub async fn handle(
             }
         };
         let idle = ctx.limits.idle_timeout;
-        // The client side is our own TCP socket: splice it directly, after passing on
-        // whatever the client sent behind the CONNECT request.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err()
-                {
-                    return;
-                }
-                let relay = relay_tcp(parts.io.inner(), &upstream, idle);
-                tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
-            }
-            Err(upgraded) => {
-                let mut upgraded = TokioIo::new(upgraded);
-                let relay = relay(&mut upgraded, &mut upstream, idle);
-                tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
-            }
+        // The client side is our own TCP socket (the listener serves nothing else): splice it
+        // directly, after passing on whatever the client sent behind the CONNECT request.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!(%client, dest, "CONNECT upgrade is not a TCP socket");
+            return;
+        };
+        if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err() {
+            return;
         }
+        let relay = relay_tcp(parts.io.inner(), &upstream, idle);
+        tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
     });
     let mut response = Response::new(respond::full(""));
     *response.status_mut() = StatusCode::OK;

@@ -18,12 +18,13 @@ use super::relay::{Clock, RelayStats};
 const CHUNK: usize = 1 << 20;
 
 /// Splices both ways until both directions are done (EOF is passed on as a write shutdown),
-/// an error occurs, or nothing moves for `idle`.
+/// an error occurs, or nothing moves for `idle`. The counts are what moved either way, so a
+/// tunnel that ends in a reset still reports its bytes.
 pub async fn relay_tcp(
     client: &TcpStream,
     upstream: &TcpStream,
     idle: Duration,
-) -> io::Result<RelayStats> {
+) -> (RelayStats, io::Result<()>) {
     let clock = Clock::new();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let both = async {
@@ -32,15 +33,16 @@ pub async fn relay_tcp(
             one_way(upstream, client, &down, &clock)
         )
     };
-    let idle_timeout = tokio::select! {
-        result = both => result.map(|_| false)?,
-        () = clock.idle(idle) => true,
+    let (idle_timeout, result) = tokio::select! {
+        result = both => (false, result.map(|_| ())),
+        () = clock.idle(idle) => (true, Ok(())),
     };
-    Ok(RelayStats {
+    let stats = RelayStats {
         up: up.load(Ordering::Relaxed),
         down: down.load(Ordering::Relaxed),
         idle_timeout,
-    })
+    };
+    (stats, result)
 }
 
 async fn one_way(
@@ -124,18 +126,44 @@ mod tests {
         let mut reply = Vec::new();
         client.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, b"reply after half-close");
-        let stats = task.await.unwrap().unwrap();
+        let (stats, result) = task.await.unwrap();
+        result.unwrap();
         assert_eq!((stats.up, stats.down), (3 << 20, 22));
         assert!(!stats.idle_timeout);
+    }
+
+    #[tokio::test]
+    async fn a_reset_ends_the_relay_with_its_counts() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut origin) = pair().await;
+        let task = tokio::spawn(async move {
+            relay_tcp(&client_side, &upstream_side, Duration::from_secs(30)).await
+        });
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        origin.read_exact(&mut got).await.unwrap();
+        // Linger 0: close sends RST, so the relay's next read fails.
+        nix::sys::socket::setsockopt(
+            &client,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(client);
+        let (stats, result) = task.await.unwrap();
+        assert!(result.is_err(), "{stats:?}");
+        assert_eq!(stats.up, 5);
     }
 
     #[tokio::test(start_paused = true)]
     async fn ends_when_idle() {
         let (_client, client_side) = pair().await;
         let (upstream_side, _origin) = pair().await;
-        let stats = relay_tcp(&client_side, &upstream_side, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (stats, result) = relay_tcp(&client_side, &upstream_side, Duration::from_secs(5)).await;
+        result.unwrap();
         assert!(stats.idle_timeout);
     }
 }
