@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::relay::{Clock, RelayStats};
 
-/// Bytes asked of the kernel per splice call; the pipe is grown to match when allowed.
+/// Bytes asked of the kernel per splice call, and the size of a grown pipe.
 const CHUNK: usize = 1 << 20;
 
 /// Splices both ways until both directions are done (EOF is passed on as a write shutdown),
@@ -51,13 +51,14 @@ async fn one_way(
     count: &AtomicU64,
     clock: &Clock,
 ) -> io::Result<()> {
-    let (pipe_out, pipe_in) = pipe()?;
+    let pipe = Pipe::new()?;
+    let (pipe_out, pipe_in) = (&pipe.read, &pipe.write);
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
         // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
         let n = from
             .async_io(Interest::READABLE, || {
-                splice(from, None, &pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+                splice(from, None, pipe_in, None, CHUNK, flags).map_err(io::Error::from)
             })
             .await?;
         if n == 0 {
@@ -73,20 +74,49 @@ async fn one_way(
         while left > 0 {
             left -= to
                 .async_io(Interest::WRITABLE, || {
-                    splice(&pipe_out, None, to, None, left, flags).map_err(io::Error::from)
+                    splice(pipe_out, None, to, None, left, flags).map_err(io::Error::from)
                 })
                 .await?;
         }
     }
 }
 
-/// A non-blocking pipe, as large as the system allows up to [`CHUNK`].
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    let size = i32::try_from(CHUNK).unwrap_or(i32::MAX);
-    // Unprivileged processes may be capped below this; the default 64 KiB pipe still works.
-    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size));
-    Ok((read, write))
+/// Pipes grown past the default at any one time. Every pipe's pages count against the user's
+/// `fs.pipe-user-pages-soft` (64 MiB by default); past it new pipes get 8 KiB and cannot grow,
+/// which would slow every later tunnel. 16 pipes of 1 MiB use a quarter of that budget and
+/// leave room for ~380 tunnels on default 64 KiB pipes.
+const MAX_GROWN: usize = 16;
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// A non-blocking pipe: [`CHUNK`] bytes while few are grown (a bulk transfer moves more per
+/// call), otherwise the default 64 KiB.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    grown: bool,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        let mut grown = GROWN.fetch_add(1, Ordering::Relaxed) < MAX_GROWN;
+        if grown {
+            let size = i32::try_from(CHUNK).unwrap_or(i32::MAX);
+            grown = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)).is_ok();
+        }
+        if !grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(Pipe { read, write, grown })
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +160,23 @@ mod tests {
         result.unwrap();
         assert_eq!((stats.up, stats.down), (3 << 20, 22));
         assert!(!stats.idle_timeout);
+    }
+
+    #[test]
+    fn only_a_few_pipes_are_grown_at_once() {
+        let pipes: Vec<Pipe> = (0..MAX_GROWN + 8).map(|_| Pipe::new().unwrap()).collect();
+        let grown = pipes.iter().filter(|p| p.grown).count();
+        assert!(grown <= MAX_GROWN, "{grown}");
+        let size = |p: &Pipe| fcntl(&p.write, FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert!(pipes
+            .iter()
+            .filter(|p| !p.grown)
+            .all(|p| size(p) <= 64 * 1024));
+        drop(pipes);
+        assert!(
+            Pipe::new().unwrap().grown,
+            "dropped pipes give their budget back"
+        );
     }
 
     #[tokio::test]
