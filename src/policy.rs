@@ -482,10 +482,13 @@ impl Policy {
     /// Judges a Unix-socket path (`x-unix-socket`): the map alone decides, not the domain rules.
     /// Returns the path with symlinks resolved: connect to that one, not to the path as given.
     pub fn decide_unix(&self, path: &Path, access: Access<'_>) -> (Decision, PathBuf) {
-        let (verdict, resolved) = self.inner.unix.check(path);
         if self.options.mode == Mode::Limited && !is_read_only(access) {
-            return (Decision::block(Reason::MethodNotAllowed, None), resolved);
+            return (
+                Decision::block(Reason::MethodNotAllowed, None),
+                path.to_path_buf(),
+            );
         }
+        let (verdict, resolved) = self.inner.unix.check(path);
         let rule_for = |entry: Option<PathBuf>, action| {
             entry.map(|p| {
                 Arc::new(RuleInfo {

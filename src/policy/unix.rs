@@ -49,10 +49,10 @@ impl UnixSocketMap {
     /// resolved path too: that is the one to connect to, so a symlink swapped after the check
     /// cannot redirect the connection.
     pub fn check(&self, path: &Path) -> (UnixVerdict, PathBuf) {
-        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         if !path.is_absolute() {
-            return (UnixVerdict::Denied { entry: None }, resolved);
+            return (UnixVerdict::Denied { entry: None }, path.to_path_buf());
         }
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let resolve = |p: &PathBuf| std::fs::canonicalize(p).ok();
         (self.check_resolved(path, &resolved, resolve), resolved)
     }
@@ -65,19 +65,17 @@ impl UnixSocketMap {
         resolved: &Path,
         resolve: impl Fn(&PathBuf) -> Option<PathBuf>,
     ) -> UnixVerdict {
-        let matches = |entry: &PathBuf, candidate: &Path| {
-            entry == candidate || resolve(entry).is_some_and(|r| r == candidate)
+        // Each entry is resolved at most once, and only when its text does not match.
+        let matches = |entry: &PathBuf, candidates: &[&Path]| {
+            candidates.contains(&entry.as_path())
+                || resolve(entry).is_some_and(|r| candidates.contains(&r.as_path()))
         };
-        if let Some(entry) = self
-            .deny
-            .iter()
-            .find(|d| matches(d, path) || matches(d, resolved))
-        {
+        if let Some(entry) = self.deny.iter().find(|d| matches(d, &[path, resolved])) {
             return UnixVerdict::Denied {
                 entry: Some(entry.clone()),
             };
         }
-        if let Some(entry) = self.allow.iter().find(|a| matches(a, resolved)) {
+        if let Some(entry) = self.allow.iter().find(|a| matches(a, &[resolved])) {
             return UnixVerdict::Allowed {
                 entry: Some(entry.clone()),
             };
