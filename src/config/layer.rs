@@ -17,7 +17,8 @@ use super::error::{ConfigError, Source};
 use super::listen::{self, Listener};
 use super::raw::{self, RawLayer, RawNetwork};
 use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, LogFormat, MultiAnswer, Sources};
-use crate::policy::{Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
+use crate::policy::pattern::PatternKind;
+use crate::policy::{Action, Mode, Origin, Pattern, RuleSpec, UnixAction, UnixSocketSpec};
 
 /// Loads every source named by the policy flags and layers them into one [`Config`].
 ///
@@ -579,7 +580,12 @@ fn finish(
         }
     }
     for rule in &rules {
-        if rule.action == Action::Allow && rule.pattern.trim() == "*" {
+        // Judged as the policy will read it: `*:443` and `*.` are the global rule too.
+        let global = || {
+            Pattern::parse(&rule.pattern, rule.action)
+                .is_ok_and(|p| matches!(p.kind, PatternKind::Global))
+        };
+        if rule.action == Action::Allow && rule.pattern.trim_start().starts_with('*') && global() {
             warnings.push(format!(
                 "global `*` allow rule at {}: every public host that is not denied is allowed",
                 rule.origin
@@ -1405,6 +1411,19 @@ enable_socks5_udp = false
         );
         assert!(got.enabled);
         assert_eq!(got.mode, Mode::Limited);
+    }
+
+    #[test]
+    fn every_spelling_of_the_global_rule_warns() {
+        let text = "enabled = true\nallowed_domains = ['*:443', '*.', '**.example.com']\n";
+        let got = ok(&[("g.toml", text)], None, &flags());
+        assert_eq!(
+            got.warnings,
+            [
+                "global `*` allow rule at g.toml:2:20: every public host that is not denied is allowed",
+                "global `*` allow rule at g.toml:2:29: every public host that is not denied is allowed",
+            ]
+        );
     }
 
     #[test]
