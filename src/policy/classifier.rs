@@ -191,7 +191,7 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
-const fn mask32(len: u8) -> u32 {
+pub(super) const fn mask32(len: u8) -> u32 {
     if len == 0 {
         0
     } else {
@@ -199,7 +199,7 @@ const fn mask32(len: u8) -> u32 {
     }
 }
 
-const fn mask128(len: u8) -> u128 {
+pub(super) const fn mask128(len: u8) -> u128 {
     if len == 0 {
         0
     } else {

@@ -20,7 +20,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use super::classifier;
+use super::classifier::{self, mask128, mask32};
 use super::host::last_dot;
 use super::pattern::{glob_label_matches, Pattern, PatternKind};
 use super::spec::{Action, Origin};
@@ -70,21 +70,9 @@ pub struct Match {
 
 impl Match {
     fn scan<'e>(&mut self, entries: impl IntoIterator<Item = &'e Entry>, port: Option<u16>) {
-        for entry in entries {
-            if !entry.applies(port) {
-                continue;
-            }
-            match entry.action {
-                Action::Deny => {
-                    self.deny = Some(entry.rule);
-                    return;
-                }
-                Action::Allow if self.allow.is_none() => {
-                    self.allow = Some((entry.rule, entry.kind));
-                }
-                Action::Allow => {}
-            }
-        }
+        let (deny, allow) = pick(entries, port);
+        self.deny = self.deny.or(deny);
+        self.allow = self.allow.or(allow);
     }
 }
 
@@ -283,14 +271,6 @@ impl Cidrs {
             .chain(v6.into_iter().flatten())
             .flatten()
     }
-}
-
-fn mask32(len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
-}
-
-fn mask128(len: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
 impl Matcher {
