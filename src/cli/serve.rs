@@ -136,7 +136,9 @@ impl Signals {
                 _ = self.int.recv() => return,
                 _ = self.term.recv() => return,
                 _ = self.hup.recv() => {
-                    let _ = server.control.reload();
+                    // File reads and compiling stay off the workers serving connections.
+                    let control = Arc::clone(&server.control);
+                    let _ = tokio::task::spawn_blocking(move || control.reload()).await;
                 }
             }
         }
