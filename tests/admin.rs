@@ -594,6 +594,43 @@ async fn reload_that_tightens_the_policy_blocks_the_next_request() {
     h.stop().await;
 }
 
+/// Even with every loopback address allowed, no listener of the proxy is a destination: not
+/// the admin API (whose reads need no token), not the SOCKS5 port, and still after a reload
+/// and a mode switch, which install new policy generations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_listeners_are_never_destinations() {
+    let h = Harness::start().await;
+    h.write_policy("\"127.0.0.1\" = \"allow\"");
+    let socks = h.server.socks_addr.expect("SOCKS5 is on");
+    let http = h.server.http_addr;
+    let connect = |addr: SocketAddr| async move {
+        let authority = format!("127.0.0.1:{}", addr.port());
+        let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        exchange(http, &req, true).await
+    };
+    for step in ["reload", "mode"] {
+        match step {
+            "reload" => assert_eq!(h.post("/reload", Some(TOKEN), "").await.status, 200),
+            _ => {
+                let full = r#"{"mode":"full"}"#;
+                assert_eq!(h.post("/mode", Some(TOKEN), full).await.status, 200);
+            }
+        }
+        for addr in [h.admin, socks, h.server.http_addr] {
+            let reply = connect(addr).await;
+            assert_eq!(reply.status, 403, "after {step}, {addr}: {reply:?}");
+            assert_eq!(
+                reply.header("x-proxy-reason"),
+                Some("self-connection"),
+                "after {step}, {addr}"
+            );
+        }
+        // The same address on another port is an ordinary allowed destination.
+        assert_eq!(connect(h.origin.addr).await.status, 200, "after {step}");
+    }
+    h.stop().await;
+}
+
 /// A reload that points `[dns]` at another server: the listeners and `/check` both use it for
 /// the next lookup, so `/check` never answers from servers the proxy has stopped using.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

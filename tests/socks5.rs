@@ -314,6 +314,10 @@ async fn curl_to_an_allowed_name_resolving_to_loopback_is_blocked_without_local_
     let out = curl("--socks5-hostname", &proxy, &[], &url).await;
     out.assert_refused(NOT_ALLOWED);
     assert_eq!(origin.request_count(), 0);
+    assert_eq!(
+        proxy.denials(Protocol::SocksTcp),
+        [("allowed.test".to_string(), "dns-non-public:loopback")]
+    );
 }
 
 #[tokio::test]
@@ -342,6 +346,10 @@ async fn limited_mode_blocks_socks() {
     let out = curl("--socks5-hostname", &proxy, &[], &url).await;
     out.assert_refused(NOT_ALLOWED);
     assert_eq!(origin.request_count(), 0);
+    assert_eq!(
+        proxy.denials(Protocol::SocksTcp),
+        [("allowed.test".to_string(), "method-not-allowed")]
+    );
 }
 
 // ------------------------------------------------------------------------- raw byte clients
@@ -662,6 +670,10 @@ async fn the_proxy_itself_is_never_a_destination() {
     .await;
     let (code, _) = ask(&proxy, 1, Dest::V4([127, 0, 0, 1]), proxy.addr.port()).await;
     assert_eq!(code, NOT_ALLOWED);
+    assert_eq!(
+        proxy.denials(Protocol::SocksTcp),
+        [("127.0.0.1".to_string(), "self-connection")]
+    );
 }
 
 #[tokio::test]

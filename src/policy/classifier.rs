@@ -372,9 +372,7 @@ mod tests {
 
     #[test]
     fn the_published_table_agrees_with_classify() {
-        let rows: Vec<_> = ranges().collect();
-        assert_eq!(rows.len(), V4.len() + V6.len());
-        for (net, class) in rows {
+        for (net, class) in ranges() {
             assert_eq!(classify(net.network()), class, "{net}");
             // 255.255.255.255 is its own row inside 240.0.0.0/4.
             let last = net.broadcast();
