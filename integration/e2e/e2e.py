@@ -1093,11 +1093,13 @@ class Suite:
             f"git {self.git_port}, pypi {self.pypi_port}; scratch {self.tmp}",
             flush=True,
         )
+        ran = 0
         for name, fast, method in self.CASES:
             if self.args.fast and not fast:
                 continue
             if self.args.k and not any(k in name for k in self.args.k):
                 continue
+            ran += 1
             doc = getattr(self, method).__doc__.strip()
             print(f"[{name}] {doc}", flush=True)
             case_started = time.monotonic()
@@ -1106,6 +1108,7 @@ class Suite:
             except Exception:
                 self.expect(f"{name}: the case ran to completion", False, traceback.format_exc())
             print(f"  ({time.monotonic() - case_started:.2f}s)", flush=True)
+        self.expect("at least one case ran (check -k)", ran > 0)
         print(f"total {time.monotonic() - started:.1f}s", flush=True)
 
     def cleanup(self):
