@@ -63,13 +63,20 @@ impl ConfigError {
 pub(super) struct Source {
     pub(super) path: Arc<str>,
     pub(super) text: String,
+    /// Byte offset of every line's start: every value of a file gets its origin, so a long
+    /// domain list must not rescan the text for each one.
+    line_starts: Vec<usize>,
 }
 
 impl Source {
     pub(super) fn new(path: &str, text: String) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Source {
             path: Arc::from(path),
             text,
+            line_starts,
         }
     }
 
@@ -100,10 +107,10 @@ impl Source {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let line = before.matches('\n').count() + 1;
-        let col = before[line_start..].chars().count() + 1;
+        // The number of line starts at or before the offset is the 1-based line.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let col = self.text[line_start..offset].chars().count() + 1;
         (saturate(line), saturate(col))
     }
 }
