@@ -88,8 +88,10 @@ impl Control {
         });
         match result {
             Ok((config, policy, resolver)) => {
-                let mode = self.mode_override.lock().ok().and_then(|m| *m);
-                self.install(policy, mode);
+                // Held until the config is stored too: a concurrent `/mode` or reload cannot
+                // interleave and pair this policy with another config or lose the override.
+                let mode = self.mode_override.lock().unwrap_or_else(|p| p.into_inner());
+                self.install(policy, *mode);
                 if let Some(resolver) = resolver {
                     self.resolver.store(Arc::new(resolver));
                 }
@@ -102,6 +104,7 @@ impl Control {
                 if let Ok(mut current) = self.config.lock() {
                     *current = Arc::new(config);
                 }
+                drop(mode);
                 metrics::counter!("egress_reloads_total", "result" => "ok").increment(1);
                 tracing::info!("policy reloaded");
                 Ok(())
@@ -116,11 +119,11 @@ impl Control {
 
     /// Switches the mode of the running policy (and of every later reload).
     pub fn set_mode(&self, mode: Mode) {
-        if let Ok(mut slot) = self.mode_override.lock() {
-            *slot = Some(mode);
-        }
+        let mut slot = self.mode_override.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(mode);
         let current = self.policy.load_full();
         self.install(current.with_mode(mode), None);
+        drop(slot);
         tracing::info!(mode = mode.as_str(), "mode changed");
     }
 
