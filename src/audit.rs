@@ -371,7 +371,7 @@ impl Events {
 }
 
 /// `2026-11-23T10:54:27.142Z`: RFC 3339 in UTC, computed without a date library.
-pub fn rfc3339(time: SystemTime) -> String {
+fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -65,7 +65,8 @@ impl Drain {
         }
     }
 
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.count.load(Ordering::Acquire)
     }
 }
