@@ -1564,6 +1564,28 @@ impl UnixWorld {
 }
 
 #[test]
+fn an_allowed_unix_socket_nobody_listens_on_is_a_502_naming_the_path() {
+    let u = unix_world(|b| b);
+    let gone = u.root.join("gone.sock");
+    // A socket file with no listener behind it: connecting is refused.
+    drop(std::os::unix::net::UnixListener::bind(&gone).unwrap());
+    let u = UnixWorld {
+        proxy: Proxy::builder().allow_unix(&gone).start(),
+        ..u
+    };
+    let reply = u.curl("gone.sock", &[]);
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert_eq!(reply.header("x-proxy-error"), Some("connect-refused"));
+    assert_eq!(
+        reply.text(),
+        format!(
+            "egress-proxy: cannot connect to unix:{0}: connection refused by unix:{0}\n",
+            gone.display()
+        )
+    );
+}
+
+#[test]
 fn allowed_unix_socket_is_used_and_the_header_is_not_forwarded() {
     let u = unix_world(|b| b);
     let reply = u.curl("ok.sock", &[]);

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::respond::{self, Failure};
 use super::{refuse, Body};
 use crate::audit::{Dest, Protocol};
-use crate::net::{dial::dial, dial::DialError, Ctx, Denied};
+use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
 use crate::policy::{Access, Target};
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
@@ -144,34 +144,20 @@ async fn unix(
     let key = Key::Unix(resolved.clone());
     let kept = take_reusable(cache, |k| *k == key).await;
     let connect = || async {
-        let connect = tokio::net::UnixStream::connect(&resolved);
-        let error = match tokio::time::timeout(ctx.limits.connect_timeout, connect).await {
-            Ok(Ok(stream)) => {
-                return handshake(stream, key.clone())
-                    .await
-                    .map_err(|error| upstream_failure(&dest, &error))
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                DialError::Refused(unspecified())
-            }
-            Ok(Err(e)) => DialError::Unreachable {
-                addr: unspecified(),
-                source: e,
-            },
-            Err(_) => DialError::Timeout(ctx.limits.connect_timeout),
-        };
-        Err(respond::response(&Failure::Dial {
-            dest: &dest,
-            error: &error,
-        }))
+        let stream = dial_unix(&resolved, ctx.limits.connect_timeout)
+            .await
+            .map_err(|error| {
+                respond::response(&Failure::Dial {
+                    dest: &dest,
+                    error: &error,
+                })
+            })?;
+        handshake(stream, key.clone())
+            .await
+            .map_err(|error| upstream_failure(&dest, &error))
     };
     // The URL's host is only what the Host header carries: keep the client's.
     exchange(prepare(req, None), kept, connect, &dest, cache).await
-}
-
-/// Unix sockets have no address; errors about them name the path in the body instead.
-fn unspecified() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 /// Takes the kept upstream connection if it goes where `wanted` says and can take a request.

@@ -110,6 +110,7 @@ pub fn full(text: impl Into<Bytes>) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::dial::Peer;
     use crate::policy::{Access, Action, Origin, Policy, PolicyOptions, RuleSpec, Target};
     use std::time::Duration;
 
@@ -179,7 +180,7 @@ mod tests {
             error: &timeout,
         });
         assert_eq!(head(&r), (504, "connect-timeout".into(), String::new()));
-        let refused = DialError::Refused("127.0.0.1:1".parse().unwrap());
+        let refused = DialError::Refused(Peer::Tcp("127.0.0.1:1".parse().unwrap()));
         let r = response(&Failure::Dial {
             dest: "a:1",
             error: &refused,

@@ -1,22 +1,53 @@
 //! Connects to pinned addresses only.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+
+/// What a dial went to: a checked address, or an allowed Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => addr.fmt(f),
+            Peer::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 /// Why no connection could be made; listeners map it to 502/504 or a SOCKS reply code.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     #[error("connection refused by {0}")]
-    Refused(SocketAddr),
+    Refused(Peer),
     #[error("connect timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
-    #[error("cannot reach {addr}: {source}")]
-    Unreachable { addr: SocketAddr, source: io::Error },
+    #[error("cannot reach {peer}: {source}")]
+    Unreachable { peer: Peer, source: io::Error },
     #[error("no address to dial")]
     NoAddress,
+}
+
+impl DialError {
+    fn from_io(peer: Peer, error: io::Error) -> DialError {
+        if error.kind() == io::ErrorKind::ConnectionRefused {
+            DialError::Refused(peer)
+        } else {
+            DialError::Unreachable {
+                peer,
+                source: error,
+            }
+        }
+    }
 }
 
 /// Tries each checked address in order within one overall timeout and returns the first
@@ -30,14 +61,30 @@ pub async fn dial(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, 
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    last = DialError::Refused(addr);
-                }
-                Err(source) => last = DialError::Unreachable { addr, source },
+                Err(e) => last = DialError::from_io(Peer::Tcp(addr), e),
             }
         }
         Err(last)
     };
+    timed(timeout, attempt).await
+}
+
+/// Connects to an allowed (already resolved) Unix socket, with the same timeout, errors and
+/// metric as [`dial`].
+pub async fn dial_unix(path: &Path, timeout: Duration) -> Result<UnixStream, DialError> {
+    let attempt = async {
+        UnixStream::connect(path)
+            .await
+            .map_err(|e| DialError::from_io(Peer::Unix(path.to_path_buf()), e))
+    };
+    timed(timeout, attempt).await
+}
+
+/// Runs a connect attempt within `timeout` and records how long it took and how it ended.
+async fn timed<T>(
+    timeout: Duration,
+    attempt: impl std::future::Future<Output = Result<T, DialError>>,
+) -> Result<T, DialError> {
     let start = tokio::time::Instant::now();
     let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -70,7 +117,7 @@ mod tests {
         let stream = dial(&[closed, good], Duration::from_secs(5)).await.unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good);
         match dial(&[closed], Duration::from_secs(5)).await {
-            Err(DialError::Refused(addr)) => assert_eq!(addr, closed),
+            Err(DialError::Refused(peer)) => assert_eq!(peer, Peer::Tcp(closed)),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -77,6 +77,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::net::dial::Peer;
     use crate::policy::{Decision, IpClass};
 
     fn denied(reason: Reason) -> Denied {
@@ -116,11 +117,11 @@ mod tests {
     fn dial_failures() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let unreachable = |kind: io::ErrorKind| DialError::Unreachable {
-            addr,
+            peer: Peer::Tcp(addr),
             source: kind.into(),
         };
         let cases = [
-            (DialError::Refused(addr), Code::ConnectionRefused),
+            (DialError::Refused(Peer::Tcp(addr)), Code::ConnectionRefused),
             (DialError::Timeout(Duration::from_secs(1)), Code::TtlExpired),
             (DialError::NoAddress, Code::GeneralFailure),
             (
