@@ -104,7 +104,8 @@ async fn handle(
     }
 }
 
-/// Records a denial and answers it: the one path every refused request takes.
+/// Records a denial that never reached the gate (an invalid host or a Unix socket) and
+/// answers it.
 fn refuse(
     ctx: &Ctx,
     protocol: Protocol,
@@ -114,6 +115,11 @@ fn refuse(
 ) -> Response<Body> {
     ctx.events
         .decision(protocol, client, dest, &denied.decision);
+    denial(dest, denied)
+}
+
+/// The answer to a denial already recorded (by [`Ctx::authorize`] or [`refuse`]).
+fn denial(dest: Dest<'_>, denied: &Denied) -> Response<Body> {
     let shown = dest.to_string();
     respond::response(&respond::Failure::Denied {
         dest: &shown,

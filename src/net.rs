@@ -170,6 +170,28 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Decides `target` through the gate and records the decision either way: every listener
+    /// reports each decision exactly once, here. Returns the decision's id for the close line.
+    pub async fn authorize(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &Target<'_>,
+        access: Access<'_>,
+    ) -> Result<(u64, Pinned), Denied> {
+        let result = self.gate.authorize(target, access).await;
+        let decision = match &result {
+            Ok(pinned) => &pinned.decision,
+            Err(denied) => &denied.decision,
+        };
+        let id = self
+            .events
+            .decision(protocol, client, Dest::Target(target), decision);
+        result.map(|pinned| (id, pinned))
+    }
+}
+
 /// Runs the relay of an allowed connection until it ends, counted as an open tunnel in the
 /// metrics and reported once closed, with bytes each way. The caller holds the connection's
 /// drain guard.

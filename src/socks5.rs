@@ -253,19 +253,10 @@ async fn authorize<'a>(
             return Err(denied);
         }
     };
-    match ctx.gate.authorize(&target, Access::Tunnel).await {
-        Ok(pinned) => {
-            let id = ctx
-                .events
-                .decision(protocol, client, Dest::Target(&target), &pinned.decision);
-            Ok(Authorized { target, id, pinned })
-        }
-        Err(denied) => {
-            ctx.events
-                .decision(protocol, client, Dest::Target(&target), &denied.decision);
-            Err(denied)
-        }
-    }
+    let (id, pinned) = ctx
+        .authorize(protocol, client, &target, Access::Tunnel)
+        .await?;
+    Ok(Authorized { target, id, pinned })
 }
 
 fn target(addr: Addr<'_>, port: u16) -> Result<Target<'_>, InvalidHost> {

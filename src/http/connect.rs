@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond::{self, Failure};
-use super::{refuse, Body};
+use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::splice::relay_tcp;
 use crate::net::{dial::dial, tunnel, Ctx, Denied};
@@ -42,25 +42,14 @@ pub async fn handle(
             );
         }
     };
-    let dest = target.to_string();
-    let pinned = match ctx.gate.authorize(&target, Access::Tunnel).await {
-        Ok(pinned) => pinned,
-        Err(denied) => {
-            return refuse(
-                ctx,
-                Protocol::Connect,
-                client,
-                Dest::Target(&target),
-                &denied,
-            )
-        }
+    let authorized = ctx
+        .authorize(Protocol::Connect, client, &target, Access::Tunnel)
+        .await;
+    let (id, pinned) = match authorized {
+        Ok(allowed) => allowed,
+        Err(denied) => return denial(Dest::Target(&target), &denied),
     };
-    let id = ctx.events.decision(
-        Protocol::Connect,
-        client,
-        Dest::Target(&target),
-        &pinned.decision,
-    );
+    let dest = target.to_string();
     let mut upstream = match dial(&pinned.addrs, ctx.limits.connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => {

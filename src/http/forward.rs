@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::respond::{self, Failure};
-use super::{refuse, Body};
+use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
 use crate::policy::{Access, Target};
@@ -80,21 +80,15 @@ pub async fn handle(
         let denied = Denied::invalid_host();
         return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
     };
-    let dest = target.to_string();
-    let host_header = HeaderValue::from_str(host_port).ok();
     let access = Access::Http {
         method: req.method().as_str(),
     };
-    let pinned = match ctx.gate.authorize(&target, access).await {
-        Ok(pinned) => pinned,
-        Err(denied) => return refuse(ctx, Protocol::Http, client, Dest::Target(&target), &denied),
+    let pinned = match ctx.authorize(Protocol::Http, client, &target, access).await {
+        Ok((_, pinned)) => pinned,
+        Err(denied) => return denial(Dest::Target(&target), &denied),
     };
-    ctx.events.decision(
-        Protocol::Http,
-        client,
-        Dest::Target(&target),
-        &pinned.decision,
-    );
+    let dest = target.to_string();
+    let host_header = HeaderValue::from_str(host_port).ok();
     let kept = take_reusable(
         cache,
         |key| matches!(key, Key::Tcp(a) if pinned.addrs.contains(a)),
