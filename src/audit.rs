@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::net::relay::RelayStats;
-use crate::policy::{Decision, Host, Target};
+use crate::policy::{Decision, Target};
 use crate::socks5::udp::UdpStats;
 
 /// How a destination was asked for.
@@ -61,10 +61,7 @@ pub enum Dest<'a> {
 impl Dest<'_> {
     fn host(&self) -> String {
         match self {
-            Dest::Target(t) => match &t.host {
-                Host::Name(name) => name.to_string(),
-                Host::Ip(ip) => ip.to_string(),
-            },
+            Dest::Target(t) => t.host.plain(),
             Dest::Unix(path) => path.display().to_string(),
             Dest::Raw(raw) => raw.escape_debug().to_string(),
         }

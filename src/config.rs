@@ -83,6 +83,16 @@ pub enum MultiAnswer {
     UsePublicOnly,
 }
 
+impl MultiAnswer {
+    /// As written in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MultiAnswer::BlockIfAnyNonPublic => "block-if-any-non-public",
+            MultiAnswer::UsePublicOnly => "use-public-only",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsConfig {
     /// Empty means the system resolver configuration (`/etc/resolv.conf`).

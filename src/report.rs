@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{Config, MultiAnswer};
+use crate::config::Config;
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target, UnixAction};
 
@@ -152,10 +152,7 @@ pub fn json_line(o: &Outcome) -> String {
         verdict: d.verdict.as_str(),
         reason: d.reason.code(),
         rule: d.rule.as_ref().map(|r| &*r.pattern),
-        host: o.target.as_ref().map(|t| match &t.host {
-            Host::Name(name) => name.to_string(),
-            Host::Ip(ip) => ip.to_string(),
-        }),
+        host: o.target.as_ref().map(|t| t.host.plain()),
         port: o.target.as_ref().map(|t| t.port),
         ips: d
             .ips
@@ -167,14 +164,6 @@ pub fn json_line(o: &Outcome) -> String {
             .collect(),
     };
     serde_json::to_string(&line).expect("plain data serialises")
-}
-
-/// The `[dns] multi_answer` setting as written in files.
-pub fn multi_answer(config: &Config) -> &'static str {
-    match config.dns.multi_answer {
-        MultiAnswer::BlockIfAnyNonPublic => "block-if-any-non-public",
-        MultiAnswer::UsePublicOnly => "use-public-only",
-    }
 }
 
 #[derive(Serialize)]
@@ -231,7 +220,7 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
         dangerously_allow_all_unix_sockets: config.dangerously_allow_all_unix_sockets,
         dns_servers: config.dns.servers.iter().map(ToString::to_string).collect(),
         dns_timeout_ms: config.dns.timeout.as_millis(),
-        dns_multi_answer: multi_answer(config),
+        dns_multi_answer: config.dns.multi_answer.as_str(),
         rules: policy
             .rules()
             .iter()

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::PolicyArgs;
 use crate::config::Config;
-use crate::policy::{Action, Policy, UnixAction};
+use crate::policy::{Action, Policy};
 use crate::report;
 
 #[derive(Debug, Args)]
@@ -80,7 +80,7 @@ fn text(config: &Config, policy: &Policy) -> String {
         out,
         "dns: {servers}, timeout {} ms, {}",
         config.dns.timeout.as_millis(),
-        report::multi_answer(config)
+        config.dns.multi_answer.as_str()
     );
     let _ = writeln!(out, "allow_local_binding: {}", config.allow_local_binding);
     let width = rules.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
@@ -104,10 +104,7 @@ fn text(config: &Config, policy: &Policy) -> String {
             );
         }
         for entry in &config.unix_sockets {
-            let action = match entry.action {
-                UnixAction::Allow => "allow",
-                UnixAction::Deny => "deny",
-            };
+            let action = entry.action.as_str();
             let _ = writeln!(
                 out,
                 "  {action:<5}  {}  {}",

@@ -744,13 +744,7 @@ mod tests {
         config
             .unix_sockets
             .iter()
-            .map(|u| {
-                let action = match u.action {
-                    UnixAction::Allow => "allow",
-                    UnixAction::Deny => "deny",
-                };
-                format!("{action} {} @{}", u.path.display(), u.origin)
-            })
+            .map(|u| format!("{} {} @{}", u.action.as_str(), u.path.display(), u.origin))
             .collect()
     }
 

@@ -52,6 +52,14 @@ impl Host<'_> {
             Host::Ip(ip) => Host::Ip(ip),
         }
     }
+
+    /// The host alone, as logs and JSON carry it: an IPv6 address without brackets.
+    pub fn plain(&self) -> String {
+        match self {
+            Host::Name(name) => name.to_string(),
+            Host::Ip(ip) => ip.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Host<'_> {

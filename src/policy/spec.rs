@@ -80,6 +80,15 @@ pub enum UnixAction {
     Deny,
 }
 
+impl UnixAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnixAction::Allow => "allow",
+            UnixAction::Deny => "deny",
+        }
+    }
+}
+
 /// One effective Unix-socket entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnixSocketSpec {
