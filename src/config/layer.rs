@@ -211,7 +211,7 @@ pub(super) fn build(
     // Without an explicit `enabled`, a native file or bare flags mean "use the proxy";
     // Codex-shaped files follow Codex, where sandboxed networking is off by default.
     let enabled_default = any_native || configs.is_empty();
-    finish(merged, enabled_default, configs, sources, warnings)
+    finish(merged, enabled_default, configs, warnings)
 }
 
 fn unknown_profile(name: &str, mut defined: Vec<String>) -> ConfigError {
@@ -251,6 +251,10 @@ fn flag_layer(sources: &Sources) -> Layer {
             proxy: set(sources.http_listen, "--http-listen"),
             socks: set(sources.socks_listen, "--socks-listen"),
             admin: set(sources.admin_listen, "--admin-listen"),
+            dns_servers: (!sources.dns_servers.is_empty()).then(|| Set {
+                value: sources.dns_servers.clone(),
+                origin: Origin::Flag("--dns-server"),
+            }),
             ..Scalars::default()
         },
         ..Layer::default()
@@ -470,7 +474,6 @@ fn finish(
     merged: Merged,
     enabled_default: bool,
     configs: &[Source],
-    sources: &Sources,
     mut warnings: Vec<String>,
 ) -> Result<Config, ConfigError> {
     let Merged {
@@ -622,11 +625,7 @@ fn finish(
         dangerously_allow_non_loopback_admin: non_loopback_admin,
         dangerously_allow_all_unix_sockets: all_unix,
         dns: DnsConfig {
-            servers: if sources.dns_servers.is_empty() {
-                value(&s.dns_servers).unwrap_or_default()
-            } else {
-                sources.dns_servers.clone()
-            },
+            servers: value(&s.dns_servers).unwrap_or_default(),
             timeout: value(&s.dns_timeout).unwrap_or(DnsConfig::default().timeout),
             multi_answer: value(&s.multi_answer).unwrap_or_default(),
         },
