@@ -415,39 +415,16 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, (StatusCode, String)
 
 fn config(state: &State) -> Reply {
     let (config, policy) = (state.control.config(), state.control.policy());
-    let text = report::effective_json(&config, &policy);
-    match serde_json::from_str::<Value>(&text) {
-        Ok(mut doc) => {
-            // `POST /mode` changes the running policy, not the files: show what is in force.
-            if let Some(mode) = doc.get_mut("mode") {
-                *mode = Value::from(policy.options().mode.as_str());
-            }
-            json_reply(StatusCode::OK, &doc)
-        }
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot render the configuration: {err}"),
-        ),
-    }
+    let mut text = report::effective_json(&config, &policy);
+    text.push('\n');
+    json_text_reply(StatusCode::OK, text.into_bytes())
 }
 
 fn patterns(state: &State) -> Reply {
     let policy = state.control.policy();
-    let rules: Vec<Value> = policy
-        .rules()
-        .iter()
-        .map(|r| {
-            json!({
-                "pattern": &*r.pattern,
-                "action": r.action.as_str(),
-                "origin": r.origin.to_string(),
-                "managed": r.managed,
-            })
-        })
-        .collect();
     json_reply(
         StatusCode::OK,
-        &json!({"mode": policy.options().mode.as_str(), "rules": rules}),
+        &json!({"mode": policy.options().mode.as_str(), "rules": report::rules_json(&policy)}),
     )
 }
 
@@ -569,6 +546,10 @@ async fn reload(state: &State) -> Reply {
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
     let mut text = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     text.push(b'\n');
+    json_text_reply(status, text)
+}
+
+fn json_text_reply(status: StatusCode, text: Vec<u8>) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(text)));
     *reply.status_mut() = status;
     reply.headers_mut().insert(

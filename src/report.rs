@@ -167,7 +167,7 @@ pub fn json_line(o: &Outcome) -> String {
 }
 
 #[derive(Serialize)]
-struct JsonRule<'a> {
+pub(crate) struct JsonRule<'a> {
     pattern: &'a str,
     action: &'static str,
     origin: String,
@@ -204,10 +204,25 @@ struct JsonPolicy<'a> {
 }
 
 /// The effective policy as JSON; the admin API's `/config` serves the same shape.
+/// The compiled rules as `validate --json`, `/config` and `/patterns` list them.
+pub(crate) fn rules_json(policy: &Policy) -> Vec<JsonRule<'_>> {
+    policy
+        .rules()
+        .iter()
+        .map(|r| JsonRule {
+            pattern: &r.pattern,
+            action: r.action.as_str(),
+            origin: r.origin.to_string(),
+            managed: r.managed,
+        })
+        .collect()
+}
+
 pub fn effective_json(config: &Config, policy: &Policy) -> String {
     let doc = JsonPolicy {
         enabled: config.enabled,
-        mode: config.mode.as_str(),
+        // The running mode: `POST /mode` changes the policy, not the files.
+        mode: policy.options().mode.as_str(),
         proxy_url: format!("http://{}", config.proxy_addr),
         socks_url: format!("socks5://{}", config.socks_addr),
         admin_url: format!("http://{}", config.admin_addr),
@@ -221,16 +236,7 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
         dns_servers: config.dns.servers.iter().map(ToString::to_string).collect(),
         dns_timeout_ms: config.dns.timeout.as_millis(),
         dns_multi_answer: config.dns.multi_answer.as_str(),
-        rules: policy
-            .rules()
-            .iter()
-            .map(|r| JsonRule {
-                pattern: &r.pattern,
-                action: r.action.as_str(),
-                origin: r.origin.to_string(),
-                managed: r.managed,
-            })
-            .collect(),
+        rules: rules_json(policy),
         unix_sockets: config
             .unix_sockets
             .iter()
