@@ -1332,17 +1332,26 @@ fn invalid_hosts_are_400_invalid_host() {
         let reply = get(w.proxy.addr, &format!("http://{host}/"));
         assert_verdict(&reply, 400, "blocked-by-policy", "invalid-host");
     }
-    for authority in [
-        "allowed.test",
-        "allowed..test:443",
-        "allowed.test:0",
-        "::1:443",
-    ] {
+    for authority in ["allowed.test", "allowed..test:443", "allowed.test:0"] {
         let (_, reply) = connect_tunnel(w.proxy.addr, authority);
-        assert_eq!(reply.status, 400, "{authority}: {reply:?}");
+        assert_verdict(&reply, 400, "blocked-by-policy", "invalid-host");
     }
-    let (_, reply) = connect_tunnel(w.proxy.addr, "allowed.test");
-    assert_verdict(&reply, 400, "blocked-by-policy", "invalid-host");
+    // hyper refuses this request line itself, before the policy sees a target.
+    let (_, reply) = connect_tunnel(w.proxy.addr, "::1:443");
+    assert_eq!(reply.verdict(), (400, None, None), "{reply:?}");
+    w.assert_nothing_reached_upstream();
+}
+
+/// A CIDR deny rule also judges the addresses a name resolves to: an allowed name whose
+/// answer falls in a denied range never connects (the shape of a metadata-endpoint deny).
+#[test]
+fn a_cidr_deny_blocks_an_allowed_name_by_its_resolved_address() {
+    let w = World::with(|b| b.deny("127.0.0.0/8"));
+    let reply = get(w.proxy.addr, &w.url("allowed.test", "/"));
+    assert_verdict(&reply, 403, "blocked-by-denylist", "deny-rule");
+    assert_denial_body(&reply, "allowed.test:", "deny-rule", "deny `127.0.0.0/8`");
+    let (_, reply) = connect_tunnel(w.proxy.addr, &w.at_origin("allowed.test"));
+    assert_verdict(&reply, 403, "blocked-by-denylist", "deny-rule");
     w.assert_nothing_reached_upstream();
 }
 
