@@ -401,7 +401,11 @@ impl Policy {
             let exact = kind == AllowKind::Exact && name == "localhost";
             if !self.local_ok(
                 IpClass::Loopback,
-                if exact { kind } else { AllowKind::Wildcard },
+                if exact {
+                    AllowKind::Exact
+                } else {
+                    AllowKind::Wildcard
+                },
             ) {
                 return Decision::block(Reason::NonPublicIp(IpClass::Loopback), Some(rule))
                     .with_ips(ips);
