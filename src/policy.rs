@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod pattern;
 mod spec;
 pub mod unix;
+mod warnings;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -128,8 +129,11 @@ impl Reason {
                 "limited mode only allows GET, HEAD and OPTIONS over plain HTTP"
             }
             Reason::InvalidHost => "the host is not a valid name or address",
+            Reason::NonPublicIp(class) if class.is_local() => {
+                "the address is not public; only an allow rule naming it exactly (an IP, a CIDR inside one local range, or `localhost`) or allow_local_binding opens it"
+            }
             Reason::NonPublicIp(_) => {
-                "the address is not public; only an exact IP/localhost allow rule or allow_local_binding opens it"
+                "the address is in a range the proxy never connects to, whatever the rules say"
             }
             Reason::DnsFailed => "the name could not be resolved",
             Reason::DnsNonPublic(_) => {
@@ -291,9 +295,13 @@ impl Policy {
                 origin: spec.origin.clone(),
                 managed: spec.managed,
             };
-            compiled.push((matcher.insert(&pattern, info), pattern));
+            compiled.push((
+                matcher.insert(&pattern, info),
+                pattern,
+                spec.pattern.as_str(),
+            ));
         }
-        let warnings = shadow_warnings(&matcher, &compiled);
+        let warnings = warnings::collect(&matcher, &compiled);
         let unix = UnixSocketMap::new(unix_sockets, options.dangerously_allow_all_unix_sockets);
         Ok(Policy {
             inner: Arc::new(Inner {
@@ -343,7 +351,9 @@ impl Policy {
         self.inner.matcher.rules()
     }
 
-    /// Findings for `validate`: allow rules that a deny rule makes useless.
+    /// Findings for `validate` and `serve`'s start-up log: allow rules that a deny rule makes
+    /// useless, that open loopback or a metadata address, that reach names anyone can
+    /// register, and IPv6 patterns that look like they carry a port.
     pub fn warnings(&self) -> &[String] {
         &self.inner.warnings
     }
@@ -392,25 +402,16 @@ impl Policy {
         };
         let rule = matcher.rule(rule).clone();
         if host::is_localhost(name) {
-            // Resolved here, never through DNS; only an exact `localhost` rule (not a
+            // Resolved here, never through DNS, to the addresses it stands for; those meet the
+            // IP and CIDR rules like any answer. Only an exact `localhost` rule (not a
             // wildcard, not `*.localhost`) is the local exception the seeds describe.
-            let ips = vec![
-                ClassifiedIp::new(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                ClassifiedIp::new(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            ];
             let exact = kind == AllowKind::Exact && name == "localhost";
-            if !self.local_ok(
-                IpClass::Loopback,
-                if exact {
-                    AllowKind::Exact
-                } else {
-                    AllowKind::Wildcard
-                },
-            ) {
-                return Decision::block(Reason::NonPublicIp(IpClass::Loopback), Some(rule))
-                    .with_ips(ips);
-            }
-            return self.guard_self(Decision::allow(Some(rule), ips), port);
+            let kind = if exact {
+                AllowKind::Exact
+            } else {
+                AllowKind::Wildcard
+            };
+            return self.check_answers(Some(rule), port, &LOCALHOST, kind, Reason::NonPublicIp);
         }
         Decision {
             needs_dns: true,
@@ -428,7 +429,27 @@ impl Policy {
     /// `ips` are the only addresses the caller may dial; the name must not be resolved again.
     pub fn check_resolved(&self, decision: Decision, port: u16, answers: &[IpAddr]) -> Decision {
         debug_assert!(decision.needs_dns, "check_resolved needs an allowed name");
-        let rule = decision.rule;
+        // A resolved name never gets the exact-rule exception: only allow_local_binding
+        // opens local answers, so a public name cannot be pointed at the LAN by its DNS.
+        self.check_answers(
+            decision.rule,
+            port,
+            answers,
+            AllowKind::Wildcard,
+            Reason::DnsNonPublic,
+        )
+    }
+
+    /// Judges the addresses an allowed name stands for: any answer a deny rule matches blocks
+    /// the name, then every answer is classified under `kind` (`non_public` names the reason).
+    fn check_answers(
+        &self,
+        rule: Option<RuleRef>,
+        port: u16,
+        answers: &[IpAddr],
+        kind: AllowKind,
+        non_public: fn(IpClass) -> Reason,
+    ) -> Decision {
         let checked: Vec<ClassifiedIp> = answers
             .iter()
             .map(|ip| ClassifiedIp::new(ip.to_canonical()))
@@ -443,20 +464,18 @@ impl Policy {
                     .with_ips(checked);
             }
         }
-        // A resolved name never gets the exact-rule exception: only allow_local_binding
-        // opens local answers, so a public name cannot be pointed at the LAN by its DNS.
-        let acceptable = |c: &ClassifiedIp| self.local_ok(c.class, AllowKind::Wildcard);
+        let acceptable = |c: &ClassifiedIp| self.local_ok(c.class, kind);
         let first_bad = checked.iter().find(|c| !acceptable(c)).map(|c| c.class);
         let decision = match (first_bad, self.options.multi_answer) {
             (None, _) => Decision::allow(rule, checked),
             (Some(class), MultiAnswer::BlockIfAnyNonPublic) => {
-                Decision::block(Reason::DnsNonPublic(class), rule).with_ips(checked)
+                Decision::block(non_public(class), rule).with_ips(checked)
             }
             (Some(class), MultiAnswer::UsePublicOnly) => {
                 let kept: Vec<ClassifiedIp> =
                     checked.iter().copied().filter(|c| acceptable(c)).collect();
                 if kept.is_empty() {
-                    Decision::block(Reason::DnsNonPublic(class), rule).with_ips(checked)
+                    Decision::block(non_public(class), rule).with_ips(checked)
                 } else {
                     Decision::allow(rule, kept)
                 }
@@ -515,6 +534,12 @@ impl Policy {
     }
 }
 
+/// What `localhost` and `*.localhost` stand for, without asking DNS.
+const LOCALHOST: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
+
 /// Limited mode lets only these through: reads over plain HTTP.
 fn is_read_only(access: Access<'_>) -> bool {
     matches!(access, Access::Http { method } if matches!(method, "GET" | "HEAD" | "OPTIONS"))
@@ -525,27 +550,6 @@ fn is_self(own: &[SocketAddr], ip: IpAddr, port: u16) -> bool {
     let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
     own.iter()
         .any(|addr| addr.port() == port && (addr.ip() == ip || local(ip)))
-}
-
-fn shadow_warnings(matcher: &Matcher, compiled: &[(u32, Pattern)]) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (index, pattern) in compiled {
-        let rule = matcher.rule(*index);
-        if rule.action != Action::Allow {
-            continue;
-        }
-        if let Some(deny) = matcher.shadowing_deny(pattern) {
-            let deny = matcher.rule(deny);
-            warnings.push(format!(
-                "allow rule `{}` ({}) has no effect: deny rule `{}` ({}) covers everything it allows",
-                rule.pattern, rule.origin, deny.pattern, deny.origin
-            ));
-        }
-    }
-    if !matcher.has_allow_rules() {
-        warnings.push("no allow rule: every destination is blocked".to_string());
-    }
-    warnings
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub fn run(args: &ServeArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    for warning in crate::report::warnings(&config, &policy) {
+        tracing::warn!("{warning}");
+    }
     let token = match admin::token::load_or_generate(&config.admin) {
         Ok(token) => token,
         Err(err) => {

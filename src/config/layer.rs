@@ -153,6 +153,8 @@ struct Merged {
     user_rules: Entries<Action>,
     managed_rules: Entries<Action>,
     unix: Entries<UnixAction>,
+    /// A pattern both allowed and denied inside one layer: the deny wins, and says so.
+    conflicts: Vec<String>,
 }
 
 impl Merged {
@@ -163,6 +165,22 @@ impl Merged {
         } else {
             &mut self.user_rules
         };
+        let mut seen: HashMap<&str, (Action, &Origin)> = HashMap::new();
+        for (pattern, action, origin) in &layer.rules {
+            match seen.insert(pattern, (*action, origin)) {
+                Some((earlier, first)) if earlier != *action => {
+                    let (allow, deny) = match action {
+                        Action::Deny => (first, origin),
+                        Action::Allow => (origin, first),
+                    };
+                    self.conflicts.push(format!(
+                        "`{pattern}` is both allowed ({allow}) and denied ({deny}) in one layer: \
+                         the deny wins and the allow has no effect"
+                    ));
+                }
+                _ => {}
+            }
+        }
         for (pattern, action, origin) in layer.rules {
             rules.set(pattern, action, origin);
         }
@@ -481,7 +499,9 @@ fn finish(
         user_rules,
         managed_rules,
         unix,
+        conflicts,
     } = merged;
+    warnings.extend(conflicts);
     let flag = |set: &Option<Set<bool>>, default: bool| value(set).unwrap_or(default);
 
     let unix_sockets: Vec<UnixSocketSpec> = unix
@@ -583,7 +603,7 @@ fn finish(
         }
     }
     for rule in &rules {
-        // Judged as the policy will read it: `*:443` and `*.` are the global rule too.
+        // Judged as the policy will read it: `*:443` and ` * ` are the global rule too.
         let global = || {
             Pattern::parse(&rule.pattern, rule.action)
                 .is_ok_and(|p| matches!(p.kind, PatternKind::Global))
@@ -1408,7 +1428,7 @@ enable_socks5_udp = false
 
     #[test]
     fn every_spelling_of_the_global_rule_warns() {
-        let text = "enabled = true\nallowed_domains = ['*:443', '*.', '**.example.com']\n";
+        let text = "enabled = true\nallowed_domains = ['*:443', ' * ', '**.example.com']\n";
         let got = ok(&[("g.toml", text)], None, &flags());
         assert_eq!(
             got.warnings,

@@ -1,12 +1,15 @@
 //! The IP classifier: one named table of non-public ranges, used at load time and per
 //! connection, so an address can never be judged two different ways.
 //!
-//! IPv6 addresses that carry an IPv4 address (mapped `::ffff:0:0/96`, compatible `::/96`,
-//! NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are classified as that IPv4 address: otherwise
-//! `[::ffff:127.0.0.1]` would pass as a public IPv6 address and reach loopback.
+//! IPv6 addresses that carry an IPv4 address (mapped `::ffff:0:0/96`, RFC 2765 translated
+//! `::ffff:0:0:0/96`, compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are classified
+//! as that IPv4 address: otherwise `[::ffff:127.0.0.1]` would pass as a public IPv6 address and
+//! reach loopback.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 
 /// The class of an address. Every variant has a stable name used in reason codes
 /// (`non-public-ip:<class>`), logs, metrics and `check` output.
@@ -179,6 +182,9 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if bits >> 32 == 0xffff {
         return Some(low32); // ::ffff:0:0/96, IPv4-mapped
     }
+    if bits >> 32 == 0xffff_0000 {
+        return Some(low32); // ::ffff:0:0:0/96, IPv4-translated (RFC 2765)
+    }
     if bits >> 32 == 0 && bits > 1 {
         return Some(low32); // ::/96, IPv4-compatible (:: and ::1 are their own rows)
     }
@@ -189,6 +195,82 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2]))); // 6to4
     }
     None
+}
+
+/// The class every address of `net` has, or `None` when the range spans several classes.
+///
+/// An allow CIDR is a local exception only when it lies inside one local class: `10.1.0.0/16`
+/// opens that part of the LAN, but `0.0.0.0/0` (which also covers loopback and
+/// 169.254.169.254) opens public addresses only.
+pub fn net_class(net: IpNet) -> Option<IpClass> {
+    match net {
+        IpNet::V4(net) => uniform_v4(u32::from(net.network()), u32::from(net.broadcast())),
+        IpNet::V6(net) => {
+            let (lo, hi) = (u128::from(net.network()), u128::from(net.broadcast()));
+            // Inside one IPv4-carrying prefix the range is the IPv4 range it carries; a range
+            // that only partly covers one (or contains one) spans many classes.
+            for (prefix, len, shift) in EMBEDDINGS {
+                let (plo, phi) = (prefix, prefix | !mask128(len));
+                if plo <= lo && hi <= phi {
+                    if prefix == 0 && lo <= 1 {
+                        // :: and ::1 are rows of their own, not compatible IPv4.
+                        return (lo == hi).then(|| classify_v6(net.network()));
+                    }
+                    return uniform_v4((lo >> shift) as u32, (hi >> shift) as u32);
+                }
+                if plo <= hi && lo <= phi {
+                    return None;
+                }
+            }
+            uniform(
+                lo,
+                hi,
+                V6.iter().map(|&(n, len, c)| (u128::from(n), len, c)),
+                128,
+            )
+        }
+    }
+}
+
+/// The IPv4-carrying IPv6 prefixes as (prefix, length, shift of the IPv4 bits).
+const EMBEDDINGS: [(u128, u8, u32); 5] = [
+    (0xffff << 32, 96, 0),
+    (0xffff_0000 << 32, 96, 0),
+    (0, 96, 0),
+    (0x64_ff9b << 96, 96, 0),
+    (0x2002 << 112, 16, 80),
+];
+
+fn uniform_v4(lo: u32, hi: u32) -> Option<IpClass> {
+    let rows = V4
+        .iter()
+        .map(|&(n, len, c)| (u128::from(u32::from(n)), len, c));
+    uniform(u128::from(lo), u128::from(hi), rows, 32)
+}
+
+/// Walks the table in its first-match order: the first row that touches `lo..=hi` decides,
+/// and it must contain all of it.
+fn uniform(
+    lo: u128,
+    hi: u128,
+    rows: impl Iterator<Item = (u128, u8, IpClass)>,
+    width: u32,
+) -> Option<IpClass> {
+    for (net, len, class) in rows {
+        let span = if u32::from(len) >= width {
+            0
+        } else {
+            (1u128 << (width - u32::from(len))) - 1
+        };
+        let (rlo, rhi) = (net, net | span);
+        if rlo <= lo && hi <= rhi {
+            return Some(class);
+        }
+        if rlo <= hi && lo <= rhi {
+            return None;
+        }
+    }
+    Some(IpClass::Public)
 }
 
 pub(super) const fn mask32(len: u8) -> u32 {
@@ -349,6 +431,59 @@ mod tests {
         assert_eq!(embedded_v4("64:ff9b:0:0:1::7f00:1".parse().unwrap()), None);
         assert_eq!(embedded_v4("2003:7f00:1::".parse().unwrap()), None);
         assert_eq!(embedded_v4("::1".parse().unwrap()), None);
+        // RFC 2765 IPv4-translated addresses carry an IPv4 address too.
+        assert_eq!(c("::ffff:0:127.0.0.1"), Loopback);
+        assert_eq!(c("::ffff:0:a9fe:a9fe"), LinkLocal);
+        assert_eq!(c("::ffff:0:8.8.8.8"), Public);
+        assert_eq!(embedded_v4("::fffe:0:7f00:1".parse().unwrap()), None);
+    }
+
+    /// A range has a class only when every address in it has that class.
+    #[test]
+    fn ranges_inside_one_class() {
+        let n = |s: &str| net_class(s.parse().unwrap());
+        let cases: &[(&str, Option<IpClass>)] = &[
+            ("127.0.0.0/8", Some(Loopback)),
+            ("127.0.0.1/32", Some(Loopback)),
+            ("127.0.0.0/7", None),
+            ("126.0.0.0/8", Some(Public)),
+            ("10.1.0.0/16", Some(Private)),
+            ("10.0.0.0/8", Some(Private)),
+            ("10.0.0.0/7", None),
+            ("169.254.0.0/16", Some(LinkLocal)),
+            ("169.254.169.254/32", Some(LinkLocal)),
+            ("169.0.0.0/8", None),
+            ("0.0.0.0/0", None),
+            ("8.0.0.0/8", Some(Public)),
+            ("240.0.0.0/4", None),
+            ("255.255.255.254/31", None),
+            ("255.255.255.255/32", Some(Broadcast)),
+            ("240.0.0.0/5", Some(Reserved)),
+            ("::/0", None),
+            ("::1/128", Some(Loopback)),
+            ("::/128", Some(Unspecified)),
+            ("::/127", None),
+            ("fd00::/8", Some(Ula)),
+            ("fc00::/7", Some(Ula)),
+            ("fc00::/6", None),
+            ("fe80::/10", Some(LinkLocal)),
+            ("2606:4700::/32", Some(Public)),
+            ("2000::/3", None),
+            ("::ffff:0:0/96", None),
+            ("::ffff:127.0.0.0/104", Some(Loopback)),
+            ("::ffff:10.1.0.0/112", Some(Private)),
+            ("::ffff:0:10.0.0.0/104", Some(Private)),
+            ("::10.0.0.0/104", Some(Private)),
+            ("64:ff9b::7f00:0/104", Some(Loopback)),
+            ("64:ff9b::/96", None),
+            ("2002:a00::/24", Some(Private)),
+            ("2002::/16", None),
+            ("2002:808:808::/48", Some(Public)),
+            ("::/64", None),
+        ];
+        for (net, want) in cases {
+            assert_eq!(n(net), *want, "{net}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -77,6 +77,9 @@ impl Match {
 }
 
 type Table<K> = HashMap<K, Vec<Entry>, RandomState>;
+
+/// `::ffff:0.0.0.0`, the first IPv4-mapped address.
+const MAPPED: std::net::Ipv6Addr = Ipv4Addr::UNSPECIFIED.to_ipv6_mapped();
 
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -318,7 +321,24 @@ impl Matcher {
                 .entry(ip.to_canonical())
                 .or_default()
                 .push(entry(AllowKind::Exact)),
-            PatternKind::Cidr(net) => self.cidrs.insert(*net, entry(AllowKind::Exact)),
+            PatternKind::Cidr(net) => {
+                // Only a range inside one local class is an exact local exception: `0.0.0.0/0`
+                // must not open loopback or 169.254.169.254 as a side effect.
+                let local = classifier::net_class(*net).is_some_and(|c| c.is_local());
+                let entry = entry(if local {
+                    AllowKind::Exact
+                } else {
+                    AllowKind::Wildcard
+                });
+                self.cidrs.insert(*net, entry);
+                // A wider IPv6 range (`::/0`) holds every IPv4-mapped address, and mapped
+                // destinations are matched as IPv4.
+                if let IpNet::V6(v6) = net {
+                    if v6.prefix_len() <= 96 && v6.contains(&MAPPED) {
+                        self.cidrs.insert(IpNet::V4(Default::default()), entry);
+                    }
+                }
+            }
         }
         rule
     }
@@ -595,6 +615,59 @@ mod tests {
         ];
         for (host, want) in cases {
             assert_eq!(verdict(&m, host, 1), want, "{host}");
+        }
+    }
+
+    /// An IPv4-mapped range is the IPv4 range it maps, as allow and as deny.
+    #[test]
+    fn mapped_ranges_match_their_ipv4_addresses() {
+        let m = matcher(&[
+            ("::ffff:10.0.0.0/104", Allow),
+            ("::ffff:127.0.0.0/104", Deny),
+            ("2001:db8::/32", Allow),
+        ]);
+        let cases = [
+            ("10.1.2.3", "allow 10.0.0.0/8"),
+            ("::ffff:10.1.2.3", "allow 10.0.0.0/8"),
+            ("127.0.0.1", "deny 127.0.0.0/8"),
+            ("::ffff:127.0.0.1", "deny 127.0.0.0/8"),
+            ("11.0.0.1", "none"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(verdict(&m, host, 1), want, "{host}");
+        }
+        let wide = matcher(&[("::/0", Deny), ("8.8.8.8", Allow)]);
+        assert_eq!(verdict(&wide, "8.8.8.8", 1), "deny ::/0");
+        let wide = matcher(&[("::/0", Allow)]);
+        assert_eq!(verdict(&wide, "1.2.3.4", 1), "allow ::/0");
+        let v6_only = matcher(&[("2000::/3", Deny), ("1.2.3.4", Allow)]);
+        assert_eq!(verdict(&v6_only, "1.2.3.4", 1), "allow 1.2.3.4");
+    }
+
+    /// A CIDR is an exact local exception only when it lies inside one local class.
+    #[test]
+    fn only_ranges_inside_one_local_class_are_exact() {
+        let m = matcher(&[
+            ("0.0.0.0/0", Allow),
+            ("::/0", Allow),
+            ("10.1.0.0/16", Allow),
+            ("127.0.0.0/8", Allow),
+            ("169.0.0.0/8", Allow),
+            ("fd00::/8", Allow),
+        ]);
+        let kind = |ip: &str| m.match_ip(ip.parse().unwrap(), 1).allow.map(|a| a.1);
+        let cases = [
+            ("10.1.2.3", AllowKind::Exact),
+            ("10.2.0.1", AllowKind::Wildcard),
+            ("127.0.0.1", AllowKind::Exact),
+            ("169.254.169.254", AllowKind::Wildcard),
+            ("fd00::1", AllowKind::Exact),
+            ("fe80::1", AllowKind::Wildcard),
+            ("::1", AllowKind::Wildcard),
+            ("8.8.8.8", AllowKind::Wildcard),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(kind(ip), Some(want), "{ip}");
         }
     }
 

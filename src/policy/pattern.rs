@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::host::{self, Host};
 use super::spec::Action;
@@ -83,6 +83,8 @@ pub enum PatternError {
     WildcardTld,
     #[error("`*` inside a label only works with ASCII letters, digits, `-` and `_`")]
     GlobCharacters,
+    #[error("`*.` is not a pattern: write `*` for every host or `*.example.com` for subdomains")]
+    DotWildcard,
     #[error("wildcards apply to names, not IP addresses")]
     WildcardIp,
     #[error("invalid port: {0}")]
@@ -127,6 +129,10 @@ impl Pattern {
         }
         let (host_text, port) = split_port(text)?;
         let lower = host_text.to_ascii_lowercase();
+        if lower == "*." {
+            // Stripping the trailing dot would turn it into the global rule.
+            return Err(PatternError::DotWildcard);
+        }
         let host_text = lower.strip_suffix('.').unwrap_or(&lower);
         let port_kind = |kind| Ok(Pattern { kind, port });
 
@@ -189,9 +195,21 @@ fn parse_cidr(text: &str) -> Result<Pattern, PatternError> {
         });
     }
     Ok(Pattern {
-        kind: PatternKind::Cidr(net),
+        kind: PatternKind::Cidr(unmap(net)),
         port: None,
     })
+}
+
+/// An IPv4-mapped range (`::ffff:127.0.0.0/104`) is another spelling of the IPv4 range it
+/// maps, and destinations are matched in their IPv4 form, so it is compiled as that range.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 fn parse_glob(rest: &str) -> Result<Vec<String>, PatternError> {
@@ -266,6 +284,11 @@ mod tests {
             ("127.0.0.1:8080", "127.0.0.1:8080"),
             ("10.1.0.0/16", "10.1.0.0/16"),
             ("fd00::/8", "fd00::/8"),
+            ("::ffff:127.0.0.0/104", "127.0.0.0/8"),
+            ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::/80", "::/80"),
+            ("::ffff:0:7f00:0/104", "::ffff:0:7f00:0/104"),
             ("api-*.example.com", "api-*.example.com"),
             ("*-aiplatform.example.com", "*-aiplatform.example.com"),
             ("a*b*c.example.com:443", "a*b*c.example.com:443"),
@@ -298,6 +321,9 @@ mod tests {
             ("", Action::Allow, E::Empty),
             ("   ", Action::Allow, E::Empty),
             ("*", Action::Deny, E::GlobalDeny),
+            ("*.", Action::Allow, E::DotWildcard),
+            ("*.:443", Action::Allow, E::DotWildcard),
+            (" *. ", Action::Deny, E::DotWildcard),
             ("*.com", Action::Allow, E::TopLevelWildcard("*.com".into())),
             (
                 "**.com",
