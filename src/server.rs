@@ -2,7 +2,7 @@
 //! reload, and graceful shutdown. `serve` and `run` are thin shells around it.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,8 +133,43 @@ impl Control {
             None => policy,
         };
         self.policy
-            .store(Arc::new(policy.with_self_addrs(&self.own)));
+            .store(Arc::new(policy.with_self_addrs(&reachable(&self.own))));
     }
+}
+
+/// Every address that reaches the listeners: a wildcard bind (`0.0.0.0`, `::`) answers on each
+/// of the host's interface addresses too, so each of those on a listener port is the proxy.
+/// Read at start and on every reload and mode switch, as interfaces come and go.
+fn reachable(bound: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut addrs = bound.to_vec();
+    let wildcard: Vec<&SocketAddr> = bound.iter().filter(|a| a.ip().is_unspecified()).collect();
+    if wildcard.is_empty() {
+        return addrs;
+    }
+    let interfaces = match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot list interface addresses; self-connections are recognised on loopback only");
+            return addrs;
+        }
+    };
+    for interface in interfaces {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        for listener in &wildcard {
+            // `::` takes IPv4 too (dual stack); `0.0.0.0` only IPv4.
+            if listener.is_ipv6() || ip.is_ipv4() {
+                addrs.push(SocketAddr::new(ip.to_canonical(), listener.port()));
+            }
+        }
+    }
+    addrs
 }
 
 /// Whether `new` changes a setting the running listeners took at start.
@@ -194,7 +229,7 @@ impl Server {
         own.extend(socks_addr);
 
         let resolver = Resolver::new(&config.dns)?;
-        let handle = policy_handle(policy.with_self_addrs(&own));
+        let handle = policy_handle(policy.with_self_addrs(&reachable(&own)));
         let events = Arc::new(Events::new(options.audit));
         let (drain_handle, drain) = drain::channel();
         let gate = Gate::new(Arc::clone(&handle), resolver);

@@ -1289,3 +1289,77 @@ fn audit_log_file_has_decisions_and_the_tunnel_close() {
     }
     assert!(!stderr.contains("\"event\""), "{stderr}");
 }
+
+/// With wildcard listeners the host's own interface addresses reach the proxy too: each of them
+/// on a listener port is a self-connection, also for an address added before a reload. Runs in
+/// a loopback-only namespace whose `lo` carries the extra addresses a LAN interface would.
+#[test]
+fn wildcard_listeners_refuse_the_hosts_own_addresses() {
+    let dir = Dir::new();
+    let config = dir.write(
+        "wildcard.toml",
+        "proxy_url = 'http://0.0.0.0:3128'\n\
+         socks_url = 'socks5://[::]:1080'\n\
+         admin_url = 'http://127.0.0.1:8080'\n\
+         dangerously_allow_non_loopback_proxy = true\n\
+         allowed_domains = ['10.254.0.1', '10.254.0.2', 'fd54::1']\n",
+    );
+    let script = r#"
+ip addr add 10.254.0.1/32 dev lo
+ip -6 addr add fd54::1/128 dev lo nodad
+"$BIN" serve --config "$CONFIG" 2>"$DIR/serve.log" &
+pid=$!
+connect() {
+  python3 - "$@" <<'PY'
+import socket, sys, time
+host, port = sys.argv[1], sys.argv[2]
+for _ in range(100):
+    try:
+        s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+        break
+    except OSError:
+        time.sleep(0.05)
+s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    head += chunk
+lines = head.decode().split("\r\n")
+reason = [l.split(":", 1)[1].strip() for l in lines if l.lower().startswith("x-proxy-reason:")]
+print(f"{host}:{port} {lines[0].split(' ')[1]} {reason[0] if reason else '-'}")
+PY
+}
+connect 10.254.0.1 3128
+connect '[fd54::1]' 1080
+connect 10.254.0.1 1080
+connect 10.254.0.1 9
+ip addr add 10.254.0.2/32 dev lo
+kill -HUP $pid
+for _ in $(seq 100); do grep -q 'policy reloaded' "$DIR/serve.log" && break; sleep 0.05; done
+connect 10.254.0.2 3128
+kill $pid
+"#;
+    let (code, out, err) = support::netns::run(
+        script,
+        &[
+            ("BIN", BIN),
+            ("CONFIG", config.to_str().unwrap()),
+            ("DIR", dir.path("").to_str().unwrap()),
+        ],
+        60,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "10.254.0.1:3128 403 self-connection",
+            "[fd54::1]:1080 403 self-connection",
+            "10.254.0.1:1080 403 self-connection",
+            "10.254.0.1:9 502 -",
+            "10.254.0.2:3128 403 self-connection",
+        ],
+        "stderr:\n{err}"
+    );
+}

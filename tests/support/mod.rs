@@ -6,6 +6,7 @@
 
 pub mod bin;
 pub mod fake_dns;
+pub mod netns;
 pub mod origin;
 pub mod prometheus;
 pub mod proxy;
