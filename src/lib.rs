@@ -8,7 +8,7 @@
 //!   into one immutable [`config::Config`].
 //! - [`policy`]: the engine other sandboxes embed. It knows nothing about sockets:
 //!   [`policy::host`] canonicalises hosts, [`policy::matcher`] matches compiled domain rules,
-//!   [`policy::classifier`] names IP ranges, [`policy::unix`] maps Unix-socket paths, and
+//!   [`policy::classifier`] names IP ranges, [`policy::unix`] decides Unix sockets by identity, and
 //!   [`policy::Policy`] turns all of it into one [`policy::Decision`] with a stable reason code.
 //! - [`dns`]: resolves names with hickory, once per connection; [`policy::Policy::check_resolved`]
 //!   then classifies every answer and hands back the exact addresses a listener may dial.

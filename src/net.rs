@@ -3,15 +3,19 @@
 //!
 //! Invariant: a listener never connects to a name. It asks [`Gate::authorize`] for a
 //! [`Pinned`] destination and hands it to [`dial`], which connects to one of the exact
-//! addresses the policy classified; nothing re-resolves in between.
+//! addresses the policy classified; nothing re-resolves in between. A Unix socket likewise: a
+//! listener asks [`Gate::authorize_unix`], which opens the path once and decides on the file
+//! found, and [`dial::dial_unix`] connects to that file, never to the path again.
 
 pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod relay;
 pub mod splice;
+pub mod unix;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,6 +25,7 @@ use crate::audit::{Dest, Events, Protocol};
 use crate::config::Limits;
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{Access, Decision, Host, Policy, Target};
+use unix::SocketFile;
 
 /// The current policy generation. Listeners load it once per connection (or datagram
 /// destination), so a reload swaps the policy for new work without a lock on the hot path.
@@ -38,6 +43,13 @@ pub type ResolverHandle = Arc<ArcSwap<Resolver>>;
 pub struct Pinned {
     pub decision: Decision,
     pub addrs: Vec<SocketAddr>,
+}
+
+/// A Unix socket the policy allowed, held open: the only file that may be connected to.
+#[derive(Debug)]
+pub struct PinnedUnix {
+    pub decision: Decision,
+    pub socket: SocketFile,
 }
 
 /// A destination the policy blocked; `dns` says why a lookup failed, when it did.
@@ -116,6 +128,23 @@ impl Gate {
             .map(|c| SocketAddr::new(c.ip, target.port))
             .collect();
         Ok(Pinned { decision, addrs })
+    }
+
+    /// Opens the socket at `path` and decides on the file found there; a path with no socket
+    /// behind it is denied.
+    pub fn authorize_unix(&self, path: &Path, access: Access<'_>) -> Result<PinnedUnix, Denied> {
+        let opened = SocketFile::open(path).inspect_err(|error| {
+            tracing::debug!(path = %path.display(), %error, "no Unix socket to decide on");
+        });
+        let id = opened.as_ref().ok().map(SocketFile::id);
+        let decision = self.current().decide_unix(path, id, access);
+        match opened {
+            Ok(socket) if decision.is_allowed() => Ok(PinnedUnix { decision, socket }),
+            _ => Err(Denied {
+                decision,
+                dns: None,
+            }),
+        }
     }
 
     async fn lookup(&self, name: &str) -> Result<Vec<std::net::IpAddr>, DnsError> {

@@ -27,6 +27,7 @@ pub use host::{Host, InvalidHost, Target};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use spec::{Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
+pub use unix::FileId;
 
 use crate::config::{Config, MultiAnswer};
 use matcher::Matcher;
@@ -502,16 +503,13 @@ impl Policy {
         decision
     }
 
-    /// Judges a Unix-socket path (`x-unix-socket`): the map alone decides, not the domain rules.
-    /// Returns the path with symlinks resolved: connect to that one, not to the path as given.
-    pub fn decide_unix(&self, path: &Path, access: Access<'_>) -> (Decision, PathBuf) {
+    /// Judges a Unix socket (`x-unix-socket`): the map alone decides, not the domain rules.
+    /// `socket` is the identity of the file the caller opened at `path` and will connect to
+    /// (`None` when nothing there can be connected to, which is denied).
+    pub fn decide_unix(&self, path: &Path, socket: Option<FileId>, access: Access<'_>) -> Decision {
         if self.options.mode == Mode::Limited && !is_read_only(access) {
-            return (
-                Decision::block(Reason::MethodNotAllowed, None),
-                path.to_path_buf(),
-            );
+            return Decision::block(Reason::MethodNotAllowed, None);
         }
-        let (verdict, resolved) = self.inner.unix.check(path);
         let rule_for = |entry: Option<PathBuf>, action| {
             entry.map(|p| {
                 Arc::new(RuleInfo {
@@ -522,15 +520,14 @@ impl Policy {
                 })
             })
         };
-        let decision = match verdict {
+        match self.inner.unix.check(path, socket) {
             UnixVerdict::Allowed { entry } => {
                 Decision::allow(rule_for(entry, Action::Allow), vec![])
             }
             UnixVerdict::Denied { entry } => {
                 Decision::block(Reason::UnixSocketDenied, rule_for(entry, Action::Deny))
             }
-        };
-        (decision, resolved)
+        }
     }
 }
 

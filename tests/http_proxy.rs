@@ -1643,6 +1643,111 @@ fn symlink_to_a_denied_unix_socket_stays_denied() {
 }
 
 #[test]
+fn a_hard_link_to_a_denied_unix_socket_at_an_allowed_path_stays_denied() {
+    let u = unix_world(|b| b);
+    // A client that can write next to the allowed socket swaps it for another name of the
+    // denied one: same text as the allow entry, no symlink anywhere.
+    std::fs::remove_file(&u.ok.path).unwrap();
+    std::fs::hard_link(&u.denied.path, &u.ok.path).unwrap();
+    let reply = u.curl("ok.sock", &[]);
+    assert_verdict(&reply, 403, "blocked-by-policy", "unix-socket-denied");
+    let deny_entry = u.denied.path.display().to_string();
+    assert_denial_body(&reply, "ok.sock", "unix-socket-denied", &deny_entry);
+    assert_eq!(u.denied.connection_count(), 0);
+}
+
+#[test]
+fn swapping_an_allowed_unix_socket_for_a_symlink_never_reaches_the_denied_one() {
+    let u = unix_world(|b| b);
+    // `ok.sock` flips between a hard link to the allowed socket and a symlink to the denied one,
+    // each swap one atomic rename, as fast as it can.
+    let inode = u.root.join("ok-inode.sock");
+    std::fs::hard_link(&u.ok.path, &inode).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, root, allowed) = (Arc::clone(&stop), u.root.clone(), u.ok.path.clone());
+        let denied = u.denied.path.clone();
+        thread::spawn(move || {
+            let (to_ok, to_denied) = (root.join("next-ok"), root.join("next-denied"));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Symlink first: renaming a link over another name of the same file is a no-op.
+                std::os::unix::fs::symlink(&denied, &to_denied).unwrap();
+                std::fs::rename(&to_denied, &allowed).unwrap();
+                std::fs::hard_link(&inode, &to_ok).unwrap();
+                std::fs::rename(&to_ok, &allowed).unwrap();
+            }
+        })
+    };
+    let request = format!(
+        "GET http://localhost/x HTTP/1.1\r\nHost: localhost\r\nx-unix-socket: {}\r\n\
+         Connection: close\r\n\r\n",
+        u.ok.path.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..2000 {
+        if Instant::now() > deadline || u.denied.connection_count() > 0 {
+            break;
+        }
+        let reply = raw_request(u.proxy.addr, request.as_bytes());
+        match reply.status {
+            200 => served += 1,
+            403 => refused += 1,
+            _ => panic!("{reply:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(
+        u.denied.connection_count(),
+        0,
+        "the denied socket was reached ({served} served, {refused} refused)"
+    );
+    assert!(served > 0, "no request got through ({refused} refused)");
+}
+
+#[test]
+fn allow_all_unix_sockets_still_denies_every_name_of_a_denied_socket() {
+    let u = unix_world(|b| b.allow_all_unix());
+    let reply = u.curl("unlisted.sock", &[]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // A hard link anywhere on the same file system is the denied socket.
+    std::fs::create_dir(u.root.join("elsewhere")).unwrap();
+    std::fs::hard_link(&u.denied.path, u.root.join("elsewhere/fresh.sock")).unwrap();
+    let reply = u.curl("elsewhere/fresh.sock", &[]);
+    assert_verdict(&reply, 403, "blocked-by-policy", "unix-socket-denied");
+    assert_eq!(u.denied.connection_count(), 0);
+    assert_eq!(u.unlisted.request_count(), 1);
+}
+
+#[test]
+fn an_allowed_unix_socket_path_that_is_no_socket_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(root.join("file.sock"), "").unwrap();
+    std::fs::create_dir(root.join("dir.sock")).unwrap();
+    let u = UnixWorld {
+        proxy: Proxy::builder()
+            .allow_unix(root.join("file.sock"))
+            .allow_unix(root.join("dir.sock"))
+            .allow_unix(root.join("missing.sock"))
+            .start(),
+        ..unix_world(|b| b)
+    };
+    for name in ["file.sock", "dir.sock", "missing.sock"] {
+        let reply = raw_request(
+            u.proxy.addr,
+            format!(
+                "GET http://localhost/x HTTP/1.1\r\nHost: localhost\r\nx-unix-socket: {}\r\n\r\n",
+                root.join(name).display()
+            )
+            .as_bytes(),
+        );
+        assert_verdict(&reply, 403, "blocked-by-policy", "unix-socket-denied");
+    }
+}
+
+#[test]
 fn unix_socket_requests_obey_limited_mode() {
     let u = unix_world(|b| b.mode(Mode::Limited));
     let reply = u.curl("ok.sock", &["-d", "x"]);

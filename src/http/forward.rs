@@ -28,7 +28,7 @@ use super::respond::{self, Failure};
 use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
-use crate::policy::{Access, Target};
+use crate::policy::{Access, FileId, Target};
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -37,7 +37,7 @@ const UNIX_SOCKET: &str = "x-unix-socket";
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
     Tcp(SocketAddr),
-    Unix(PathBuf),
+    Unix(FileId),
 }
 
 /// An idle upstream connection kept for the next request on the same client connection.
@@ -119,26 +119,19 @@ async fn unix(
     cache: &Mutex<Option<Upstream>>,
 ) -> Response<Body> {
     let dest = format!("unix:{}", path.display());
-    let policy = ctx.gate.current();
-    let (decision, resolved) = policy.decide_unix(
-        path,
-        Access::Http {
-            method: req.method().as_str(),
-        },
-    );
-    if !decision.is_allowed() {
-        let denied = Denied {
-            decision,
-            dns: None,
-        };
-        return refuse(ctx, Protocol::Unix, client, Dest::Unix(path), &denied);
-    }
+    let access = Access::Http {
+        method: req.method().as_str(),
+    };
+    let pinned = match ctx.gate.authorize_unix(path, access) {
+        Ok(pinned) => pinned,
+        Err(denied) => return refuse(ctx, Protocol::Unix, client, Dest::Unix(path), &denied),
+    };
     ctx.events
-        .decision(Protocol::Unix, client, Dest::Unix(path), &decision);
-    let key = Key::Unix(resolved.clone());
+        .decision(Protocol::Unix, client, Dest::Unix(path), &pinned.decision);
+    let key = Key::Unix(pinned.socket.id());
     let kept = take_reusable(cache, |k| *k == key).await;
     let connect = || async {
-        let stream = dial_unix(&resolved, ctx.limits.connect_timeout)
+        let stream = dial_unix(&pinned.socket, ctx.limits.connect_timeout)
             .await
             .map_err(|error| {
                 respond::response(&Failure::Dial {

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
+
+use super::unix::SocketFile;
 
 /// What a dial went to: a checked address, or an allowed Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,13 +71,14 @@ pub async fn dial(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, 
     timed(timeout, attempt).await
 }
 
-/// Connects to an allowed (already resolved) Unix socket, with the same timeout, errors and
-/// metric as [`dial`].
-pub async fn dial_unix(path: &Path, timeout: Duration) -> Result<UnixStream, DialError> {
+/// Connects to the Unix socket file the policy allowed ([`super::Gate::authorize_unix`]), with
+/// the same timeout, errors and metric as [`dial`].
+pub async fn dial_unix(socket: &SocketFile, timeout: Duration) -> Result<UnixStream, DialError> {
     let attempt = async {
-        UnixStream::connect(path)
+        socket
+            .connect()
             .await
-            .map_err(|e| DialError::from_io(Peer::Unix(path.to_path_buf()), e))
+            .map_err(|e| DialError::from_io(Peer::Unix(socket.path().to_path_buf()), e))
     };
     timed(timeout, attempt).await
 }

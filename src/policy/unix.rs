@@ -1,14 +1,45 @@
 //! The Unix-socket map: which local sockets a plain-HTTP request may be sent to.
 //!
-//! A path is judged as given and after symlink resolution: a deny of either wins, and an allow
-//! must match the resolved path. That way a symlink planted next to an allowed socket cannot
-//! point the proxy at a denied one, and a symlinked allow entry (`/var/run/docker.sock` when
-//! `/var/run` links to `/run`) still works.
+//! A socket is decided by the file it is, its `(device, inode)`, never by how its path is
+//! spelled: a symlink, a hard link or a bind mount of a denied socket is the denied socket. The
+//! caller opens the requested path once, passes that file's identity here, and connects to the
+//! file it opened ([`crate::net::unix`]), so nothing resolves the path between the decision and
+//! the connection.
+//!
+//! Entries are identified when a request is checked, since sockets come and go: an entry stands
+//! for the file at its path at that moment, symlinks followed (so an allow entry written through a
+//! symlinked directory, `/var/run/docker.sock` when `/var/run` links to `/run`, still works). A
+//! deny entry also matches the requested path spelled exactly like it.
+//!
+//! What this promises: the proxy is never the one to connect to a denied socket. It does not stop
+//! a process running as the same user from connecting to a socket itself (that is the sandbox's
+//! job). An allow entry allows whatever socket is at its path when the request comes, so a client
+//! must not be able to write to its directory; a deny entry whose path was removed identifies no
+//! file, so a hard link left elsewhere to that socket is no longer recognised.
 
 use std::collections::HashSet;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::spec::{UnixAction, UnixSocketSpec};
+
+/// A file's identity as `stat(2)` reports it: two paths name the same socket exactly when their
+/// identities are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
 
 /// The outcome for one path, with the entry that decided (if any).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,37 +76,38 @@ impl UnixSocketMap {
         self.allow_all || !self.allow.is_empty()
     }
 
-    /// Judges a path against the file system as it is now (symlinks followed). Returns the
-    /// resolved path too: that is the one to connect to, so a symlink swapped after the check
-    /// cannot redirect the connection.
-    pub fn check(&self, path: &Path) -> (UnixVerdict, PathBuf) {
-        if !path.is_absolute() {
-            return (UnixVerdict::Denied { entry: None }, path.to_path_buf());
-        }
-        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let resolve = |p: &PathBuf| std::fs::canonicalize(p).ok();
-        (self.check_resolved(path, &resolved, resolve), resolved)
+    /// Judges the socket `socket` that the caller opened at `path` (`None`: nothing that can be
+    /// connected to is there, which is always denied). Entries are identified against the file
+    /// system as it is now.
+    pub fn check(&self, path: &Path, socket: Option<FileId>) -> UnixVerdict {
+        self.check_with(path, socket, |entry| {
+            std::fs::metadata(entry).ok().map(|meta| FileId::of(&meta))
+        })
     }
 
-    /// The pure decision: `resolved` is `path` with symlinks followed, and `resolve` follows
-    /// the symlinks of a map entry (entries may be symlinks themselves).
-    pub fn check_resolved(
+    /// The pure decision: `identify` gives the identity of the file an entry names, symlinks
+    /// followed, or `None` when there is none.
+    pub fn check_with(
         &self,
         path: &Path,
-        resolved: &Path,
-        resolve: impl Fn(&PathBuf) -> Option<PathBuf>,
+        socket: Option<FileId>,
+        identify: impl Fn(&Path) -> Option<FileId>,
     ) -> UnixVerdict {
-        // Each entry is resolved at most once, and only when its text does not match.
-        let matches = |entry: &PathBuf, candidates: &[&Path]| {
-            candidates.contains(&entry.as_path())
-                || resolve(entry).is_some_and(|r| candidates.contains(&r.as_path()))
-        };
-        if let Some(entry) = self.deny.iter().find(|d| matches(d, &[path, resolved])) {
+        if let Some(entry) = self.deny.get(path) {
             return UnixVerdict::Denied {
                 entry: Some(entry.clone()),
             };
         }
-        if let Some(entry) = self.allow.iter().find(|a| matches(a, &[resolved])) {
+        let Some(socket) = socket.filter(|_| path.is_absolute()) else {
+            return UnixVerdict::Denied { entry: None };
+        };
+        let names_socket = |entry: &&PathBuf| identify(entry) == Some(socket);
+        if let Some(entry) = self.deny.iter().find(names_socket) {
+            return UnixVerdict::Denied {
+                entry: Some(entry.clone()),
+            };
+        }
+        if let Some(entry) = self.allow.iter().find(names_socket) {
             return UnixVerdict::Allowed {
                 entry: Some(entry.clone()),
             };
@@ -101,8 +133,13 @@ mod tests {
         }
     }
 
+    /// What the caller hands the map: the identity of the file the path leads to.
+    fn opened(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|meta| FileId::of(&meta))
+    }
+
     #[test]
-    fn symlinks_cannot_reach_a_denied_socket() {
+    fn links_cannot_reach_a_denied_socket() {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let allowed = root.join("allowed.sock");
@@ -111,8 +148,12 @@ mod tests {
         std::fs::write(&denied, "").unwrap();
         let to_denied = root.join("innocent.sock");
         symlink(&denied, &to_denied).unwrap();
+        let hard_denied = root.join("hard.sock");
+        std::fs::hard_link(&denied, &hard_denied).unwrap();
         let to_allowed = root.join("alias.sock");
         symlink(&allowed, &to_allowed).unwrap();
+        let hard_allowed = root.join("hard-alias.sock");
+        std::fs::hard_link(&allowed, &hard_allowed).unwrap();
         let linkdir = root.join("run");
         symlink(&root, &linkdir).unwrap();
 
@@ -120,59 +161,79 @@ mod tests {
             &[
                 spec(&allowed, UnixAction::Allow),
                 spec(&denied, UnixAction::Deny),
+                spec(&hard_denied, UnixAction::Allow),
                 spec(&linkdir.join("via-dir.sock"), UnixAction::Allow),
             ],
             false,
         );
-        let allowed_by = |p: &Path| match map.check(p).0 {
-            UnixVerdict::Allowed { entry } => Some(entry),
-            UnixVerdict::Denied { .. } => None,
-        };
-        assert_eq!(allowed_by(&allowed), Some(Some(allowed.clone())));
-        assert_eq!(allowed_by(&to_allowed), Some(Some(allowed.clone())));
+        let check = |p: &Path| map.check(p, opened(p));
+        let by = |entry: &Path| Some(entry.to_path_buf());
         assert_eq!(
-            map.check(&denied).0,
-            UnixVerdict::Denied {
-                entry: Some(denied.clone())
+            check(&allowed),
+            UnixVerdict::Allowed {
+                entry: by(&allowed)
             }
         );
+        for path in [&to_allowed, &hard_allowed] {
+            assert_eq!(
+                check(path),
+                UnixVerdict::Allowed {
+                    entry: by(&allowed)
+                }
+            );
+        }
+        for path in [&denied, &to_denied, &hard_denied] {
+            assert_eq!(check(path), UnixVerdict::Denied { entry: by(&denied) });
+        }
+        // The deny entry's spelling is denied even when nothing is there to identify.
         assert_eq!(
-            map.check(&to_denied).0,
-            UnixVerdict::Denied {
-                entry: Some(denied.clone())
-            }
+            map.check(&denied, None),
+            UnixVerdict::Denied { entry: by(&denied) }
         );
         assert_eq!(
-            map.check(&root.join("other.sock")).0,
+            map.check(&allowed, None),
             UnixVerdict::Denied { entry: None }
         );
         assert_eq!(
-            map.check(Path::new("relative.sock")).0,
+            check(&root.join("other.sock")),
             UnixVerdict::Denied { entry: None }
         );
-        // An allow entry written through a symlinked directory matches the real path.
+        assert_eq!(
+            map.check(Path::new("relative.sock"), opened(&allowed)),
+            UnixVerdict::Denied { entry: None }
+        );
+        // An allow entry written through a symlinked directory matches the real file.
         std::fs::write(root.join("via-dir.sock"), "").unwrap();
-        assert!(allowed_by(&root.join("via-dir.sock")).is_some());
+        assert!(matches!(
+            check(&root.join("via-dir.sock")),
+            UnixVerdict::Allowed { .. }
+        ));
     }
 
     #[test]
     fn allow_all_still_honours_denies() {
         let map = UnixSocketMap::new(&[spec(Path::new("/x/denied.sock"), UnixAction::Deny)], true);
-        let none = |_: &PathBuf| None;
+        let denied = FileId { dev: 1, ino: 7 };
+        let other = FileId { dev: 1, ino: 8 };
+        let identify = |p: &Path| (p == Path::new("/x/denied.sock")).then_some(denied);
         let p = Path::new("/x/any.sock");
         assert_eq!(
-            map.check_resolved(p, p, none),
+            map.check_with(p, Some(other), identify),
             UnixVerdict::Allowed { entry: None }
         );
-        let d = Path::new("/x/denied.sock");
+        // Another name for the denied file is the denied file.
         assert!(matches!(
-            map.check_resolved(d, d, none),
-            UnixVerdict::Denied { .. }
+            map.check_with(p, Some(denied), identify),
+            UnixVerdict::Denied { entry: Some(_) }
         ));
-        // A path that resolves to the denied socket is denied too.
+        // The same inode number on another device is another file.
         assert!(matches!(
-            map.check_resolved(p, d, none),
-            UnixVerdict::Denied { .. }
+            map.check_with(p, Some(FileId { dev: 2, ino: 7 }), identify),
+            UnixVerdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            map.check_with(p, None, identify),
+            UnixVerdict::Denied { entry: None }
         ));
         assert!(map.any_allowed());
         assert!(!UnixSocketMap::new(&[], false).any_allowed());

@@ -126,6 +126,12 @@ impl ProxyBuilder {
         self.unix(path, UnixAction::Deny)
     }
 
+    /// `dangerously_allow_all_unix_sockets` (deny entries still win).
+    pub fn allow_all_unix(mut self) -> Self {
+        self.options.dangerously_allow_all_unix_sockets = true;
+        self
+    }
+
     /// Adjusts `[limits]`.
     pub fn limits(mut self, change: impl FnOnce(&mut Limits)) -> Self {
         change(&mut self.limits);

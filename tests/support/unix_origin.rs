@@ -5,6 +5,7 @@
 use std::io::BufReader;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -15,6 +16,7 @@ use super::origin::serve_http;
 pub struct UnixHttpOrigin {
     pub path: PathBuf,
     requests: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl UnixHttpOrigin {
@@ -22,8 +24,11 @@ impl UnixHttpOrigin {
         let listener = UnixListener::bind(path).expect("bind the Unix origin");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reqs = Arc::clone(&requests);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let reqs = Arc::clone(&reqs);
                 thread::spawn(move || {
                     let reader = BufReader::new(stream.try_clone().unwrap());
@@ -34,6 +39,7 @@ impl UnixHttpOrigin {
         UnixHttpOrigin {
             path: path.to_path_buf(),
             requests,
+            connections,
         }
     }
 
@@ -44,5 +50,10 @@ impl UnixHttpOrigin {
 
     pub fn request_count(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+
+    /// Connections accepted so far, whether or not a request followed.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
