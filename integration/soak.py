@@ -651,6 +651,18 @@ async def settle(pid, idle_fds):
 
 async def soak(args):
     loop = asyncio.get_running_loop()
+    # SIGINT, SIGTERM (a `timeout`) or SIGHUP stop the load early; the proxy (in its own
+    # session) is still stopped, the temp dir removed, the samples so far reported, exit 1.
+    run, interrupted = None, []
+
+    def interrupt(signum):
+        interrupted.append(signum)
+        if run is not None:
+            run.failures.append(f"interrupted by signal {signum}")
+            run.end = time.monotonic()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, interrupt, signum)
     echo_server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4096)
     web_server = await asyncio.start_server(web, "127.0.0.1", 0, backlog=256)
     udp_echo, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
@@ -666,6 +678,8 @@ async def soak(args):
         proxy = Proxy(args.bin, config, tmp)
         try:
             await asyncio.to_thread(proxy.wait_ready)
+            if interrupted:
+                raise RuntimeError(f"interrupted by signal {interrupted[0]}")
             limit = nofile_limit(proxy.pid)
             if limit < PROXY_FDS_PER_CONNECTION * args.max_connections + 64:
                 raise RuntimeError(f"the proxy may open only {limit} files, "
