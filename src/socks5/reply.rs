@@ -163,6 +163,8 @@ mod tests {
             Code::GeneralFailure
         );
         assert_eq!(code(&Failure::Busy), Code::GeneralFailure);
+        let unknown = OwnerError::NotFound("127.0.0.1:9".parse().unwrap());
+        assert_eq!(code(&Failure::Owner(&unknown)), Code::GeneralFailure);
         let err = io::Error::from(io::ErrorKind::AddrInUse);
         assert_eq!(code(&Failure::Local(&err)), Code::GeneralFailure);
         assert_eq!(Code::AddressTypeNotSupported as u8, 0x08);
