@@ -85,6 +85,17 @@ impl fmt::Display for Dest<'_> {
     }
 }
 
+/// How an allowed connection ended: bytes each way, how long it lived, and whether a new
+/// policy generation closed it.
+#[derive(Clone, Copy, Debug)]
+pub struct Closed<'a> {
+    pub stats: RelayStats,
+    pub duration: Duration,
+    /// The decision of the generation (a reload or `POST /mode`) that denied the open
+    /// connection and closed it.
+    pub revoked: Option<&'a Decision>,
+}
+
 /// One recent denial, as `/blocked` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Blocked {
@@ -146,7 +157,7 @@ struct DecisionLine<'a> {
 }
 
 #[derive(Serialize)]
-struct CloseLine {
+struct CloseLine<'a> {
     time: String,
     event: &'static str,
     id: u64,
@@ -158,6 +169,15 @@ struct CloseLine {
     bytes_down: u64,
     duration_ms: u128,
     idle_timeout: bool,
+    /// `policy-reload` when a new policy generation (a reload or `POST /mode`) closed the
+    /// tunnel; absent when it ended on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_by: Option<&'static str>,
+    /// The new generation's reason for closing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
 }
 
 /// The end of a SOCKS5 UDP association: one line for all its destinations, whose decisions
@@ -238,16 +258,20 @@ impl Events {
         id
     }
 
-    /// Records the end of a connection that was allowed: bytes each way and how long it lived.
+    /// Records the end of a connection that was allowed.
     pub fn closed(
         &self,
         id: u64,
         protocol: Protocol,
         client: SocketAddr,
         dest: Dest<'_>,
-        stats: RelayStats,
-        duration: Duration,
+        end: Closed<'_>,
     ) {
+        let Closed {
+            stats,
+            duration,
+            revoked,
+        } = end;
         metrics::counter!("egress_bytes_total", "protocol" => protocol.as_str(), "direction" => "up")
             .increment(stats.up);
         metrics::counter!("egress_bytes_total", "protocol" => protocol.as_str(), "direction" => "down")
@@ -266,6 +290,9 @@ impl Events {
                 bytes_down: stats.down,
                 duration_ms: duration.as_millis(),
                 idle_timeout: stats.idle_timeout,
+                closed_by: revoked.map(|_| "policy-reload"),
+                reason: revoked.map(|d| d.reason.code()),
+                rule: revoked.and_then(|d| d.rule.as_ref()).map(|r| &*r.pattern),
             });
         }
     }
@@ -464,8 +491,11 @@ mod tests {
             Protocol::Connect,
             client,
             Dest::Target(&allowed),
-            stats,
-            Duration::from_millis(7),
+            Closed {
+                stats,
+                duration: Duration::from_millis(7),
+                revoked: None,
+            },
         );
 
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();

@@ -10,18 +10,23 @@
 pub mod dial;
 pub mod drain;
 pub mod listener;
+pub mod owner;
 pub mod relay;
 pub mod splice;
+pub mod tunnels;
 pub mod unix;
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::audit::{Dest, Events, Protocol};
+use crate::audit::{Closed, Dest, Events, Protocol};
 use crate::config::Limits;
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{Access, Decision, Host, Policy, Target};
@@ -43,6 +48,9 @@ pub type ResolverHandle = Arc<ArcSwap<Resolver>>;
 pub struct Pinned {
     pub decision: Decision,
     pub addrs: Vec<SocketAddr>,
+    /// The policy generation that decided, so a tunnel can tell whether a reload came in
+    /// between.
+    pub generation: Arc<Policy>,
 }
 
 /// A Unix socket the policy allowed, held open: the only file that may be connected to.
@@ -127,7 +135,11 @@ impl Gate {
             .iter()
             .map(|c| SocketAddr::new(c.ip, target.port))
             .collect();
-        Ok(Pinned { decision, addrs })
+        Ok(Pinned {
+            decision,
+            addrs,
+            generation: policy,
+        })
     }
 
     /// Opens the socket at `path` and decides on the file found there; a path with no socket
@@ -172,6 +184,8 @@ pub struct Ctx {
     pub events: Arc<Events>,
     /// Stop signal and open-connection count for graceful shutdown.
     pub drain: drain::Drain,
+    /// The open tunnels, which a new policy generation re-decides.
+    pub tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl Ctx {
@@ -195,6 +209,7 @@ impl Ctx {
             slots,
             events,
             drain,
+            tunnels: Arc::default(),
         }
     }
 }
@@ -221,31 +236,124 @@ impl Ctx {
     }
 }
 
-/// Runs the relay of an allowed connection until it ends, counted as an open tunnel in the
-/// metrics and reported once closed, with bytes each way. The caller holds the connection's
-/// drain guard.
-pub async fn tunnel(
+/// An allowed TCP tunnel, as its close line and a re-decision after a reload need it.
+pub struct Allowed<'a> {
+    /// The decision's event id.
+    pub id: u64,
+    pub protocol: Protocol,
+    pub client: SocketAddr,
+    pub target: &'a Target<'a>,
+    pub pinned: &'a Pinned,
+}
+
+/// Runs the relay of an allowed connection until it ends or a new policy generation denies
+/// it, counted as an open tunnel in the metrics and reported once closed, with bytes each way
+/// and, when a reload closed it, the new decision. `relay` gets what to select on for the
+/// latter. The caller holds the connection's drain guard.
+pub async fn tunnel<F>(
     ctx: &Ctx,
-    id: u64,
-    protocol: Protocol,
-    client: SocketAddr,
-    target: &Target<'_>,
-    relay: impl std::future::Future<Output = (relay::RelayStats, std::io::Result<()>)>,
-) {
+    allowed: Allowed<'_>,
+    upstream: &TcpStream,
+    relay: impl FnOnce(tunnels::Revoked) -> F,
+) where
+    F: Future<Output = (relay::RelayStats, io::Result<()>)>,
+{
+    let Allowed {
+        id,
+        protocol,
+        client,
+        target,
+        pinned,
+    } = allowed;
     let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
-    let (stats, result) = relay.await;
+    let (stats, result, registration) = match upstream.peer_addr() {
+        Ok(dialled) => {
+            let registration = ctx
+                .tunnels
+                .register(id, protocol, client, target, dialled.ip());
+            // A reload between the decision and the registration may have walked the
+            // registry without this tunnel: re-decide it under the generation it missed.
+            let current = ctx.gate.current();
+            if !Arc::ptr_eq(&current, &pinned.generation) {
+                ctx.tunnels.recheck_one(&current, id);
+            }
+            let (stats, result) = relay(registration.revoked()).await;
+            (stats, result, Some(registration))
+        }
+        Err(error) => (relay::RelayStats::default(), Err(error), None),
+    };
     if let Err(err) = result {
         tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
     }
     gauge.decrement(1.0);
-    ctx.events.closed(
-        id,
-        protocol,
-        client,
-        Dest::Target(target),
+    let end = Closed {
         stats,
-        start.elapsed(),
-    );
+        duration: start.elapsed(),
+        revoked: registration.as_ref().and_then(|r| r.revocation()),
+    };
+    ctx.events
+        .closed(id, protocol, client, Dest::Target(target), end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DnsConfig;
+    use crate::policy::{Action, Origin, PolicyOptions, RuleSpec};
+
+    fn policy(allow: &[&str]) -> Policy {
+        let rules: Vec<RuleSpec> = allow
+            .iter()
+            .map(|p| RuleSpec {
+                pattern: (*p).to_string(),
+                action: Action::Allow,
+                origin: Origin::Api,
+                managed: false,
+            })
+            .collect();
+        Policy::new(&rules, &[], PolicyOptions::default()).unwrap()
+    }
+
+    /// A reload that lands between a tunnel's decision and its registration has walked the
+    /// registry without it: the tunnel re-decides itself under that generation.
+    #[tokio::test]
+    async fn a_tunnel_decided_before_a_reload_it_missed_is_re_decided() {
+        let dns = DnsConfig {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        let gate = Gate::new(
+            policy_handle(policy(&["127.0.0.1"])),
+            Resolver::new(&dns).unwrap(),
+        );
+        let ctx = Ctx::new(gate, Limits::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target =
+            Target::parse_authority("127.0.0.1", Some(listener.local_addr().unwrap().port()))
+                .unwrap();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (id, pinned) = ctx
+            .authorize(Protocol::Connect, client, &target, Access::Tunnel)
+            .await
+            .unwrap();
+        let upstream = TcpStream::connect(pinned.addrs[0]).await.unwrap();
+        ctx.gate.policy().store(Arc::new(policy(&["127.0.0.2"])));
+        let allowed = Allowed {
+            id,
+            protocol: Protocol::Connect,
+            client,
+            target: &target,
+            pinned: &pinned,
+        };
+        let relay = tunnel(&ctx, allowed, &upstream, |revoked| async {
+            revoked.wait().await;
+            (relay::RelayStats::default(), Ok(()))
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+            .await
+            .expect("the tunnel was closed");
+        assert_eq!(ctx.tunnels.recheck(&ctx.gate.current()), 0, "and left");
+    }
 }

@@ -14,6 +14,7 @@ use crate::audit::Events;
 use crate::config::{self, Config, Sources};
 use crate::dns::Resolver;
 use crate::net::drain::{self, DrainHandle};
+use crate::net::tunnels::Tunnels;
 use crate::net::{policy_handle, Ctx, Gate, PolicyHandle, ResolverHandle};
 use crate::policy::{Mode, Policy};
 use crate::socks5::{self, SocksOptions};
@@ -50,6 +51,8 @@ pub struct Control {
     mode_override: Mutex<Option<Mode>>,
     config: Mutex<Arc<Config>>,
     events: Arc<Events>,
+    /// The listeners' open tunnels, re-decided by every new generation.
+    tunnels: Arc<Tunnels>,
 }
 
 impl Control {
@@ -127,13 +130,20 @@ impl Control {
         tracing::info!(mode = mode.as_str(), "mode changed");
     }
 
+    /// Swaps in a new generation for new work, then closes the open tunnels it denies. A
+    /// tunnel that registers during the walk checks the generation itself
+    /// ([`crate::net::tunnel`]), so none slips between the swap and the walk.
     fn install(&self, policy: Policy, mode: Option<Mode>) {
         let policy = match mode {
             Some(mode) => policy.with_mode(mode),
             None => policy,
         };
-        self.policy
-            .store(Arc::new(policy.with_self_addrs(&reachable(&self.own))));
+        let policy = Arc::new(policy.with_self_addrs(&reachable(&self.own)));
+        self.policy.store(Arc::clone(&policy));
+        let closed = self.tunnels.recheck(&policy);
+        if closed > 0 {
+            tracing::info!(closed, "closed open tunnels the new policy denies");
+        }
     }
 }
 
@@ -274,6 +284,7 @@ impl Server {
             mode_override: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),
             events,
+            tunnels: Arc::clone(&ctx.tunnels),
         });
         if let (Some(listener), Some(admin_options)) = (admin_listener, options.admin) {
             tasks.push(tokio::spawn(admin::serve(

@@ -1156,6 +1156,149 @@ fn sigterm_gives_up_on_a_tunnel_that_stays_open_after_the_grace() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Open tunnels after a reload
+// ---------------------------------------------------------------------------------------------
+
+/// A policy for the tunnel re-decision test: the fake DNS names, the literal 127.0.0.1, and
+/// `allow_local_binding` as given (the names resolve to 127.0.0.1, so it decides them).
+fn tunnel_policy(dns: &FakeDns, allow_local_binding: bool, domains: &str) -> String {
+    format!(
+        "enabled = true\nallow_local_binding = {allow_local_binding}\n[domains]\n\
+         \"127.0.0.1\" = \"allow\"\n{domains}\n\n\
+         [dns]\nservers = [\"{}\"]\ntimeout_ms = 1000\n",
+        dns.addr
+    )
+}
+
+/// Waits for the proxy to close `tunnel`: EOF (or a reset) well within the read timeout.
+fn expect_closed(tunnel: &mut TcpStream, what: &str) {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    match tunnel.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: {n} unexpected bytes"),
+        Err(e) => assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{what} is still open after {:?}",
+            start.elapsed()
+        ),
+    }
+    assert!(
+        start.elapsed() < IO_TIMEOUT,
+        "{what}: {:?}",
+        start.elapsed()
+    );
+}
+
+/// An admin POST with the token `serve` generated under `runtime_dir`.
+fn admin_post(admin: SocketAddr, runtime_dir: &Path, path: &str, body: &str) -> Reply {
+    let token = std::fs::read_to_string(runtime_dir.join("egress-proxy/admin-token")).unwrap();
+    let mut stream = connect(admin);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token.trim(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_reply(&mut stream, false)
+}
+
+/// Issue 11 item 15: a reload, or `POST /mode`, re-decides every open CONNECT and SOCKS5
+/// tunnel (the name and the address it was pinned to) and closes the ones the new policy
+/// denies, each with an audit close line saying why; the others live on.
+#[test]
+fn reload_and_mode_switch_close_the_open_tunnels_they_deny() {
+    let dir = Dir::new();
+    let dns = fake_dns();
+    let echo_server = TcpEcho::start();
+    let port = echo_server.addr.port();
+    let domains = "\"allowed.test\" = \"allow\"\n\"other.test\" = \"allow\"";
+    let config = dir.write("policy.toml", &tunnel_policy(&dns, true, domains));
+    let audit = dir.path("audit.jsonl");
+    let mut serve = Serve::start(
+        &config,
+        &["--audit-log", audit.to_str().unwrap()],
+        &dir.runtime(),
+    );
+
+    // Denied by a rule after the reload.
+    let mut by_rule = connect_tunnel(serve.http, &format!("allowed.test:{port}"));
+    echo(&mut by_rule, b"allowed.test");
+    // Still allowed by name, but pinned to 127.0.0.1, which the new policy no longer opens.
+    let mut by_address = connect_tunnel(serve.http, &format!("other.test:{port}"));
+    echo(&mut by_address, b"other.test");
+    // An exact IP allow: survives the reload, not the switch to limited mode.
+    let mut survivor = socks_tunnel(serve.socks.unwrap(), echo_server.addr);
+    echo(&mut survivor, b"127.0.0.1");
+
+    let tightened = "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"";
+    std::fs::write(&config, tunnel_policy(&dns, false, tightened)).unwrap();
+    serve.signal(Signal::SIGHUP);
+    serve.wait_for_line("policy reloaded");
+    expect_closed(&mut by_rule, "the tunnel to allowed.test");
+    expect_closed(&mut by_address, "the tunnel to other.test");
+    echo(&mut survivor, b"still allowed after the reload");
+
+    let reply = admin_post(
+        serve.admin,
+        &dir.runtime(),
+        "/mode",
+        r#"{"mode": "limited"}"#,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    expect_closed(&mut survivor, "the SOCKS5 tunnel in limited mode");
+
+    let metrics = admin_get(serve.admin, "/metrics").body;
+    let revoked = |protocol: &str, reason: &str| {
+        sample(
+            &metrics,
+            "egress_tunnels_revoked_total",
+            &[("protocol", protocol), ("reason", reason)],
+        )
+    };
+    assert_eq!(revoked("connect", "deny-rule"), Some(1.0), "{metrics}");
+    assert_eq!(revoked("connect", "dns-non-public:loopback"), Some(1.0));
+    assert_eq!(revoked("socks-tcp", "method-not-allowed"), Some(1.0));
+
+    // The close lines are written as the relays end: poll for all three.
+    let deadline = Instant::now() + DEADLINE;
+    let closes = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let closes: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["event"] == "close")
+            .collect();
+        if closes.len() >= 3 || Instant::now() >= deadline {
+            break closes;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let close = |host: &str, protocol: &str| -> &Value {
+        closes
+            .iter()
+            .find(|v| v["host"] == host && v["protocol"] == protocol)
+            .unwrap_or_else(|| panic!("no close line for {host}: {closes:#?}"))
+    };
+    let line = close("allowed.test", "connect");
+    assert_eq!(line["closed_by"], "policy-reload", "{line}");
+    assert_eq!(line["reason"], "deny-rule", "{line}");
+    assert_eq!(line["rule"], "allowed.test", "{line}");
+    assert_eq!(line["bytes_up"], 12, "{line}");
+    let line = close("other.test", "connect");
+    assert_eq!(line["closed_by"], "policy-reload", "{line}");
+    assert_eq!(line["reason"], "dns-non-public:loopback", "{line}");
+    let line = close("127.0.0.1", "socks-tcp");
+    assert_eq!(line["closed_by"], "policy-reload", "{line}");
+    assert_eq!(line["reason"], "method-not-allowed", "{line}");
+    assert_eq!(line["port"], port, "{line}");
+
+    serve.signal(Signal::SIGTERM);
+    assert_eq!(serve.expect_exit(DEADLINE).code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Audit log
 // ---------------------------------------------------------------------------------------------
 

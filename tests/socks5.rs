@@ -1022,6 +1022,53 @@ async fn udp_from_a_foreign_source_port_is_ignored() {
     );
 }
 
+/// Sends one datagram to the relay at argv[1] (hex in argv[2]) from a UDP socket created
+/// after `setuid(65534)`, waits a second for an answer, and prints whether one came.
+const SEND_AS_NOBODY: &str = r#"
+import os, socket, sys
+os.setuid(65534)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(1.0)
+host, port = sys.argv[1].rsplit(":", 1)
+s.sendto(bytes.fromhex(sys.argv[2]), (host, int(port)))
+try:
+    s.recvfrom(65536)
+    print("answered")
+except socket.timeout:
+    print("ignored")
+"#;
+
+/// Issue 11 item 16: with no client port in the ASSOCIATE request, another local user's
+/// socket cannot take the association over by sending first; the client (same uid as its
+/// control connection) still gets its datagrams relayed.
+#[tokio::test]
+async fn udp_first_datagram_from_another_users_socket_does_not_take_over() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: creating a socket of another uid needs root");
+        return;
+    }
+    let echo = UdpEcho::start();
+    let port = echo.addr.port();
+    let proxy = start(Setup::default()).await;
+    let a = associate(&proxy, false).await;
+    let intruder = datagram(0, Dest::Name(b"udp.test"), port, b"intruder");
+    let hex: String = intruder.iter().map(|b| format!("{b:02x}")).collect();
+    let run = tokio::process::Command::new("python3")
+        .args(["-c", SEND_AS_NOBODY, &a.relay.to_string(), &hex])
+        .stdin(Stdio::null())
+        .output();
+    let out = within("the other user's datagram", run).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ignored");
+    assert_eq!(echo.datagrams(), 0, "the other user's datagram was relayed");
+
+    a.round_trip(Dest::Name(b"udp.test"), port, b"the client")
+        .await;
+    assert_eq!(echo.datagrams(), 1);
+}
+
 #[tokio::test]
 async fn udp_fragments_and_malformed_headers_are_dropped() {
     let echo = UdpEcho::start();

@@ -14,7 +14,7 @@ use super::respond::{self, Failure};
 use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::splice::relay_tcp;
-use crate::net::{dial::dial, tunnel, Ctx, Denied};
+use crate::net::{dial::dial, tunnel, Allowed, Ctx, Denied};
 use crate::policy::{Access, Target};
 
 /// `slot` is the client connection's permit (`max_connections`); the tunnel holds it until it
@@ -82,8 +82,17 @@ pub async fn handle(
         if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err() {
             return;
         }
-        let relay = relay_tcp(parts.io.inner(), &upstream, idle);
-        tunnel(&ctx, id, Protocol::Connect, client, &target, relay).await;
+        let allowed = Allowed {
+            id,
+            protocol: Protocol::Connect,
+            client,
+            target: &target,
+            pinned: &pinned,
+        };
+        tunnel(&ctx, allowed, &upstream, |revoked| {
+            relay_tcp(parts.io.inner(), &upstream, idle, revoked.wait())
+        })
+        .await;
     });
     let mut response = Response::new(respond::full(""));
     *response.status_mut() = StatusCode::OK;

@@ -2,6 +2,7 @@
 //! buffer into a pipe and from the pipe into the other socket's send buffer, so tunnel data
 //! never passes through user memory. This is what keeps a tunnel close to loopback speed.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,12 +19,14 @@ use super::relay::{Clock, RelayStats};
 const CHUNK: usize = 1 << 20;
 
 /// Splices both ways until both directions are done (EOF is passed on as a write shutdown),
-/// an error occurs, or nothing moves for `idle`. The counts are what moved either way, so a
-/// tunnel that ends in a reset still reports its bytes.
+/// an error occurs, nothing moves for `idle`, or `stop` completes (a reload denied the
+/// tunnel). The counts are what moved either way, so a tunnel that ends in a reset still
+/// reports its bytes.
 pub async fn relay_tcp(
     client: &TcpStream,
     upstream: &TcpStream,
     idle: Duration,
+    stop: impl Future<Output = ()>,
 ) -> (RelayStats, io::Result<()>) {
     let clock = Clock::new();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -36,6 +39,7 @@ pub async fn relay_tcp(
     let (idle_timeout, result) = tokio::select! {
         result = both => (false, result.map(|_| ())),
         () = clock.idle(idle) => (true, Ok(())),
+        () = stop => (false, Ok(())),
     };
     let stats = RelayStats {
         up: up.load(Ordering::Relaxed),
@@ -122,6 +126,7 @@ impl Drop for Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::pending;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -138,7 +143,13 @@ mod tests {
         let (mut client, client_side) = pair().await;
         let (upstream_side, mut origin) = pair().await;
         let task = tokio::spawn(async move {
-            relay_tcp(&client_side, &upstream_side, Duration::from_secs(30)).await
+            relay_tcp(
+                &client_side,
+                &upstream_side,
+                Duration::from_secs(30),
+                pending(),
+            )
+            .await
         });
         let big = vec![7u8; 3 << 20];
         let writer = tokio::spawn(async move {
@@ -184,7 +195,13 @@ mod tests {
         let (mut client, client_side) = pair().await;
         let (upstream_side, mut origin) = pair().await;
         let task = tokio::spawn(async move {
-            relay_tcp(&client_side, &upstream_side, Duration::from_secs(30)).await
+            relay_tcp(
+                &client_side,
+                &upstream_side,
+                Duration::from_secs(30),
+                pending(),
+            )
+            .await
         });
         client.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
@@ -205,11 +222,41 @@ mod tests {
         assert_eq!(stats.up, 5);
     }
 
+    #[tokio::test]
+    async fn stop_ends_the_relay_with_its_counts() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut origin) = pair().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stopped.await;
+            };
+            relay_tcp(&client_side, &upstream_side, Duration::from_secs(30), stop).await
+        });
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        origin.read_exact(&mut got).await.unwrap();
+        stop.send(()).unwrap();
+        let (stats, result) = task.await.unwrap();
+        result.unwrap();
+        assert_eq!((stats.up, stats.down, stats.idle_timeout), (5, 0, false));
+        // The relay's sockets are closed: both ends see EOF.
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(origin.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ends_when_idle() {
         let (_client, client_side) = pair().await;
         let (upstream_side, _origin) = pair().await;
-        let (stats, result) = relay_tcp(&client_side, &upstream_side, Duration::from_secs(5)).await;
+        let (stats, result) = relay_tcp(
+            &client_side,
+            &upstream_side,
+            Duration::from_secs(5),
+            pending(),
+        )
+        .await;
         result.unwrap();
         assert!(stats.idle_timeout);
     }

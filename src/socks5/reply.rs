@@ -6,6 +6,7 @@ use std::io;
 
 use super::codec::{Command, RequestError};
 use crate::net::dial::DialError;
+use crate::net::owner::OwnerError;
 use crate::net::Denied;
 use crate::policy::Reason;
 
@@ -45,6 +46,10 @@ pub enum Failure<'a> {
     /// A local resource failed, e.g. binding the UDP relay socket.
     #[error("local error: {0}")]
     Local(&'a io::Error),
+    /// The owner of a loopback client's control connection could not be told, so no
+    /// datagram could be attributed to it.
+    #[error("cannot tell who owns the client's connection: {0}")]
+    Owner(&'a OwnerError),
 }
 
 pub fn code(failure: &Failure<'_>) -> Code {
@@ -67,7 +72,7 @@ pub fn code(failure: &Failure<'_>) -> Code {
         Failure::Request(RequestError::Version(_) | RequestError::Incomplete) => {
             Code::GeneralFailure
         }
-        Failure::Busy | Failure::Local(_) => Code::GeneralFailure,
+        Failure::Busy | Failure::Local(_) | Failure::Owner(_) => Code::GeneralFailure,
     }
 }
 
@@ -158,6 +163,8 @@ mod tests {
             Code::GeneralFailure
         );
         assert_eq!(code(&Failure::Busy), Code::GeneralFailure);
+        let unknown = OwnerError::NotFound("127.0.0.1:9".parse().unwrap());
+        assert_eq!(code(&Failure::Owner(&unknown)), Code::GeneralFailure);
         let err = io::Error::from(io::ErrorKind::AddrInUse);
         assert_eq!(code(&Failure::Local(&err)), Code::GeneralFailure);
         assert_eq!(Code::AddressTypeNotSupported as u8, 0x08);

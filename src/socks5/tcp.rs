@@ -10,7 +10,7 @@ use super::reply::Failure;
 use crate::audit::Protocol;
 use crate::net::dial::dial;
 use crate::net::splice::relay_tcp;
-use crate::net::{tunnel, Ctx};
+use crate::net::{tunnel, Allowed, Ctx};
 
 /// Serves one CONNECT request. `early` is what the client sent after the request without
 /// waiting for our reply; it goes upstream first (and is not in the closed line's byte count).
@@ -40,14 +40,16 @@ pub async fn connect(
     if !early.is_empty() && upstream.write_all(early).await.is_err() {
         return;
     }
-    let relay = relay_tcp(&stream, &upstream, ctx.limits.idle_timeout);
-    tunnel(
-        ctx,
-        allowed.id,
-        Protocol::SocksTcp,
+    let idle = ctx.limits.idle_timeout;
+    let opened = Allowed {
+        id: allowed.id,
+        protocol: Protocol::SocksTcp,
         client,
-        &allowed.target,
-        relay,
-    )
+        target: &allowed.target,
+        pinned: &allowed.pinned,
+    };
+    tunnel(ctx, opened, &upstream, |revoked| {
+        relay_tcp(&stream, &upstream, idle, revoked.wait())
+    })
     .await;
 }

@@ -10,6 +10,12 @@
 //! - Datagrams are accepted from the control connection's peer IP only, and from one port:
 //!   the one the ASSOCIATE request named, else the first one seen. The relay socket is then
 //!   connected to that address, so the kernel drops everything else.
+//! - On loopback every local user shares the client's IP, so when the request names no port
+//!   the first datagram is accepted only from a UDP socket owned by the same uid as the
+//!   client's end of the control connection (both read from the kernel's socket tables by
+//!   [`crate::net::owner`], once each: at ASSOCIATE, and for first datagrams until one is
+//!   accepted). Processes of the same uid are not told apart: any of them can still send the
+//!   first datagram. A client on another host is identified by its IP alone.
 //! - Every destination is decided by [`super::authorize`] (policy, one lookup, audit) before
 //!   its first datagram leaves; a name is resolved once and its first checked address is
 //!   what datagrams go to while the cache entry lives. The cache is emptied when the policy
@@ -33,6 +39,7 @@ use tokio::time::Instant;
 use super::codec::{self, UdpHeader};
 use super::reply::Failure;
 use crate::audit::Protocol;
+use crate::net::owner::{self, OwnerError};
 use crate::net::{Ctx, Gate};
 use crate::policy::Policy;
 
@@ -85,7 +92,18 @@ pub async fn associate(
         return super::reject(&mut control, client, &Failure::Busy).await;
     };
     let source = (port != 0).then(|| SocketAddr::new(client.ip(), port));
-    let (relay, bound) = match bind_relay(&control, source).await {
+    let local = match control.local_addr() {
+        Ok(local) => local,
+        Err(error) => return super::reject(&mut control, client, &Failure::Local(&error)).await,
+    };
+    let owner = match first_datagram_owner(client, local, source).await {
+        Ok(owner) => owner,
+        Err(error) => {
+            tracing::warn!(%client, %error, "cannot tell who owns a SOCKS5 UDP client");
+            return super::reject(&mut control, client, &Failure::Owner(&error)).await;
+        }
+    };
+    let (relay, bound) = match bind_relay(local, source).await {
         Ok(relay) => relay,
         Err(error) => {
             tracing::warn!(%client, %error, "cannot bind a UDP relay socket");
@@ -95,7 +113,7 @@ pub async fn associate(
     if super::succeed(&mut control, bound).await.is_err() {
         return;
     }
-    let mut association = Association::new(ctx, client, source, relay);
+    let mut association = Association::new(ctx, client, source, owner, relay);
     let gauge = metrics::gauge!("egress_udp_associations");
     gauge.increment(1.0);
     let start = Instant::now();
@@ -114,12 +132,26 @@ pub async fn associate(
     );
 }
 
+/// The uid whose UDP socket may send the first datagram: that of the client's end of the
+/// control connection, when the client is on loopback and named no port. `None` when the
+/// source is fixed already, or the client is on another host, where no uid can be known.
+/// `local` is the control connection's own address.
+async fn first_datagram_owner(
+    client: SocketAddr,
+    local: SocketAddr,
+    source: Option<SocketAddr>,
+) -> Result<Option<u32>, OwnerError> {
+    if source.is_some() || !client.ip().to_canonical().is_loopback() {
+        return Ok(None);
+    }
+    owner::tcp_owner(client, local).await.map(Some)
+}
+
 /// Binds the client-facing socket next to the control connection's local address.
 async fn bind_relay(
-    control: &TcpStream,
+    local: SocketAddr,
     source: Option<SocketAddr>,
 ) -> io::Result<(UdpSocket, SocketAddr)> {
-    let local = control.local_addr()?;
     let relay = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
     if let Some(source) = source {
         relay.connect(source).await?;
@@ -134,6 +166,8 @@ struct Association<'a> {
     client: SocketAddr,
     /// The one address datagrams are accepted from, once known.
     source: Option<SocketAddr>,
+    /// Until `source` is known: the uid that must own the socket of the first datagram.
+    owner: Option<u32>,
     sockets: Sockets,
     routes: Routes,
     stats: UdpStats,
@@ -160,11 +194,18 @@ enum Family {
 }
 
 impl<'a> Association<'a> {
-    fn new(ctx: &'a Ctx, client: SocketAddr, source: Option<SocketAddr>, relay: UdpSocket) -> Self {
+    fn new(
+        ctx: &'a Ctx,
+        client: SocketAddr,
+        source: Option<SocketAddr>,
+        owner: Option<u32>,
+        relay: UdpSocket,
+    ) -> Self {
         Association {
             ctx,
             client,
             source,
+            owner,
             sockets: Sockets {
                 relay,
                 v4: None,
@@ -240,11 +281,33 @@ impl<'a> Association<'a> {
         match self.source {
             Some(source) => Ok(source == from),
             None if from.ip() == self.client.ip() => {
+                if !self.owned_by_client(from).await {
+                    return Ok(false);
+                }
                 self.sockets.relay.connect(from).await?;
                 self.source = Some(from);
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    /// Whether the socket that sent from `from` belongs to the control connection's user,
+    /// when that must be checked.
+    async fn owned_by_client(&self, from: SocketAddr) -> bool {
+        let Some(uid) = self.owner else {
+            return true;
+        };
+        match owner::udp_owner(from).await {
+            Ok(sender) if sender == uid => true,
+            Ok(sender) => {
+                tracing::warn!(client = %self.client, %from, sender, owner = uid, "a first SOCKS5 UDP datagram from another user's socket; ignored");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(client = %self.client, %from, %error, "cannot tell who sent a first SOCKS5 UDP datagram; ignored");
+                false
+            }
         }
     }
 
@@ -497,7 +560,8 @@ mod tests {
         let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let relay_addr = relay.local_addr().unwrap();
-        let mut association = Association::new(&ctx, client.local_addr().unwrap(), None, relay);
+        let mut association =
+            Association::new(&ctx, client.local_addr().unwrap(), None, None, relay);
         let to = |ip: [u8; 4], port: u16, frag: u8, payload: &[u8]| {
             let mut d = vec![0, 0, frag, 1];
             d.extend_from_slice(&ip);

@@ -1,0 +1,284 @@
+//! The open TCP tunnels (CONNECT and SOCKS5 CONNECT), so that a new policy generation closes
+//! the ones it no longer allows instead of letting them outlive the reload that denies them.
+//!
+//! The registry's lock is taken when a tunnel opens, when it closes and on reload, never per
+//! byte. Re-deciding needs no DNS: the name goes through the domain rules again, and the
+//! address actually dialled through the IP rules and the classifier, as if the name had
+//! resolved to it alone. A UDP association needs none of this: it re-decides every
+//! destination on its next datagram after a reload.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::Notify;
+
+use crate::audit::Protocol;
+use crate::policy::{Access, Decision, Policy, Target};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Every open tunnel, by its decision id.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    open: Mutex<FastMap<u64, Entry>>,
+}
+
+/// What re-deciding one tunnel needs.
+#[derive(Debug)]
+struct Entry {
+    protocol: Protocol,
+    client: SocketAddr,
+    target: Target<'static>,
+    /// The address the tunnel is connected to.
+    dialled: IpAddr,
+    revocation: Arc<Revocation>,
+}
+
+/// Set once, by the generation that denies the tunnel; the relay waits for it.
+#[derive(Debug, Default)]
+struct Revocation {
+    decision: OnceLock<Decision>,
+    notify: Notify,
+}
+
+/// What a tunnel's relay waits on besides its sockets: completes once a new policy generation
+/// denies the tunnel.
+#[derive(Debug)]
+pub struct Revoked(Arc<Revocation>);
+
+impl Revoked {
+    pub async fn wait(self) {
+        // `notify_one` leaves a permit when nobody waits yet, so a revocation that comes
+        // before the relay first polls this is not lost.
+        self.0.notify.notified().await;
+    }
+}
+
+/// A tunnel's place in the registry; dropping it takes the tunnel out.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    tunnels: &'a Tunnels,
+    id: u64,
+    revocation: Arc<Revocation>,
+}
+
+impl Registration<'_> {
+    /// The future the relay selects on.
+    pub fn revoked(&self) -> Revoked {
+        Revoked(Arc::clone(&self.revocation))
+    }
+
+    /// The decision of the generation that closed the tunnel, if one did.
+    pub fn revocation(&self) -> Option<&Decision> {
+        self.revocation.decision.get()
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.tunnels.lock().remove(&self.id);
+    }
+}
+
+impl Tunnels {
+    /// Adds an allowed tunnel connected to `dialled`, by the id of its decision.
+    pub fn register(
+        &self,
+        id: u64,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &Target<'_>,
+        dialled: IpAddr,
+    ) -> Registration<'_> {
+        let revocation = Arc::new(Revocation::default());
+        let entry = Entry {
+            protocol,
+            client,
+            target: target.clone().into_owned(),
+            dialled,
+            revocation: Arc::clone(&revocation),
+        };
+        self.lock().insert(id, entry);
+        Registration {
+            tunnels: self,
+            id,
+            revocation,
+        }
+    }
+
+    /// Re-decides every open tunnel under `policy` and closes the ones it denies; returns how
+    /// many it closed.
+    pub fn recheck(&self, policy: &Policy) -> usize {
+        self.revoke_denied(policy, None)
+    }
+
+    /// Re-decides one tunnel: for a tunnel decided by an older generation than the one that
+    /// was current when it registered, whose reload may have walked the registry before it.
+    pub fn recheck_one(&self, policy: &Policy, id: u64) -> usize {
+        self.revoke_denied(policy, Some(id))
+    }
+
+    fn revoke_denied(&self, policy: &Policy, only: Option<u64>) -> usize {
+        let mut closed = 0;
+        self.lock().retain(|&id, entry| {
+            if only.is_some_and(|only| only != id) {
+                return true;
+            }
+            let decision = redecide(policy, &entry.target, entry.dialled);
+            if decision.is_allowed() {
+                return true;
+            }
+            let reason = decision.reason.code();
+            tracing::info!(
+                id,
+                protocol = entry.protocol.as_str(),
+                client = %entry.client,
+                dest = %entry.target,
+                ip = %entry.dialled,
+                reason,
+                "closing a tunnel the new policy denies"
+            );
+            metrics::counter!(
+                "egress_tunnels_revoked_total",
+                "protocol" => entry.protocol.as_str(),
+                "reason" => reason
+            )
+            .increment(1);
+            let _ = entry.revocation.decision.set(decision);
+            entry.revocation.notify.notify_one();
+            closed += 1;
+            false
+        });
+        closed
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FastMap<u64, Entry>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The decision `policy` makes for a tunnel to `target` that is connected to `dialled`.
+fn redecide(policy: &Policy, target: &Target<'_>, dialled: IpAddr) -> Decision {
+    let decision = policy.decide(target, Access::Tunnel);
+    if decision.needs_dns() {
+        policy.check_resolved(decision, target.port, &[dialled])
+    } else {
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MultiAnswer;
+    use crate::policy::{Action, Mode, Origin, PolicyOptions, Reason, RuleSpec};
+
+    fn policy(rules: &[(&str, Action)], allow_local_binding: bool) -> Policy {
+        let rules: Vec<RuleSpec> = rules
+            .iter()
+            .map(|&(pattern, action)| RuleSpec {
+                pattern: pattern.to_string(),
+                action,
+                origin: Origin::Api,
+                managed: false,
+            })
+            .collect();
+        let options = PolicyOptions {
+            allow_local_binding,
+            multi_answer: MultiAnswer::BlockIfAnyNonPublic,
+            ..PolicyOptions::default()
+        };
+        Policy::new(&rules, &[], options).unwrap()
+    }
+
+    #[test]
+    fn redecides_the_name_and_the_dialled_address() {
+        let name = Target::parse_authority("allowed.test:443", None).unwrap();
+        let ip = Target::parse_authority("127.0.0.1:443", None).unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let public: IpAddr = "93.184.216.34".parse().unwrap();
+        let open = policy(
+            &[
+                ("allowed.test", Action::Allow),
+                ("127.0.0.1", Action::Allow),
+            ],
+            true,
+        );
+        assert!(redecide(&open, &name, loopback).is_allowed());
+        assert!(redecide(&open, &ip, loopback).is_allowed());
+        let cases = [
+            // The name is now denied.
+            (
+                policy(&[("allowed.test", Action::Deny)], true),
+                &name,
+                public,
+                Reason::DenyRule,
+            ),
+            // The name is still allowed, but the address it was pinned to no longer is.
+            (
+                policy(&[("allowed.test", Action::Allow)], false),
+                &name,
+                loopback,
+                Reason::DnsNonPublic(crate::policy::IpClass::Loopback),
+            ),
+            (
+                policy(
+                    &[
+                        ("allowed.test", Action::Allow),
+                        ("93.184.216.0/24", Action::Deny),
+                    ],
+                    true,
+                ),
+                &name,
+                public,
+                Reason::DenyRule,
+            ),
+            (
+                policy(&[("allowed.test", Action::Allow)], true),
+                &ip,
+                loopback,
+                Reason::NotAllowed,
+            ),
+            (
+                open.with_mode(Mode::Limited),
+                &name,
+                loopback,
+                Reason::MethodNotAllowed,
+            ),
+        ];
+        for (policy, target, dialled, reason) in cases {
+            let decision = redecide(&policy, target, dialled);
+            assert!(!decision.is_allowed(), "{target} via {dialled}");
+            assert_eq!(decision.reason, reason, "{target} via {dialled}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recheck_revokes_only_denied_tunnels() {
+        let tunnels = Tunnels::default();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let kept = Target::parse_authority("kept.test:80", None).unwrap();
+        let gone = Target::parse_authority("gone.test:80", None).unwrap();
+        let a = tunnels.register(1, Protocol::Connect, client, &kept, loopback);
+        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, loopback);
+        let rules = [("kept.test", Action::Allow), ("gone.test", Action::Deny)];
+        let new = policy(&rules, true);
+        assert_eq!(tunnels.recheck(&new), 1);
+        // Revoked before anyone waited: the relay still sees it.
+        tokio::time::timeout(std::time::Duration::from_secs(1), b.revoked().wait())
+            .await
+            .expect("revoked");
+        assert_eq!(b.revocation().map(|d| d.reason), Some(Reason::DenyRule));
+        assert!(a.revocation().is_none());
+        // Only the survivor is left to re-decide; an unrelated id is not touched.
+        assert_eq!(tunnels.recheck_one(&policy(&[], true), 3), 0);
+        assert_eq!(tunnels.lock().len(), 1);
+        drop(a);
+        assert!(tunnels.lock().is_empty());
+        drop(b);
+    }
+}
