@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use classifier::{classify, IpClass};
-pub use host::{Host, InvalidHost, Target};
+pub use host::{Host, InvalidHost, Target, UrlScheme};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use spec::{Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};

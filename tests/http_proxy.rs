@@ -1342,6 +1342,114 @@ fn invalid_hosts_are_400_invalid_host() {
     w.assert_nothing_reached_upstream();
 }
 
+/// `check URL` and the listener derive a URL's destination with one function, so they agree on
+/// every URL: the listener answers 400 exactly when `check` says `invalid-host`, and otherwise
+/// both name the same canonical host and port and reach the same decision. A tunnelled scheme
+/// (`https`, `ws`, `wss`) is never forwarded (400) and is judged as the CONNECT a client sends.
+#[test]
+fn check_and_the_listener_agree_on_every_url() {
+    let proxy = Proxy::builder().deny("evil.test").start();
+    let urls = [
+        "http:///path",
+        "http://",
+        "http://:80/",
+        "http://a@b/",
+        "http://@b/",
+        "http://a@/",
+        "http://a@b@c/",
+        "http://[x]@c/",
+        "http://u:p%40w@evil.test/",
+        "http://[::1",
+        "http://[::1/",
+        "http://[::1]x/",
+        "http://[::1]:8080/",
+        "http://[fe80::1%25eth0]/",
+        "http://::1/",
+        "http://host:0/",
+        "http://host:/",
+        "http://host:65536/",
+        "http://host:80:80/",
+        "http://ho st/",
+        "http://exa%6dple.com/",
+        "http://bücher.de/",
+        "http://a\\b/",
+        "http://a\"b/",
+        "http://*.example.com/",
+        "http://a..b/",
+        "http://1.2.3.4.5/",
+        "HTTP://Example.COM./",
+        "http://EVIL.test./x",
+        "http://evil.test:8080?x",
+        "http://127.0.0.1#@evil.test/",
+        "http://127.1/",
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://example.com/<",
+        "http://example.com/`",
+        "http://example.com/?\"",
+        "http://example.com/a\"{}|^\\?{}`#<>",
+        "ftp://x/",
+        "gopher://x/",
+        "ws://",
+        "https://",
+        "https://example.com/",
+        "https://a@evil.test:8443/",
+        "https://[::1]/",
+        "wss://example.com/",
+        "ws://evil.test/",
+    ];
+    let mut args = vec!["check", "--json", "--no-dns", "--deny", "evil.test"];
+    args.extend(urls);
+    let (_, out, err) = support::bin::run(&args);
+    assert_eq!(err, "");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), urls.len(), "{out}");
+    // The decision and destination the listener reports: `(reason, host:port)`, or `None` for 400.
+    let listener = |reply: &Reply| {
+        if reply.status == 400 {
+            return None;
+        }
+        let body = reply.text();
+        let dest = body
+            .strip_prefix("egress-proxy: blocked ")
+            .and_then(|rest| rest.split_once(": "))
+            .unwrap_or_else(|| panic!("not a denial: {reply:?}"))
+            .0
+            .to_string();
+        Some((reply.header("x-proxy-reason").unwrap().to_string(), dest))
+    };
+    for (url, line) in urls.iter().zip(&lines) {
+        assert_eq!(line["target"], *url);
+        let checked = (line["reason"] != "invalid-host").then(|| {
+            let (host, port) = (line["host"].as_str().unwrap(), &line["port"]);
+            let dest = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            (line["reason"].as_str().unwrap().to_string(), dest)
+        });
+        let forwarded = raw_request(
+            proxy.addr,
+            format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let tunnelled = !url.to_ascii_lowercase().starts_with("http://");
+        if !tunnelled {
+            assert_eq!(listener(&forwarded), checked, "{url}: {forwarded:?}");
+            continue;
+        }
+        assert_eq!(forwarded.status, 400, "{url}: {forwarded:?}");
+        if let Some((_, dest)) = &checked {
+            let (_, reply) = connect_tunnel(proxy.addr, dest);
+            assert_eq!(listener(&reply), checked, "{url} as CONNECT: {reply:?}");
+        }
+    }
+}
+
 /// A CIDR deny rule also judges the addresses a name resolves to: an allowed name whose
 /// answer falls in a denied range never connects (the shape of a metadata-endpoint deny).
 #[test]

@@ -28,7 +28,7 @@ use super::respond::{self, Failure};
 use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
-use crate::policy::{Access, Target};
+use crate::policy::{Access, InvalidHost, Target, UrlScheme};
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -59,26 +59,27 @@ pub async fn handle(
         return unix(req, &path, client, ctx, cache).await;
     }
     let uri = req.uri();
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(_) => {
+    let Some(scheme) = uri.scheme_str() else {
+        return respond::response(&Failure::BadRequest(
+            "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+        ));
+    };
+    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
+        return respond::response(&Failure::BadRequest("request URI has no host"));
+    };
+    // What the Host header carries and what the log names: never the userinfo.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let target = match Target::parse_url_authority(scheme, authority) {
+        Ok((UrlScheme::Http, target)) => target,
+        Ok((UrlScheme::Tunnel, _)) | Err(InvalidHost::BadScheme) => {
             return respond::response(&Failure::BadRequest(
                 "only http:// URLs are forwarded; use CONNECT for https",
             ))
         }
-        None => {
-            return respond::response(&Failure::BadRequest(
-                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-            ))
+        Err(_) => {
+            let denied = Denied::invalid_host();
+            return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
         }
-    }
-    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
-        return respond::response(&Failure::BadRequest("request URI has no host"));
-    };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let Ok(target) = Target::parse_authority(host_port, Some(80)) else {
-        let denied = Denied::invalid_host();
-        return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
     };
     let access = Access::Http {
         method: req.method().as_str(),
