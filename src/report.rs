@@ -30,7 +30,10 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
         // A plain-HTTP URL is what a forward-proxy GET carries; the others travel as a tunnel.
         Target::parse_url(input).map(|(scheme, target)| {
             let access = match scheme {
-                UrlScheme::Http => Access::Http { method: "GET" },
+                UrlScheme::Http => Access::Http {
+                    method: "GET",
+                    body: false,
+                },
                 UrlScheme::Tunnel => Access::Tunnel,
             };
             (target.into_owned(), access)

@@ -1626,6 +1626,63 @@ fn limited_mode_blocks_other_methods_and_connect() {
     w.assert_nothing_reached_upstream();
 }
 
+/// Limited mode refuses a GET, HEAD or OPTIONS that carries a body (by length or chunked):
+/// a body would make a read an upload. `Content-Length: 0` is no body.
+#[test]
+fn limited_mode_refuses_a_request_body_on_reads() {
+    let w = World::with(|b| b.mode(Mode::Limited));
+    let url = w.url("allowed.test", "/up");
+    for (method, framing) in [
+        ("GET", "Content-Length: 5\r\n\r\nhello"),
+        ("HEAD", "Content-Length: 5\r\n\r\nhello"),
+        ("OPTIONS", "Content-Length: 5\r\n\r\nhello"),
+        (
+            "GET",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+    ] {
+        let mut stream = connect(w.proxy.addr);
+        write!(
+            stream,
+            "{method} {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}"
+        )
+        .unwrap();
+        // The answer to a HEAD has a length but no body.
+        let reply = if method == "HEAD" {
+            let (status, headers) = read_head(&mut stream);
+            Reply {
+                status,
+                headers,
+                body: Vec::new(),
+            }
+        } else {
+            read_reply(&mut stream)
+        };
+        assert_verdict(
+            &reply,
+            403,
+            "blocked-by-method-policy",
+            "method-not-allowed",
+        );
+        if method != "HEAD" {
+            assert_denial_body(
+                &reply,
+                &w.at_origin("allowed.test"),
+                "no request body",
+                "rule: none",
+            );
+        }
+    }
+    w.assert_nothing_reached_upstream();
+    let reply = raw_request(
+        w.proxy.addr,
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(w.origin.request_count(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unix sockets
 // ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
@@ -83,6 +83,7 @@ pub async fn handle(
     };
     let access = Access::Http {
         method: req.method().as_str(),
+        body: has_body(&req),
     };
     let pinned = match ctx.authorize(Protocol::Http, client, &target, access).await {
         Ok((_, pinned)) => pinned,
@@ -125,6 +126,7 @@ async fn unix(
         path,
         Access::Http {
             method: req.method().as_str(),
+            body: has_body(&req),
         },
     );
     if !decision.is_allowed() {
@@ -153,6 +155,12 @@ async fn unix(
     };
     // The URL's host is only what the Host header carries: keep the client's.
     exchange(prepare(req, None), kept, connect, &dest, cache).await
+}
+
+/// Whether the request carries a body, as hyper framed it: `Content-Length: 0` does not,
+/// any other length or a chunked body does.
+fn has_body(req: &Request<Incoming>) -> bool {
+    !req.body().is_end_stream()
 }
 
 /// Takes the kept upstream connection if it goes where `wanted` says and can take a request.
