@@ -1833,6 +1833,57 @@ fn assert_still_serving(w: &World, path: &str) {
     assert_eq!(reply.status, 200, "the proxy stopped serving: {reply:?}");
 }
 
+/// An origin that answers `101 Switching Protocols` to a forwarded request (whose `Upgrade`
+/// the proxy stripped) gets the client a 502, and its connection is closed.
+#[test]
+fn an_unrequested_101_from_the_origin_is_502_and_closes_the_upstream() {
+    let w = World::start();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let port = one_shot_origin(move |mut stream| {
+        read_until(&mut stream, b"\r\n\r\n");
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nwelcome",
+            )
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let _ = closed_tx.send(rest);
+    })
+    .port();
+    let mut stream = connect(w.proxy.addr);
+    write!(
+        stream,
+        "GET http://allowed.test:{port}/ws HTTP/1.1\r\nHost: allowed.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    .unwrap();
+    let reply = read_reply(&mut stream);
+    assert_eq!(
+        (reply.status, reply.header("x-proxy-error")),
+        (502, Some("upstream-failed")),
+        "{reply:?}"
+    );
+    assert!(
+        reply.text().contains("101 Switching Protocols"),
+        "{reply:?}"
+    );
+    let rest = closed_rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the upstream connection was closed");
+    assert!(
+        rest.is_empty(),
+        "sent to the origin after its 101: {rest:?}"
+    );
+    // The client connection is still a working HTTP connection.
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        w.url("allowed.test", "/after")
+    )
+    .unwrap();
+    assert_eq!(read_reply(&mut stream).status, 200);
+}
+
 #[test]
 fn malformed_request_lines_are_400_and_the_proxy_keeps_serving() {
     let w = World::start();

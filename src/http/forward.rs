@@ -20,7 +20,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
 };
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -244,7 +244,7 @@ where
             Err(response) => return response,
         },
     };
-    let error = match send(req, upstream, cache).await {
+    let error = match send(req, upstream, dest, cache).await {
         Ok(response) => return response,
         Err(error) => error,
     };
@@ -256,7 +256,7 @@ where
         Ok(upstream) => upstream,
         Err(response) => return response,
     };
-    match send(replay, upstream, cache).await {
+    match send(replay, upstream, dest, cache).await {
         Ok(response) => response,
         Err(error) => upstream_failure(dest, &error),
     }
@@ -303,12 +303,19 @@ fn closed_under_request(error: &hyper::Error) -> bool {
 }
 
 /// Sends one request; on success the connection is kept for the client's next request.
+/// A `101 Switching Protocols` is never relayed: the request went without `Upgrade` (it is
+/// hop-by-hop), so the client asked for no new protocol and its connection would be left
+/// speaking one. The upstream connection, handed over to the new protocol, is dropped.
 async fn send(
     req: Request<Body>,
     mut upstream: Upstream,
+    dest: &str,
     cache: &Mutex<Option<Upstream>>,
 ) -> Result<Response<Body>, hyper::Error> {
     let response = upstream.sender.send_request(req).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(respond::response(&Failure::UnrequestedUpgrade { dest }));
+    }
     if let Ok(mut slot) = cache.lock() {
         *slot = Some(upstream);
     }
