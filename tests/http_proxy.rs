@@ -1833,6 +1833,65 @@ fn assert_still_serving(w: &World, path: &str) {
     assert_eq!(reply.status, 200, "the proxy stopped serving: {reply:?}");
 }
 
+/// A client that sends its request and shuts down its write side still gets the whole
+/// answer: a denial and a forwarded response.
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    let w = World::start();
+    for (host, status) in [("evil.corp.test", 403), ("allowed.test", 200)] {
+        let mut stream = connect(w.proxy.addr);
+        write!(
+            stream,
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            w.url(host, "/half")
+        )
+        .unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let reply = read_reply(&mut stream);
+        assert_eq!(reply.status, status, "{host}: {reply:?}");
+        expect_close(&mut stream);
+    }
+    assert_eq!(w.origin.request_count(), 1);
+    assert!(w.origin.requests()[0].starts_with("GET /half HTTP/1.1\r\n"));
+}
+
+/// The same through `nc -N` (OpenBSD netcat), which shuts down its write side at the end of
+/// its input; skipped where it is not installed.
+#[test]
+fn printf_into_nc_gets_an_answer() {
+    let Ok(help) = Command::new("nc").arg("-h").output() else {
+        eprintln!("nc not installed; skipping");
+        return;
+    };
+    if !String::from_utf8_lossy(&help.stderr).contains("-N") {
+        eprintln!("this nc has no -N; skipping");
+        return;
+    }
+    let w = World::start();
+    let mut nc = Command::new("nc")
+        .args([
+            "-N",
+            "-w",
+            "5",
+            "127.0.0.1",
+            &w.proxy.addr.port().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        nc.stdin.take().unwrap(),
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        w.url("allowed.test", "/nc")
+    )
+    .unwrap();
+    let out = nc.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("saw GET /nc"), "{text}");
+}
+
 /// An origin that answers `101 Switching Protocols` to a forwarded request (whose `Upgrade`
 /// the proxy stripped) gets the client a 502, and its connection is closed.
 #[test]
