@@ -73,6 +73,9 @@ async fn serve_connection(
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true)
+        // A client may send its request and shut down its write side (`printf … | nc -N`);
+        // it still waits for the answer.
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);

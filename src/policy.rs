@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use classifier::{classify, IpClass};
-pub use host::{Host, InvalidHost, Target};
+pub use host::{Host, InvalidHost, Target, UrlScheme};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use spec::{Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
@@ -127,7 +127,7 @@ impl Reason {
             Reason::DenyRule => "a deny rule matches (deny beats allow)",
             Reason::NotAllowed => "no allow rule matches",
             Reason::MethodNotAllowed => {
-                "limited mode only allows GET, HEAD and OPTIONS over plain HTTP"
+                "limited mode only allows GET, HEAD and OPTIONS over plain HTTP, and no request body"
             }
             Reason::InvalidHost => "the host is not a valid name or address",
             Reason::NonPublicIp(class) if class.is_local() => {
@@ -226,8 +226,8 @@ impl Decision {
 /// What the client is asking to do; only `limited` mode looks at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access<'a> {
-    /// A plain-HTTP request with this method.
-    Http { method: &'a str },
+    /// A plain-HTTP request with this method; `body` if it carries a request body.
+    Http { method: &'a str, body: bool },
     /// A CONNECT tunnel or SOCKS5 (TCP or UDP): opaque bytes.
     Tunnel,
 }
@@ -537,9 +537,13 @@ const LOCALHOST: [IpAddr; 2] = [
     IpAddr::V6(Ipv6Addr::LOCALHOST),
 ];
 
-/// Limited mode lets only these through: reads over plain HTTP.
+/// Limited mode lets only these through: reads over plain HTTP. A body would make a "read"
+/// an upload channel, so a GET with one is not a read.
 fn is_read_only(access: Access<'_>) -> bool {
-    matches!(access, Access::Http { method } if matches!(method, "GET" | "HEAD" | "OPTIONS"))
+    matches!(
+        access,
+        Access::Http { method, body: false } if matches!(method, "GET" | "HEAD" | "OPTIONS")
+    )
 }
 
 /// Whether dialling `ip:port` would reach one of the proxy's own listeners.

@@ -3,12 +3,13 @@
 //! `validate --json` (also `/config`).
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::dns::{DnsError, Resolver};
-use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target, UnixAction};
+use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target, UnixAction, UrlScheme};
 
 /// One target's outcome, everything `check` prints.
 pub struct Outcome {
@@ -20,16 +21,32 @@ pub struct Outcome {
     resolved: bool,
 }
 
-/// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port` or a URL. With a
-/// resolver, an allowed name is resolved and every answer classified, as the listeners do.
+/// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port`, a bare IPv6
+/// address (port 443) or a URL. A URL is parsed by the function the HTTP listener uses, so
+/// `check` refuses exactly the URLs the listener refuses. With a resolver, an allowed name is
+/// resolved and every answer classified, as the listeners do.
 pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) -> Outcome {
     let parsed = if input.contains("://") {
-        Target::parse_url(input)
+        // A plain-HTTP URL is what a forward-proxy GET carries; the others travel as a tunnel.
+        Target::parse_url(input).map(|(scheme, target)| {
+            let access = match scheme {
+                UrlScheme::Http => Access::Http {
+                    method: "GET",
+                    body: false,
+                },
+                UrlScheme::Tunnel => Access::Tunnel,
+            };
+            (target.into_owned(), access)
+        })
+    } else if let Ok(ip) = input.parse::<Ipv6Addr>() {
+        // A string that is an IPv6 address whole is that address, not a host and a port.
+        Ok((Target::new(Host::Ip(IpAddr::V6(ip)), 443), Access::Tunnel))
     } else {
-        Target::parse_authority(input, Some(443)).map(Target::into_owned)
+        Target::parse_authority(input, Some(443))
+            .map(|target| (target.into_owned(), Access::Tunnel))
     };
-    let target = match parsed {
-        Ok(target) => target,
+    let (target, access) = match parsed {
+        Ok(parsed) => parsed,
         Err(invalid) => {
             return Outcome {
                 input: input.to_string(),
@@ -40,13 +57,6 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
                 resolved: false,
             }
         }
-    };
-    // A URL with a plain-HTTP scheme is what a forward-proxy GET would carry; anything else
-    // travels as a tunnel (CONNECT or SOCKS5).
-    let access = if input.starts_with("http://") || input.starts_with("ws://") {
-        Access::Http { method: "GET" }
-    } else {
-        Access::Tunnel
     };
     let mut decision = policy.decide(&target, access);
     let mut dns_error = None;

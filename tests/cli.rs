@@ -386,6 +386,50 @@ fn check_unlisted_name_is_not_allowed_and_not_resolved() {
     assert_eq!(dns.queries("other.test"), 0);
 }
 
+/// A TARGET that parses whole as an IPv6 address is that address on port 443; `[v6]:port`
+/// still names a port, and `::1:80` is the address `::1:80`, not `::1` port 80.
+#[test]
+fn check_takes_a_bare_ipv6_address() {
+    let (code, out, err) = run(&[
+        "check",
+        "--json",
+        "--no-dns",
+        "--allow",
+        "*",
+        "2001:4860:4860::8888",
+        "::1",
+        "::1:80",
+        "[::1]:8080",
+        "::ffff:127.0.0.1",
+        "fe80::1%eth0",
+    ]);
+    assert_eq!((code, err.as_str()), (1, ""));
+    let got: Vec<(String, String, String)> = json_lines(&out)
+        .iter()
+        .map(|l| {
+            (
+                l["host"].as_str().unwrap_or("-").to_string(),
+                l["port"].to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("2001:4860:4860::8888", "443", "allowed"),
+        ("::1", "443", "non-public-ip:loopback"),
+        ("::1:80", "443", "non-public-ip:unspecified"),
+        ("::1", "8080", "non-public-ip:loopback"),
+        ("::ffff:127.0.0.1", "443", "non-public-ip:loopback"),
+        ("-", "null", "invalid-host"),
+    ]
+    .map(|(h, p, r)| (h.to_string(), p.to_string(), r.to_string()));
+    assert_eq!(got, want);
+    // An exact allow opens the loopback address.
+    let (code, out, _) = run(&["check", "--no-dns", "--allow", "[::1]", "::1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ALLOW [::1]:443\n"), "{out}");
+}
+
 #[test]
 fn check_json_has_exactly_the_documented_keys() {
     let dns = FakeDns::start(vec![("allowed.test", Answer::A(vec![v4("93.184.216.34")]))]);
@@ -637,7 +681,8 @@ fn check_invalid_hosts_are_invalid_host() {
         "example.com:0",
         "example.com:65536",
         "[fe80::1%eth0]:80",
-        "::1",
+        "1::2::3",
+        "fe80::1%eth0",
         "http://a b/",
         "exa%00mple.com",
         "example.com:",

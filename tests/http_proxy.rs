@@ -1342,6 +1342,114 @@ fn invalid_hosts_are_400_invalid_host() {
     w.assert_nothing_reached_upstream();
 }
 
+/// `check URL` and the listener derive a URL's destination with one function, so they agree on
+/// every URL: the listener answers 400 exactly when `check` says `invalid-host`, and otherwise
+/// both name the same canonical host and port and reach the same decision. A tunnelled scheme
+/// (`https`, `ws`, `wss`) is never forwarded (400) and is judged as the CONNECT a client sends.
+#[test]
+fn check_and_the_listener_agree_on_every_url() {
+    let proxy = Proxy::builder().deny("evil.test").start();
+    let urls = [
+        "http:///path",
+        "http://",
+        "http://:80/",
+        "http://a@b/",
+        "http://@b/",
+        "http://a@/",
+        "http://a@b@c/",
+        "http://[x]@c/",
+        "http://u:p%40w@evil.test/",
+        "http://[::1",
+        "http://[::1/",
+        "http://[::1]x/",
+        "http://[::1]:8080/",
+        "http://[fe80::1%25eth0]/",
+        "http://::1/",
+        "http://host:0/",
+        "http://host:/",
+        "http://host:65536/",
+        "http://host:80:80/",
+        "http://ho st/",
+        "http://exa%6dple.com/",
+        "http://bücher.de/",
+        "http://a\\b/",
+        "http://a\"b/",
+        "http://*.example.com/",
+        "http://a..b/",
+        "http://1.2.3.4.5/",
+        "HTTP://Example.COM./",
+        "http://EVIL.test./x",
+        "http://evil.test:8080?x",
+        "http://127.0.0.1#@evil.test/",
+        "http://127.1/",
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://example.com/<",
+        "http://example.com/`",
+        "http://example.com/?\"",
+        "http://example.com/a\"{}|^\\?{}`#<>",
+        "ftp://x/",
+        "gopher://x/",
+        "ws://",
+        "https://",
+        "https://example.com/",
+        "https://a@evil.test:8443/",
+        "https://[::1]/",
+        "wss://example.com/",
+        "ws://evil.test/",
+    ];
+    let mut args = vec!["check", "--json", "--no-dns", "--deny", "evil.test"];
+    args.extend(urls);
+    let (_, out, err) = support::bin::run(&args);
+    assert_eq!(err, "");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), urls.len(), "{out}");
+    // The decision and destination the listener reports: `(reason, host:port)`, or `None` for 400.
+    let listener = |reply: &Reply| {
+        if reply.status == 400 {
+            return None;
+        }
+        let body = reply.text();
+        let dest = body
+            .strip_prefix("egress-proxy: blocked ")
+            .and_then(|rest| rest.split_once(": "))
+            .unwrap_or_else(|| panic!("not a denial: {reply:?}"))
+            .0
+            .to_string();
+        Some((reply.header("x-proxy-reason").unwrap().to_string(), dest))
+    };
+    for (url, line) in urls.iter().zip(&lines) {
+        assert_eq!(line["target"], *url);
+        let checked = (line["reason"] != "invalid-host").then(|| {
+            let (host, port) = (line["host"].as_str().unwrap(), &line["port"]);
+            let dest = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            (line["reason"].as_str().unwrap().to_string(), dest)
+        });
+        let forwarded = raw_request(
+            proxy.addr,
+            format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let tunnelled = !url.to_ascii_lowercase().starts_with("http://");
+        if !tunnelled {
+            assert_eq!(listener(&forwarded), checked, "{url}: {forwarded:?}");
+            continue;
+        }
+        assert_eq!(forwarded.status, 400, "{url}: {forwarded:?}");
+        if let Some((_, dest)) = &checked {
+            let (_, reply) = connect_tunnel(proxy.addr, dest);
+            assert_eq!(listener(&reply), checked, "{url} as CONNECT: {reply:?}");
+        }
+    }
+}
+
 /// A CIDR deny rule also judges the addresses a name resolves to: an allowed name whose
 /// answer falls in a denied range never connects (the shape of a metadata-endpoint deny).
 #[test]
@@ -1516,6 +1624,63 @@ fn limited_mode_blocks_other_methods_and_connect() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("403"), "{}", out.stderr);
     w.assert_nothing_reached_upstream();
+}
+
+/// Limited mode refuses a GET, HEAD or OPTIONS that carries a body (by length or chunked):
+/// a body would make a read an upload. `Content-Length: 0` is no body.
+#[test]
+fn limited_mode_refuses_a_request_body_on_reads() {
+    let w = World::with(|b| b.mode(Mode::Limited));
+    let url = w.url("allowed.test", "/up");
+    for (method, framing) in [
+        ("GET", "Content-Length: 5\r\n\r\nhello"),
+        ("HEAD", "Content-Length: 5\r\n\r\nhello"),
+        ("OPTIONS", "Content-Length: 5\r\n\r\nhello"),
+        (
+            "GET",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+    ] {
+        let mut stream = connect(w.proxy.addr);
+        write!(
+            stream,
+            "{method} {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}"
+        )
+        .unwrap();
+        // The answer to a HEAD has a length but no body.
+        let reply = if method == "HEAD" {
+            let (status, headers) = read_head(&mut stream);
+            Reply {
+                status,
+                headers,
+                body: Vec::new(),
+            }
+        } else {
+            read_reply(&mut stream)
+        };
+        assert_verdict(
+            &reply,
+            403,
+            "blocked-by-method-policy",
+            "method-not-allowed",
+        );
+        if method != "HEAD" {
+            assert_denial_body(
+                &reply,
+                &w.at_origin("allowed.test"),
+                "no request body",
+                "rule: none",
+            );
+        }
+    }
+    w.assert_nothing_reached_upstream();
+    let reply = raw_request(
+        w.proxy.addr,
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(w.origin.request_count(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1771,6 +1936,116 @@ fn unix_socket_requests_obey_limited_mode() {
 fn assert_still_serving(w: &World, path: &str) {
     let reply = get(w.proxy.addr, &w.url("allowed.test", path));
     assert_eq!(reply.status, 200, "the proxy stopped serving: {reply:?}");
+}
+
+/// A client that sends its request and shuts down its write side still gets the whole
+/// answer: a denial and a forwarded response.
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    let w = World::start();
+    for (host, status) in [("evil.corp.test", 403), ("allowed.test", 200)] {
+        let mut stream = connect(w.proxy.addr);
+        write!(
+            stream,
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            w.url(host, "/half")
+        )
+        .unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let reply = read_reply(&mut stream);
+        assert_eq!(reply.status, status, "{host}: {reply:?}");
+        expect_close(&mut stream);
+    }
+    assert_eq!(w.origin.request_count(), 1);
+    assert!(w.origin.requests()[0].starts_with("GET /half HTTP/1.1\r\n"));
+}
+
+/// The same through `nc -N` (OpenBSD netcat), which shuts down its write side at the end of
+/// its input; skipped where it is not installed.
+#[test]
+fn printf_into_nc_gets_an_answer() {
+    let Ok(help) = Command::new("nc").arg("-h").output() else {
+        eprintln!("nc not installed; skipping");
+        return;
+    };
+    if !String::from_utf8_lossy(&help.stderr).contains("-N") {
+        eprintln!("this nc has no -N; skipping");
+        return;
+    }
+    let w = World::start();
+    let mut nc = Command::new("nc")
+        .args([
+            "-N",
+            "-w",
+            "5",
+            "127.0.0.1",
+            &w.proxy.addr.port().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        nc.stdin.take().unwrap(),
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        w.url("allowed.test", "/nc")
+    )
+    .unwrap();
+    let out = nc.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("saw GET /nc"), "{text}");
+}
+
+/// An origin that answers `101 Switching Protocols` to a forwarded request (whose `Upgrade`
+/// the proxy stripped) gets the client a 502, and its connection is closed.
+#[test]
+fn an_unrequested_101_from_the_origin_is_502_and_closes_the_upstream() {
+    let w = World::start();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let port = one_shot_origin(move |mut stream| {
+        read_until(&mut stream, b"\r\n\r\n");
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nwelcome",
+            )
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let _ = closed_tx.send(rest);
+    })
+    .port();
+    let mut stream = connect(w.proxy.addr);
+    write!(
+        stream,
+        "GET http://allowed.test:{port}/ws HTTP/1.1\r\nHost: allowed.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    .unwrap();
+    let reply = read_reply(&mut stream);
+    assert_eq!(
+        (reply.status, reply.header("x-proxy-error")),
+        (502, Some("upstream-failed")),
+        "{reply:?}"
+    );
+    assert!(
+        reply.text().contains("101 Switching Protocols"),
+        "{reply:?}"
+    );
+    let rest = closed_rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the upstream connection was closed");
+    assert!(
+        rest.is_empty(),
+        "sent to the origin after its 101: {rest:?}"
+    );
+    // The client connection is still a working HTTP connection.
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        w.url("allowed.test", "/after")
+    )
+    .unwrap();
+    assert_eq!(read_reply(&mut stream).status, 200);
 }
 
 #[test]

@@ -16,7 +16,8 @@ pub struct CheckArgs {
     /// Decide on the domain rules only; do not resolve names.
     #[arg(long = "no-dns")]
     no_dns: bool,
-    /// `host` (port 443), `host:port`, `[v6]:port` or a URL (`http://host/…`).
+    /// `host` (port 443), `host:port`, `[v6]:port`, a bare IPv6 address (port 443) or a URL
+    /// (`http://host/…`).
     #[arg(value_name = "TARGET", required = true)]
     targets: Vec<String>,
 }

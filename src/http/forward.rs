@@ -15,12 +15,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
 };
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -28,7 +28,7 @@ use super::respond::{self, Failure};
 use super::{denial, refuse, Body};
 use crate::audit::{Dest, Protocol};
 use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
-use crate::policy::{Access, FileId, Target};
+use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -59,29 +59,31 @@ pub async fn handle(
         return unix(req, &path, client, ctx, cache).await;
     }
     let uri = req.uri();
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(_) => {
+    let Some(scheme) = uri.scheme_str() else {
+        return respond::response(&Failure::BadRequest(
+            "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+        ));
+    };
+    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
+        return respond::response(&Failure::BadRequest("request URI has no host"));
+    };
+    // What the Host header carries and what the log names: never the userinfo.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let target = match Target::parse_url_authority(scheme, authority) {
+        Ok((UrlScheme::Http, target)) => target,
+        Ok((UrlScheme::Tunnel, _)) | Err(InvalidHost::BadScheme) => {
             return respond::response(&Failure::BadRequest(
                 "only http:// URLs are forwarded; use CONNECT for https",
             ))
         }
-        None => {
-            return respond::response(&Failure::BadRequest(
-                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-            ))
+        Err(_) => {
+            let denied = Denied::invalid_host();
+            return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
         }
-    }
-    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
-        return respond::response(&Failure::BadRequest("request URI has no host"));
-    };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let Ok(target) = Target::parse_authority(host_port, Some(80)) else {
-        let denied = Denied::invalid_host();
-        return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
     };
     let access = Access::Http {
         method: req.method().as_str(),
+        body: has_body(&req),
     };
     let pinned = match ctx.authorize(Protocol::Http, client, &target, access).await {
         Ok((_, pinned)) => pinned,
@@ -121,6 +123,7 @@ async fn unix(
     let dest = format!("unix:{}", path.display());
     let access = Access::Http {
         method: req.method().as_str(),
+        body: has_body(&req),
     };
     let pinned = match ctx.gate.authorize_unix(path, access) {
         Ok(pinned) => pinned,
@@ -145,6 +148,12 @@ async fn unix(
     };
     // The URL's host is only what the Host header carries: keep the client's.
     exchange(prepare(req, None), kept, connect, &dest, cache).await
+}
+
+/// Whether the request carries a body, as hyper framed it: `Content-Length: 0` does not,
+/// any other length or a chunked body does.
+fn has_body(req: &Request<Incoming>) -> bool {
+    !req.body().is_end_stream()
 }
 
 /// Takes the kept upstream connection if it goes where `wanted` says and can take a request.
@@ -228,7 +237,7 @@ where
             Err(response) => return response,
         },
     };
-    let error = match send(req, upstream, cache).await {
+    let error = match send(req, upstream, dest, cache).await {
         Ok(response) => return response,
         Err(error) => error,
     };
@@ -240,7 +249,7 @@ where
         Ok(upstream) => upstream,
         Err(response) => return response,
     };
-    match send(replay, upstream, cache).await {
+    match send(replay, upstream, dest, cache).await {
         Ok(response) => response,
         Err(error) => upstream_failure(dest, &error),
     }
@@ -287,12 +296,19 @@ fn closed_under_request(error: &hyper::Error) -> bool {
 }
 
 /// Sends one request; on success the connection is kept for the client's next request.
+/// A `101 Switching Protocols` is never relayed: the request went without `Upgrade` (it is
+/// hop-by-hop), so the client asked for no new protocol and its connection would be left
+/// speaking one. The upstream connection, handed over to the new protocol, is dropped.
 async fn send(
     req: Request<Body>,
     mut upstream: Upstream,
+    dest: &str,
     cache: &Mutex<Option<Upstream>>,
 ) -> Result<Response<Body>, hyper::Error> {
     let response = upstream.sender.send_request(req).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(respond::response(&Failure::UnrequestedUpgrade { dest }));
+    }
     if let Ok(mut slot) = cache.lock() {
         *slot = Some(upstream);
     }

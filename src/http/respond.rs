@@ -22,6 +22,8 @@ pub enum Failure<'a> {
     Dial { dest: &'a str, error: &'a DialError },
     /// The request itself is unusable (malformed target, wrong form, bad header).
     BadRequest(&'static str),
+    /// The upstream answered `101 Switching Protocols` to a request that asked for no upgrade.
+    UnrequestedUpgrade { dest: &'a str },
     /// The upstream broke the exchange after we connected.
     Upstream {
         dest: &'a str,
@@ -76,6 +78,13 @@ pub fn response(failure: &Failure<'_>) -> Response<Body> {
         Failure::BadRequest(why) => {
             body.push_str(why);
             (StatusCode::BAD_REQUEST, "bad-request", None)
+        }
+        Failure::UnrequestedUpgrade { dest } => {
+            let _ = write!(
+                body,
+                "upstream {dest} answered 101 Switching Protocols to a request without Upgrade (the proxy does not forward Upgrade)"
+            );
+            (StatusCode::BAD_GATEWAY, "upstream-failed", None)
         }
         Failure::Upstream { dest, error } => {
             let _ = write!(body, "upstream {dest} failed: {error}");
@@ -186,6 +195,8 @@ mod tests {
             error: &refused,
         });
         assert_eq!(head(&r), (502, "connect-refused".into(), String::new()));
+        let r = response(&Failure::UnrequestedUpgrade { dest: "a:1" });
+        assert_eq!(head(&r), (502, "upstream-failed".into(), String::new()));
         let r = response(&Failure::BadRequest("nope"));
         assert_eq!(head(&r), (400, "bad-request".into(), String::new()));
     }

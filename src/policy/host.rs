@@ -36,6 +36,8 @@ pub enum InvalidHost {
     BadPort,
     #[error("unsupported URL scheme")]
     BadScheme,
+    #[error("URL path or query has a character a request line cannot carry")]
+    BadPath,
 }
 
 /// A canonical host: a lowercase ASCII name without trailing dot, or an IP address.
@@ -107,28 +109,53 @@ impl<'a> Target<'a> {
         Ok(Target { host, port })
     }
 
-    /// Parses an absolute URL (`http`, `https`, `ws`, `wss`, `ftp`); the port defaults to the
-    /// scheme's. Userinfo is ignored the way a browser ignores it, so
-    /// `http://allowed.test@127.0.0.1/` is the destination 127.0.0.1.
-    pub fn parse_url(input: &str) -> Result<Target<'static>, InvalidHost> {
+    /// Parses an absolute URL the way the HTTP listener sees one in a request line, so `check`
+    /// and the listener can never disagree on a destination: the scheme up to `://`, the
+    /// authority up to the first `/`, `?` or `#` (hyper's split), then
+    /// [`Target::parse_url_authority`]. The path and query must be bytes hyper accepts in a
+    /// request line.
+    pub fn parse_url(input: &'a str) -> Result<(UrlScheme, Self), InvalidHost> {
         if input.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(InvalidHost::ForbiddenChar);
         }
-        let url = url::Url::parse(input).map_err(|_| InvalidHost::Unparseable)?;
-        if !matches!(url.scheme(), "http" | "https" | "ws" | "wss" | "ftp") {
-            return Err(InvalidHost::BadScheme);
+        let (scheme, rest) = input.split_once("://").ok_or(InvalidHost::Unparseable)?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        check_path(path)?;
+        Self::parse_url_authority(scheme, authority)
+    }
+
+    /// The destination of an absolute URL from its scheme and authority; the one function
+    /// behind both the HTTP listener's absolute-form requests and `check URL`. The port
+    /// defaults to the scheme's. Userinfo is ignored the way a browser ignores it, so
+    /// `http://allowed.test@127.0.0.1/` is the destination 127.0.0.1; it must be RFC 3986
+    /// userinfo (no `@`, `[` or `]`), so there is exactly one reading of where the host starts.
+    /// The host and port allow only the characters RFC 3986 gives them (no percent-encoding,
+    /// no non-ASCII), which is at least as strict as hyper's request-line parser.
+    pub fn parse_url_authority(
+        scheme: &str,
+        authority: &'a str,
+    ) -> Result<(UrlScheme, Self), InvalidHost> {
+        let (kind, default_port) = UrlScheme::of(scheme)?;
+        let host_port = match authority.rsplit_once('@') {
+            Some((userinfo, host_port)) => {
+                if !userinfo
+                    .bytes()
+                    .all(|b| URL_CLASS[usize::from(b)] & USERINFO != 0)
+                {
+                    return Err(InvalidHost::ForbiddenChar);
+                }
+                host_port
+            }
+            None => authority,
+        };
+        if !host_port
+            .bytes()
+            .all(|b| URL_CLASS[usize::from(b)] & HOST_PORT != 0)
+        {
+            return Err(InvalidHost::ForbiddenChar);
         }
-        let host = url.host_str().ok_or(InvalidHost::Empty)?;
-        let port = url
-            .port_or_known_default()
-            .ok_or(InvalidHost::MissingPort)?;
-        if port == 0 {
-            return Err(InvalidHost::BadPort);
-        }
-        Ok(Target {
-            host: canonicalize(host)?.into_owned(),
-            port,
-        })
+        Ok((kind, Self::parse_authority(host_port, Some(default_port))?))
     }
 
     pub fn into_owned(self) -> Target<'static> {
@@ -144,6 +171,92 @@ impl fmt::Display for Target<'_> {
         write!(f, "{}:{}", self.host, self.port)
     }
 }
+
+/// How a client reaches a URL's destination through this proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlScheme {
+    /// `http://`: an absolute-form request that the HTTP listener forwards.
+    Http,
+    /// `https://`, `ws://`, `wss://`: clients tunnel these with CONNECT (for WebSocket,
+    /// RFC 6455 section 4.1).
+    Tunnel,
+}
+
+impl UrlScheme {
+    /// The scheme's kind and default port; any other scheme is refused, as the listener
+    /// refuses it.
+    fn of(scheme: &str) -> Result<(UrlScheme, u16), InvalidHost> {
+        let is = |name: &str| scheme.eq_ignore_ascii_case(name);
+        if is("http") {
+            Ok((UrlScheme::Http, 80))
+        } else if is("https") || is("wss") {
+            Ok((UrlScheme::Tunnel, 443))
+        } else if is("ws") {
+            Ok((UrlScheme::Tunnel, 80))
+        } else {
+            Err(InvalidHost::BadScheme)
+        }
+    }
+}
+
+/// A URL path and query (from the first `/`, `?` or `#` on) must be what hyper takes in a
+/// request line: no `<` or `>`, no `` ` `` in the path, no `"` in the query. After `#`
+/// anything printable goes.
+fn check_path(path: &str) -> Result<(), InvalidHost> {
+    let before_fragment = path.split('#').next().unwrap_or_default();
+    let (path, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let bad_path = path.bytes().any(|b| matches!(b, b'<' | b'>' | b'`'));
+    let bad_query = query.bytes().any(|b| matches!(b, b'<' | b'>' | b'"'));
+    if bad_path || bad_query {
+        return Err(InvalidHost::BadPath);
+    }
+    Ok(())
+}
+
+const USERINFO: u8 = 1;
+const HOST_PORT: u8 = 2;
+
+/// RFC 3986 section 3.2: userinfo is unreserved, sub-delims, `:` and percent-encoding; host
+/// and port are unreserved, sub-delims, `:` and the IPv6 brackets.
+static URL_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let common = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+            );
+        table[b] = if common {
+            USERINFO | HOST_PORT
+        } else if c == b'%' {
+            USERINFO
+        } else if c == b'[' || c == b']' {
+            HOST_PORT
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Splits an authority into host and optional port text without interpreting either.
 pub(crate) fn split_authority(input: &str) -> Result<(&str, Option<&str>), InvalidHost> {
@@ -586,39 +699,67 @@ mod tests {
 
     #[test]
     fn parses_urls_the_way_a_client_would() {
+        use UrlScheme::{Http, Tunnel};
         let cases = [
-            ("http://example.com/x?y", "example.com:80"),
-            ("https://example.com", "example.com:443"),
-            ("https://example.com:8443/", "example.com:8443"),
-            ("http://allowed.test@127.0.0.1/", "127.0.0.1:80"),
-            ("http://allowed.test:pw@127.1:8080/", "127.0.0.1:8080"),
-            ("http://127.0.0.1#@allowed.test/", "127.0.0.1:80"),
-            ("http://[::ffff:127.0.0.1]/", "[::ffff:127.0.0.1]:80"),
-            ("http://0x7f.1/", "127.0.0.1:80"),
-            ("HTTP://EXAMPLE.COM./", "example.com:80"),
-            ("ws://example.com/", "example.com:80"),
-            ("wss://example.com/", "example.com:443"),
+            ("http://example.com/x?y", Http, "example.com:80"),
+            ("https://example.com", Tunnel, "example.com:443"),
+            ("https://example.com:8443/", Tunnel, "example.com:8443"),
+            ("http://allowed.test@127.0.0.1/", Http, "127.0.0.1:80"),
+            ("http://allowed.test:pw@127.1:8080/", Http, "127.0.0.1:8080"),
+            ("http://a%40b:p%3Aw@127.1/", Http, "127.0.0.1:80"),
+            ("http://@example.com/", Http, "example.com:80"),
+            ("http://127.0.0.1#@allowed.test/", Http, "127.0.0.1:80"),
+            ("http://127.0.0.1?@allowed.test/", Http, "127.0.0.1:80"),
+            ("http://[::ffff:127.0.0.1]/", Http, "[::ffff:127.0.0.1]:80"),
+            ("http://[::1]:8080", Http, "[::1]:8080"),
+            ("http://0x7f.1/", Http, "127.0.0.1:80"),
+            ("HTTP://EXAMPLE.COM./", Http, "example.com:80"),
+            ("ws://example.com/", Tunnel, "example.com:80"),
+            ("WSS://example.com/", Tunnel, "example.com:443"),
+            (
+                "http://example.com/a\\b^{}\"|?{}`#<>\"",
+                Http,
+                "example.com:80",
+            ),
         ];
-        for (input, want) in cases {
+        for (input, scheme, want) in cases {
+            let (got_scheme, target) = Target::parse_url(input).unwrap();
             assert_eq!(
-                Target::parse_url(input).unwrap().to_string(),
-                want,
+                (got_scheme, target.to_string().as_str()),
+                (scheme, want),
                 "{input}"
             );
         }
-        assert_eq!(
-            Target::parse_url("file:///etc/passwd"),
-            Err(InvalidHost::BadScheme)
-        );
-        assert_eq!(
-            Target::parse_url("gopher://example.com/"),
-            Err(InvalidHost::BadScheme)
-        );
-        assert_eq!(
-            Target::parse_url("http://exa mple.com/"),
-            Err(InvalidHost::ForbiddenChar)
-        );
-        assert_eq!(Target::parse_url("http://"), Err(InvalidHost::Unparseable));
+        use InvalidHost::*;
+        for (input, err) in [
+            ("file:///etc/passwd", BadScheme),
+            ("ftp://example.com/", BadScheme),
+            ("gopher://example.com/", BadScheme),
+            ("example.com/", Unparseable),
+            ("http:///path", Empty),
+            ("http://", Empty),
+            ("https://", Empty),
+            ("http://:80/", Empty),
+            ("http://a@/", Empty),
+            ("http://host:/", BadPort),
+            ("http://host:0/", BadPort),
+            ("http://host:65536/", BadPort),
+            ("http://host:80:80/", UnbracketedIpv6),
+            ("http://::1/", UnbracketedIpv6),
+            ("http://[::1/", Unparseable),
+            ("http://exa mple.com/", ForbiddenChar),
+            ("http://exa%6dple.com/", ForbiddenChar),
+            ("http://bücher.de/", ForbiddenChar),
+            ("http://a\\b/", ForbiddenChar),
+            ("http://a@b@c/", ForbiddenChar),
+            ("http://[x]@c/", ForbiddenChar),
+            ("http://a\"b/", ForbiddenChar),
+            ("http://example.com/<", BadPath),
+            ("http://example.com/`", BadPath),
+            ("http://example.com/?\"", BadPath),
+        ] {
+            assert_eq!(Target::parse_url(input), Err(err), "{input}");
+        }
     }
 
     #[test]

@@ -157,13 +157,27 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
     );
     let target = Target::parse_authority("example.com:80", None).unwrap();
     for method in ["GET", "HEAD", "OPTIONS"] {
-        assert!(
-            p.decide(&target, Access::Http { method }).is_allowed(),
-            "{method}"
+        let read = Access::Http {
+            method,
+            body: false,
+        };
+        assert!(p.decide(&target, read).is_allowed(), "{method}");
+        // A body turns a read into an upload.
+        let upload = Access::Http { method, body: true };
+        assert_eq!(
+            p.decide(&target, upload).reason,
+            Reason::MethodNotAllowed,
+            "{method} with a body"
         );
     }
     for method in ["POST", "PUT", "DELETE", "PATCH", "CONNECT", "get", "TRACE"] {
-        let d = p.decide(&target, Access::Http { method });
+        let d = p.decide(
+            &target,
+            Access::Http {
+                method,
+                body: false,
+            },
+        );
         assert_eq!(d.reason, Reason::MethodNotAllowed, "{method}");
     }
     assert_eq!(
@@ -171,9 +185,17 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
         Reason::MethodNotAllowed
     );
     let path = Path::new("/tmp/x.sock");
+    let post = Access::Http {
+        method: "POST",
+        body: false,
+    };
+    assert_eq!(p.decide_unix(path, None, post).reason, Reason::MethodNotAllowed);
+    let get_with_body = Access::Http {
+        method: "GET",
+        body: true,
+    };
     assert_eq!(
-        p.decide_unix(path, None, Access::Http { method: "POST" })
-            .reason,
+        p.decide_unix(path, None, get_with_body).reason,
         Reason::MethodNotAllowed
     );
 }
@@ -400,7 +422,10 @@ fn unix_sockets_are_decided_by_the_map_alone() {
         PolicyOptions::default(),
     )
     .unwrap();
-    let get = Access::Http { method: "GET" };
+    let get = Access::Http {
+        method: "GET",
+        body: false,
+    };
     let id = FileId::of(&std::fs::metadata(&sock).unwrap());
     let d = p.decide_unix(&sock, Some(id), get);
     assert!(d.is_allowed());
