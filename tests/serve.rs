@@ -741,6 +741,49 @@ fn disabled_policy_exits_2_with_one_line() {
     }
 }
 
+/// Limits a listener could not be built with are config errors at their line: before, a huge
+/// `max_connections` panicked in `serve` and a huge `max_udp_associations` killed the SOCKS5
+/// task after its startup line, so the proxy looked healthy while refusing every client.
+#[test]
+fn out_of_range_limits_exit_2_with_the_line_not_a_panic() {
+    let dir = Dir::new();
+    let dns = fake_dns();
+    for (key, value, col) in [
+        ("max_connections", "18446744073709551615", 19),
+        ("max_udp_associations", "2305843009213693952", 24),
+        ("header_timeout_ms", "18446744073709551615", 21),
+        ("idle_timeout_ms", "18446744073709551615", 19),
+    ] {
+        let text = format!(
+            "{}\n[limits]\n{key} = {value}\n",
+            policy_text(
+                &dns,
+                "enable_socks5_udp = true",
+                "\"allowed.test\" = \"allow\""
+            )
+        );
+        let file = dir.write("limits.toml", &text);
+        let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let mut args = vec!["--config", file.to_str().unwrap()];
+        args.extend_from_slice(EPHEMERAL);
+        let (code, stderr) = start_failure(&args, &dir.runtime());
+        assert!(!stderr.contains("panicked"), "{key}: {stderr}");
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "error: {}:{line}:{col}: `[limits] {key}` must be 1-{}",
+                file.display(),
+                if key.ends_with("_ms") {
+                    "604800000"
+                } else {
+                    "1000000"
+                }
+            )
+        );
+    }
+}
+
 #[test]
 fn non_loopback_listeners_need_the_dangerous_key_and_exit_2() {
     let dir = Dir::new();
