@@ -698,6 +698,39 @@ async fn reload_with_a_broken_file_keeps_the_old_policy() {
     h.stop().await;
 }
 
+/// Start-up refuses `enabled = false`; a reload must refuse it the same way, not install the
+/// switched-off file's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_a_disabled_policy_and_keeps_the_old_one() {
+    let h = Harness::start().await;
+    let errors = |text: &str| sample(text, "egress_reloads_total", &[("result", "error")]);
+    let errors_before = errors(&h.metrics().await).unwrap_or(0.0);
+    let token_file = h.dir.path().join("token");
+    let disabled = policy_text(
+        h.dns.addr,
+        "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"",
+        &token_file,
+    )
+    .replace("enabled = true", "enabled = false");
+    std::fs::write(&h.policy_file, disabled).unwrap();
+
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["reloaded"], false);
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("not enabled"), "{error}");
+
+    assert_eq!(h.proxy_get("allowed.test").await.status, 200);
+    let other = h.proxy_get("other.test").await;
+    assert_eq!(other.header("x-proxy-reason"), Some("not-allowed"));
+    assert_eq!(h.get("/config").await.json()["enabled"], true);
+    let errors_after = errors(&h.metrics().await).unwrap();
+    assert!(errors_after >= errors_before + 1.0);
+
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_admin_connections() {
     let h = Harness::start().await;

@@ -1014,6 +1014,24 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
     assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
 
+    // A file that switches the policy off is refused like a broken one (start-up refuses it).
+    std::fs::write(
+        &policy,
+        policy_text(
+            &dns,
+            "",
+            "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"",
+        )
+        .replace("enabled = true", "enabled = false"),
+    )
+    .unwrap();
+    serve.signal(Signal::SIGHUP);
+    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    assert!(failed.contains("not enabled"), "{failed}");
+    let still = proxy_get(serve.http, &at("allowed.test"));
+    assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
+    assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+
     // A syntax error and a missing file are refused the same way.
     std::fs::write(&policy, "[domains\n").unwrap();
     serve.signal(Signal::SIGHUP);
@@ -1035,7 +1053,7 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
         "a bad reload must not stop serve"
     );
 
-    // The reload counters of this process: one ok, three errors.
+    // The reload counters of this process: one ok, four errors.
     let metrics = admin_get(serve.admin, "/metrics");
     assert_eq!(metrics.status, 200);
     assert_eq!(
@@ -1050,7 +1068,7 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
             "egress_reloads_total",
             &[("result", "error")]
         ),
-        Some(3.0),
+        Some(4.0),
         "{}",
         metrics.body
     );
