@@ -251,12 +251,19 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
     serde_json::to_string(&doc).expect("plain data serialises")
 }
 
-/// Every warning about the effective policy: the configuration's and the compiled rules'.
+/// Every warning about the effective policy: the configuration's, the compiled rules', and
+/// an admin token file others can read.
 pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
+    let token = config
+        .admin
+        .token_file
+        .as_deref()
+        .and_then(crate::admin::token::exposure_warning);
     config
         .warnings
         .iter()
         .chain(policy.warnings())
         .cloned()
+        .chain(token)
         .collect()
 }

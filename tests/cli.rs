@@ -1012,6 +1012,39 @@ fn validate_and_check_bound_every_limit_at_its_value() {
     assert_eq!((code, err.as_str()), (0, ""));
 }
 
+/// Whoever reads the admin token can loosen the policy, so a token file the group or others
+/// can read is a warning in `validate` (text and JSON).
+#[test]
+fn validate_warns_about_a_token_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "s3cret\n");
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "enabled = true\nallowed_domains = [\"a.test\"]\n[admin]\ntoken_file = {token:?}\n"
+        ),
+    );
+    let set_mode = |mode| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(0o644);
+    let (code, out, _) = run(&["validate", "--config", &p]);
+    assert_eq!(code, 0);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(
+        warnings,
+        [format!("warning: `[admin] token_file` {token} is readable by group or others (mode 0644); anyone who reads it can change the policy: `chmod 600` it")],
+        "{out}"
+    );
+    let v = validate_json(&["--config", &p]);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+    set_mode(0o600);
+    let (_, out, _) = run(&["validate", "--config", &p]);
+    assert!(!out.contains("warning: "), "{out}");
+}
+
 #[test]
 fn validate_rejects_an_unknown_profile_and_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();

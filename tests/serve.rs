@@ -784,6 +784,36 @@ fn out_of_range_limits_exit_2_with_the_line_not_a_panic() {
     }
 }
 
+/// `serve` warns at start when `[admin] token_file` can be read by the group or others.
+#[test]
+fn a_token_file_others_can_read_is_a_startup_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let dns = fake_dns();
+    let token = dir.write("token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let extra = format!("[admin]\ntoken_file = {:?}\n", token.display().to_string());
+    let text = format!(
+        "{}{extra}",
+        policy_text(&dns, "", "\"allowed.test\" = \"allow\"")
+    );
+    let policy = dir.write("policy.toml", &text);
+    let mut serve = Serve::start(&policy, &[], &dir.runtime());
+    let stderr = serve.stderr();
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("readable by group or others"))
+        .unwrap_or_else(|| panic!("no token file warning:\n{stderr}"));
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(warning.contains("(mode 0640)"), "{warning}");
+    assert!(
+        !stderr.contains("s3cret-token"),
+        "the token was logged:\n{stderr}"
+    );
+    serve.signal(Signal::SIGTERM);
+    assert_eq!(serve.expect_exit(DEADLINE).code(), Some(0));
+}
+
 #[test]
 fn non_loopback_listeners_need_the_dangerous_key_and_exit_2() {
     let dir = Dir::new();
