@@ -397,7 +397,7 @@ fn proxy_get(proxy: SocketAddr, authority: &str) -> Reply {
 /// An admin GET.
 fn admin_get(admin: SocketAddr, path: &str) -> Reply {
     let mut stream = connect(admin);
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).unwrap();
     read_reply(&mut stream, false)
 }
