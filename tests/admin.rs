@@ -763,6 +763,21 @@ async fn reload_with_a_broken_file_keeps_the_old_policy() {
         .unwrap()
         .contains("policy.toml:1:"));
 
+    // A limit no listener could be built with is refused at its value, as at start.
+    std::fs::write(
+        &h.policy_file,
+        "enabled = true\n[domains]\n\"allowed.test\" = \"deny\"\n\
+         [limits]\nmax_connections = 18446744073709551615\n",
+    )
+    .unwrap();
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.ends_with("policy.toml:5:19: `[limits] max_connections` must be 1-1000000"),
+        "{error}"
+    );
+
     // Still decided by the old rules: allowed.test passes, denied.test is denied by its rule.
     assert_eq!(h.proxy_get("allowed.test").await.status, 200);
     let denied = h.proxy_get("denied.test").await;
@@ -770,7 +785,7 @@ async fn reload_with_a_broken_file_keeps_the_old_policy() {
     assert_eq!(h.patterns().await["rules"].as_array().unwrap().len(), 2);
     let after = h.metrics().await;
     let errors_after = sample(&after, "egress_reloads_total", &[("result", "error")]).unwrap();
-    assert!(errors_after >= errors_before + 2.0, "{after}");
+    assert!(errors_after >= errors_before + 3.0, "{after}");
 
     h.stop().await;
 }
