@@ -560,7 +560,7 @@ fn names_listener(authority: &str, own: SocketAddr) -> bool {
         return true;
     }
     let ip = match (bracketed, host.parse::<IpAddr>()) {
-        (true, Ok(ip @ IpAddr::V6(_))) | (false, Ok(ip @ IpAddr::V4(_))) => ip,
+        (true, Ok(ip @ IpAddr::V6(_))) | (false, Ok(ip @ IpAddr::V4(_))) => ip.to_canonical(),
         _ => return false,
     };
     ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -759,4 +759,35 @@ fn no_store(mut reply: Reply) -> Reply {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_names_the_listener_by_its_own_address_and_port() {
+        let own: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        for host in [
+            "10.0.0.5:8080",
+            "[::ffff:10.0.0.5]:8080",
+            "localhost",
+            "[::1]:1",
+        ] {
+            assert!(names_listener(host, own), "{host}");
+        }
+        for host in [
+            "10.0.0.5",
+            "10.0.0.5:8081",
+            "10.0.0.6:8080",
+            "[10.0.0.5]:8080",
+        ] {
+            assert!(!names_listener(host, own), "{host}");
+        }
+        let v6: SocketAddr = "[fd00::5]:8080".parse().unwrap();
+        assert!(names_listener("[fd00:0::5]:8080", v6));
+        assert!(!names_listener("fd00::5:8080", v6));
+        let web: SocketAddr = "10.0.0.5:80".parse().unwrap();
+        assert!(names_listener("10.0.0.5", web));
+    }
 }
