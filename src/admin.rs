@@ -8,16 +8,27 @@
 //! | `GET` | `/patterns` | none | `{"mode": "full"\|"limited", "rules": [{"pattern", "action", "origin", "managed"}]}` |
 //! | `GET` | `/blocked` | none | `{"blocked": [{"time", "protocol", "host", "port", "reason", "rule"}]}`, oldest first (bounded ring) |
 //! | `GET` | `/metrics` | none | Prometheus text (`text/plain; version=0.0.4`); `503` when no recorder is installed |
-//! | `GET` | `/check?target=T[&target=T2…][&no_dns=1]` | none | one `check --json` line per target (`application/x-ndjson`) |
+//! | `GET` | `/check?target=T[&target=T2…][&no_dns=1]` | none (bearer for private answers) | one `check --json` line per target (`application/x-ndjson`); without the token, resolved answers that are not public are left out and counted in `ips_hidden` |
 //! | `POST` | `/mode` | bearer | body `{"mode": "limited"\|"full"}` → `200 {"mode": …}` |
 //! | `POST` | `/reload` | bearer | `200 {"reloaded": true}`, or `422 {"reloaded": false, "error": "<one line>"}` and the running policy is kept |
 //!
 //! `GET` routes also answer `HEAD`. Mutating calls need `Authorization: Bearer <token>`
 //! (compared in constant time), else `401` with `WWW-Authenticate: Bearer`: the sandboxed
 //! child can reach loopback too, so it must not be able to loosen its own policy. Reads need
-//! no token. An unknown path is `404`, a known path with another method `405` with `Allow`,
-//! a request body over 4 KiB `413`, a bad body or query `400`. Every body except `/metrics`
-//! is JSON (`/check`: one JSON object per line; errors: `{"error": "…"}`).
+//! no token, but `/check` shows the private DNS answers of a name only with it. An unknown path
+//! is `404`, a known path with another method `405` with `Allow`, a request body over 4 KiB
+//! `413`, a bad body or query `400`. Every body except `/metrics` is JSON (`/check`: one JSON
+//! object per line; errors: `{"error": "…"}`).
+//!
+//! `Host` must name the listener (its own `ip:port`, or `localhost`, `127.0.0.1`, `[::1]` with
+//! any port), else `421`; HTTP/1.1 without `Host` is `400`. A web page the operator visits can
+//! rebind its own name to loopback, but its requests still carry that name.
+//!
+//! Capacity: connections waiting for a request head (new or idle between requests) are closed
+//! after 5 s, and at most [`WAITING`] wait at once: a new one evicts the oldest. Requests
+//! without the token share [`SHARED_REQUESTS`] slots, requests with it have
+//! [`RESERVED_REQUESTS`] of their own; over either, `503`. So idle or slow connections from the
+//! sandboxed child (on loopback every peer is 127.0.0.1) cannot lock the operator out.
 //!
 //! The token comes from `[admin] token_file`, or is generated at start and written 0600 to
 //! `$XDG_RUNTIME_DIR/egress-proxy/admin-token` (else a new 0700 directory
@@ -31,10 +42,12 @@
 
 pub mod token;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,14 +56,14 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::policy::Mode;
 use crate::report;
@@ -80,9 +93,17 @@ impl std::fmt::Debug for AdminOptions {
 pub const MAX_BODY: usize = 4 * 1024;
 /// Most targets one `/check` request may ask about.
 pub const MAX_CHECK_TARGETS: usize = 32;
-/// Admin connections served at once; the rest get `503`.
-const MAX_CONNECTIONS: usize = 64;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open admin sockets at most (the rest get `503`): the waiting and request slots below, with
+/// room for evicted connections that are still closing.
+const MAX_CONNECTIONS: usize = 256;
+/// Connections waiting for a request head at once; a new one evicts the oldest.
+pub const WAITING: usize = 64;
+/// Requests without the bearer token served at once.
+pub const SHARED_REQUESTS: usize = 32;
+/// Requests with the bearer token served at once, apart from the others.
+pub const RESERVED_REQUESTS: usize = 8;
+/// How long a connection may take to send a request head (the first, or the next one).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read buffer, which bounds the request head (at least 8 KiB).
 const MAX_BUF_BYTES: usize = 16 * 1024;
@@ -163,6 +184,69 @@ struct State {
     control: Arc<Control>,
     token: Arc<str>,
     metrics: Option<PrometheusHandle>,
+    waiting: Arc<Waiting>,
+    /// [`SHARED_REQUESTS`] slots for requests without the token.
+    shared: Semaphore,
+    /// [`RESERVED_REQUESTS`] slots for requests with it.
+    reserved: Semaphore,
+}
+
+/// The connections waiting for a request head, oldest first, each with the signal that
+/// evicts it. A queue, not a cap that refuses: a hostile local process that keeps
+/// [`WAITING`] idle connections open only ever pushes out its own oldest ones.
+#[derive(Default)]
+struct Waiting {
+    queue: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    next_id: AtomicU64,
+}
+
+impl Waiting {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<(u64, Arc<Notify>)>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new connection, waiting for its first request head.
+    fn join(self: &Arc<Self>) -> Waiter {
+        let waiter = Waiter {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            evicted: Arc::new(Notify::new()),
+            waiting: Arc::clone(self),
+        };
+        waiter.wait();
+        waiter
+    }
+}
+
+/// One connection's place in [`Waiting`]; it leaves the queue when dropped.
+struct Waiter {
+    id: u64,
+    evicted: Arc<Notify>,
+    waiting: Arc<Waiting>,
+}
+
+impl Waiter {
+    /// Back in the queue, waiting for the next request head; evicts the oldest waiting
+    /// connection when the queue is full.
+    fn wait(&self) {
+        let mut queue = self.waiting.queue();
+        if queue.len() >= WAITING {
+            if let Some((_, oldest)) = queue.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        queue.push_back((self.id, Arc::clone(&self.evicted)));
+    }
+
+    /// A request head arrived: out of the queue (so never evicted) until its reply is ready.
+    fn serve(&self) {
+        self.waiting.queue().retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.serve();
+    }
 }
 
 /// Serves the admin API on a bound listener until `shutdown` completes; then open admin
@@ -177,6 +261,9 @@ pub async fn serve(
         control,
         token: options.token,
         metrics: options.metrics,
+        waiting: Arc::default(),
+        shared: Semaphore::new(SHARED_REQUESTS),
+        reserved: Semaphore::new(RESERVED_REQUESTS),
     });
     let upkeep = state.metrics.clone().map(|handle| {
         tokio::spawn(async move {
@@ -224,9 +311,22 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // The address this client reached, so `Host` is checked against what it really dialled
+    // (also behind a listener on an unspecified address).
+    let Ok(own) = stream.local_addr() else {
+        return;
+    };
+    let waiter = Arc::new(state.waiting.join());
+    let evicted = Arc::clone(&waiter.evicted);
     let service = service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+        let waiter = Arc::clone(&waiter);
+        async move {
+            waiter.serve();
+            let reply = handle(req, &state, own).await;
+            waiter.wait();
+            Ok::<_, Infallible>(reply)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -242,6 +342,10 @@ async fn serve_connection(
     };
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = evicted.notified() => {
+            tracing::debug!(%peer, "idle admin connection evicted by a newer one");
+            Ok(())
+        }
         () = stopping => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(BODY_TIMEOUT, conn.as_mut()).await {
@@ -306,7 +410,27 @@ impl Route {
 
 type Reply = Response<Full<Bytes>>;
 
-async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
+async fn handle(req: Request<Incoming>, state: &Arc<State>, own: SocketAddr) -> Reply {
+    if let Some(refusal) = misdirected(&req, own) {
+        return refusal;
+    }
+    let presented = bearer(&req);
+    let authenticated = presented.is_some_and(|t| token::matches(&state.token, t));
+    let slots = if authenticated {
+        &state.reserved
+    } else {
+        &state.shared
+    };
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut reply = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many admin requests at once; retry shortly",
+        );
+        reply
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return reply;
+    };
     let Some(route) = Route::find(req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "no such endpoint");
     };
@@ -324,10 +448,8 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
             .insert(header::ALLOW, HeaderValue::from_static(route.allow()));
         return reply;
     }
-    if route.mutating() {
-        if let Some(refusal) = unauthorized(&req, &state.token) {
-            return refusal;
-        }
+    if route.mutating() && !authenticated {
+        return unauthorized(presented.is_some());
     }
     match route {
         Route::Health => json_reply(StatusCode::OK, &json!({"status": "ok"})),
@@ -338,7 +460,7 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
             &json!({"blocked": state.control.events().recent_denials()}),
         ),
         Route::Metrics => metrics(state),
-        Route::Check => check(req.uri().query().unwrap_or(""), state).await,
+        Route::Check => check(req.uri().query().unwrap_or(""), state, authenticated).await,
         Route::Mode => match read_body(req).await {
             Ok(body) => set_mode(&body, state),
             Err((status, message)) => error(status, &message),
@@ -350,35 +472,100 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
     }
 }
 
-/// `None` when the request carries `Authorization: Bearer <token>`, else the `401` to send.
-fn unauthorized(req: &Request<Incoming>, token: &str) -> Option<Reply> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim_start())
-        });
-    let (challenge, message) = match presented {
-        Some(presented) if token::matches(token, presented) => return None,
-        Some(_) => (
+/// The token of `Authorization: Bearer <token>`, if the request carries one.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start())
+}
+
+/// The `401` for a mutating call without the right token (`presented`: a wrong one).
+fn unauthorized(presented: bool) -> Reply {
+    let (challenge, message) = if presented {
+        (
             "Bearer realm=\"egress-proxy\", error=\"invalid_token\"",
             "invalid bearer token",
-        ),
-        None => (
+        )
+    } else {
+        (
             "Bearer realm=\"egress-proxy\"",
             "this call needs `Authorization: Bearer <token>` (see the admin token file named at startup)",
-        ),
+        )
     };
     let mut reply = error(StatusCode::UNAUTHORIZED, message);
     reply.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
     );
-    Some(reply)
+    reply
+}
+
+/// The refusal of a request that does not name this listener: `400` for HTTP/1.1 without
+/// exactly one `Host`, `421` when `Host` (or an absolute-form target's authority) names
+/// anything but the listener's own `ip:port` or a loopback name.
+fn misdirected(req: &Request<Incoming>, own: SocketAddr) -> Option<Reply> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Some(error(StatusCode::BAD_REQUEST, "more than one Host header")),
+        (Some(host), None) => Some(host),
+        (None, None) if req.version() == Version::HTTP_11 => {
+            return Some(error(StatusCode::BAD_REQUEST, "missing Host header"))
+        }
+        (None, None) => None,
+    };
+    let named = req.uri().authority().map(|a| a.as_str().as_bytes());
+    for authority in named.into_iter().chain(host.map(HeaderValue::as_bytes)) {
+        let text = std::str::from_utf8(authority).ok();
+        if !text.is_some_and(|a| names_listener(a, own)) {
+            let shown = String::from_utf8_lossy(authority);
+            return Some(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "Host `{}` does not name this admin API; use {own}, localhost, 127.0.0.1 or [::1]",
+                    shown.escape_debug()
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether an authority (`host[:port]`) names the listener at `own`: `localhost`,
+/// `127.0.0.1` or `[::1]` with any port (a tunnel may forward another port to it), or
+/// `own`'s address with its port. Addresses are compared parsed, never as text.
+fn names_listener(authority: &str, own: SocketAddr) -> bool {
+    let (host, port, bracketed) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) => (ip, port, true),
+            None => return false,
+        },
+        None => match authority.find(':') {
+            Some(colon) => (&authority[..colon], &authority[colon..], false),
+            None => (authority, "", false),
+        },
+    };
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            match digits.parse::<u16>() {
+                Ok(port) => Some(port),
+                Err(_) => return false,
+            }
+        }
+        _ => return false,
+    };
+    if !bracketed && host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let ip = match (bracketed, host.parse::<IpAddr>()) {
+        (true, Ok(ip @ IpAddr::V6(_))) | (false, Ok(ip @ IpAddr::V4(_))) => ip.to_canonical(),
+        _ => return false,
+    };
+    ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
+        || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+        || (ip == own.ip().to_canonical() && port.unwrap_or(80) == own.port())
 }
 
 /// The whole body, at most [`MAX_BODY`] bytes, within [`BODY_TIMEOUT`]; or the status and
@@ -443,7 +630,8 @@ fn metrics(state: &State) -> Reply {
     no_store(reply)
 }
 
-async fn check(query: &str, state: &State) -> Reply {
+/// `full`: the request carries the token, so private answers are shown too.
+async fn check(query: &str, state: &State, full: bool) -> Reply {
     let mut targets = Vec::new();
     let mut no_dns = false;
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -480,7 +668,10 @@ async fn check(query: &str, state: &State) -> Reply {
             let policy = Arc::clone(&policy);
             let resolver = resolver.clone();
             tokio::spawn(async move {
-                let outcome = report::check(&policy, resolver.as_deref(), &target).await;
+                let mut outcome = report::check(&policy, resolver.as_deref(), &target).await;
+                if !full {
+                    outcome.hide_non_public();
+                }
                 report::json_line(&outcome)
             })
         })
@@ -568,4 +759,35 @@ fn no_store(mut reply: Reply) -> Reply {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_names_the_listener_by_its_own_address_and_port() {
+        let own: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        for host in [
+            "10.0.0.5:8080",
+            "[::ffff:10.0.0.5]:8080",
+            "localhost",
+            "[::1]:1",
+        ] {
+            assert!(names_listener(host, own), "{host}");
+        }
+        for host in [
+            "10.0.0.5",
+            "10.0.0.5:8081",
+            "10.0.0.6:8080",
+            "[10.0.0.5]:8080",
+        ] {
+            assert!(!names_listener(host, own), "{host}");
+        }
+        let v6: SocketAddr = "[fd00::5]:8080".parse().unwrap();
+        assert!(names_listener("[fd00:0::5]:8080", v6));
+        assert!(!names_listener("fd00::5:8080", v6));
+        let web: SocketAddr = "10.0.0.5:80".parse().unwrap();
+        assert!(names_listener("10.0.0.5", web));
+    }
 }

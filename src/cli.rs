@@ -92,10 +92,7 @@ fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i
         EXIT_USAGE
     })?;
     if !config.enabled {
-        eprintln!(
-            "error: the network policy is not enabled (set `enabled = true`, or \
-             `features.network_proxy.enabled = true` in a Codex config.toml); {refusing}"
-        );
+        eprintln!("error: {}; {refusing}", crate::server::NOT_ENABLED);
         return Err(EXIT_USAGE);
     }
     Ok((config, policy))

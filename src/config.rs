@@ -111,7 +111,9 @@ impl Default for DnsConfig {
     }
 }
 
-/// Per-stage limits that keep a slow or hostile client from pinning resources.
+/// Per-stage limits that keep a slow or hostile client from pinning resources. Loading bounds
+/// every value (counts 1-1000000, timeouts 1 ms to 7 days, heads 1024-417792 bytes), so no
+/// file can make a listener panic; code that builds one by hand must stay within them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub connect_timeout: Duration,

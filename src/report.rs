@@ -19,6 +19,8 @@ pub struct Outcome {
     dns_error: Option<DnsError>,
     invalid: Option<InvalidHost>,
     resolved: bool,
+    /// Non-public answers left out by [`Outcome::hide_non_public`].
+    hidden: usize,
 }
 
 /// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port`, a bare IPv6
@@ -55,6 +57,7 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
                 dns_error: None,
                 invalid: Some(invalid),
                 resolved: false,
+                hidden: 0,
             }
         }
     };
@@ -79,12 +82,25 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
         dns_error,
         invalid: None,
         resolved,
+        hidden: 0,
     }
 }
 
 impl Outcome {
     pub fn is_allowed(&self) -> bool {
         self.decision.is_allowed()
+    }
+
+    /// Leaves out every resolved answer that is not public, counting them: the admin API's
+    /// `/check` answers the sandboxed child too, and must not become its window into private
+    /// DNS. An IP-literal target keeps its address: the asker wrote it.
+    pub fn hide_non_public(&mut self) {
+        if !self.resolved {
+            return;
+        }
+        let before = self.decision.ips.len();
+        self.decision.ips.retain(|ip| ip.class.is_public());
+        self.hidden += before - self.decision.ips.len();
     }
 }
 
@@ -152,9 +168,16 @@ struct JsonOutcome<'a> {
     host: Option<String>,
     port: Option<u16>,
     ips: Vec<JsonIp>,
+    #[serde(skip_serializing_if = "is_zero")]
+    ips_hidden: usize,
 }
 
-/// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}`.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}`, plus
+/// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out.
 pub fn json_line(o: &Outcome) -> String {
     let d = &o.decision;
     let line = JsonOutcome {
@@ -172,6 +195,7 @@ pub fn json_line(o: &Outcome) -> String {
                 class: c.class.name(),
             })
             .collect(),
+        ips_hidden: o.hidden,
     };
     serde_json::to_string(&line).expect("plain data serialises")
 }
@@ -261,12 +285,19 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
     serde_json::to_string(&doc).expect("plain data serialises")
 }
 
-/// Every warning about the effective policy: the configuration's and the compiled rules'.
+/// Every warning about the effective policy: the configuration's, the compiled rules', and
+/// an admin token file others can read.
 pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
+    let token = config
+        .admin
+        .token_file
+        .as_deref()
+        .and_then(crate::admin::token::exposure_warning);
     config
         .warnings
         .iter()
         .chain(policy.warnings())
         .cloned()
+        .chain(token)
         .collect()
 }

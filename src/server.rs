@@ -32,6 +32,12 @@ pub enum StartError {
     Dns(#[from] crate::dns::DnsError),
 }
 
+/// Why `serve` and `run` refuse to start, and a reload is refused, when the layered
+/// configuration says `enabled = false`: nothing ever carries traffic under a policy its own
+/// files switched off.
+pub const NOT_ENABLED: &str = "the network policy is not enabled (set `enabled = true`, or \
+     `features.network_proxy.enabled = true` in a Codex config.toml)";
+
 /// Reads every layer of `sources` and compiles the policy: what start-up and reload share.
 pub fn load(sources: &Sources) -> Result<(Config, Policy), String> {
     let config = config::load(sources).map_err(|e| e.to_string())?;
@@ -77,11 +83,15 @@ impl Control {
     }
 
     /// Re-reads every file and swaps the policy (and, when `[dns]` changed, the resolver) for
-    /// new connections. A bad file leaves the running policy in place: the proxy never fails
-    /// open. Listener addresses and `[limits]` are fixed at start; a change is logged.
+    /// new connections. A bad file, or one that now says `enabled = false` (which start-up
+    /// refuses too), leaves the running policy in place: the proxy never fails open.
+    /// Listener addresses and `[limits]` are fixed at start; a change is logged.
     pub fn reload(&self) -> Result<(), String> {
         let running = self.config();
         let result = load(&self.sources).and_then(|(config, policy)| {
+            if !config.enabled {
+                return Err(NOT_ENABLED.to_string());
+            }
             let resolver = if config.dns == running.dns {
                 None
             } else {

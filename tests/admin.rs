@@ -10,6 +10,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -68,12 +69,18 @@ impl Harness {
             ("allowed.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
             ("denied.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
             ("other.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
+            ("internal.test", Answer::A(vec![Ipv4Addr::new(10, 1, 2, 3)])),
+            (
+                "mixed.test",
+                Answer::A(vec![Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(10, 1, 2, 3)]),
+            ),
         ]);
         let origin = HttpOrigin::start();
         let dir = tempfile::tempdir().unwrap();
         let policy_file = dir.path().join("policy.toml");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("  {TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&policy_file, policy_text(dns.addr, DOMAINS, &token_file)).unwrap();
 
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -118,14 +125,21 @@ impl Harness {
     }
 
     async fn get(&self, path: &str) -> Reply {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        self.get_as(path, None).await
+    }
+
+    /// A GET with `Authorization: Bearer <token>` when `token` is given.
+    async fn get_as(&self, path: &str, token: Option<&str>) -> Reply {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         exchange(self.admin, &req, false).await
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: &str) -> Reply {
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -250,7 +264,7 @@ async fn health_config_and_patterns() {
     // HEAD answers like GET, without a body.
     let head = exchange(
         h.admin,
-        "HEAD /health HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        "HEAD /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         true,
     )
     .await;
@@ -292,8 +306,9 @@ async fn health_config_and_patterns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_matches_the_cli_json() {
     let h = Harness::start().await;
+    // With the token, every answer is shown, private ones too.
     let reply = h
-        .get("/check?target=allowed.test%3A8443&target=denied.test&target=http%3A%2F%2Fother.test%2Fx%3Fq%3D1")
+        .get_as("/check?target=allowed.test%3A8443&target=denied.test&target=http%3A%2F%2Fother.test%2Fx%3Fq%3D1", Some(TOKEN))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
@@ -354,6 +369,68 @@ async fn check_matches_the_cli_json() {
     }
     let many = vec!["target=a.test"; admin::MAX_CHECK_TARGETS + 1].join("&");
     assert_eq!(h.get(&format!("/check?{many}")).await.status, 400);
+
+    h.stop().await;
+}
+
+/// `/check` answers the sandboxed child too: without the token it must not reveal what the
+/// internal names it blocks resolve to, only how many answers it left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_hides_non_public_answers_without_the_token() {
+    let h = Harness::start().await;
+    let domains = format!(
+        "{DOMAINS}\n\"internal.test\" = \"allow\"\n\"mixed.test\" = \"allow\"\n\"10.9.8.7\" = \"allow\""
+    );
+    let text = policy_text(h.dns.addr, &domains, &h.dir.path().join("token"))
+        .replace("allow_local_binding = true\n", "");
+    std::fs::write(&h.policy_file, text).unwrap();
+    assert_eq!(h.post("/reload", Some(TOKEN), "").await.status, 200);
+    let path = "/check?target=internal.test&target=mixed.test&target=allowed.test&target=10.9.8.7";
+    let lines = |reply: &Reply| -> Vec<Value> {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply
+            .body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ip = |ip: &str, class: &str| serde_json::json!({"ip": ip, "class": class});
+
+    for token in [None, Some("not-the-token")] {
+        let reply = h.get_as(path, token).await;
+        assert!(!reply.body.contains("10.1.2.3"), "{}", reply.body);
+        let got = lines(&reply);
+        // Blocked by a private answer: the verdict and reason, not the address.
+        assert_eq!(got[0]["verdict"], "block");
+        assert_eq!(got[0]["ips"], serde_json::json!([]));
+        assert_eq!(got[0]["ips_hidden"], 1);
+        assert_eq!(got[1]["verdict"], "block");
+        assert_eq!(got[1]["ips"], serde_json::json!([ip("1.2.3.4", "public")]));
+        assert_eq!(got[1]["ips_hidden"], 1);
+        assert_eq!(got[2]["ips"], serde_json::json!([]));
+        assert_eq!(got[2]["ips_hidden"], 1);
+        // An IP literal is what the asker wrote; nothing was resolved, nothing is hidden.
+        assert_eq!(
+            got[3]["ips"],
+            serde_json::json!([ip("10.9.8.7", "private")])
+        );
+        assert_eq!(got[3].get("ips_hidden"), None);
+    }
+
+    let got = lines(&h.get_as(path, Some(TOKEN)).await);
+    assert_eq!(
+        got[0]["ips"],
+        serde_json::json!([ip("10.1.2.3", "private")])
+    );
+    assert_eq!(
+        got[1]["ips"],
+        serde_json::json!([ip("1.2.3.4", "public"), ip("10.1.2.3", "private")])
+    );
+    assert_eq!(
+        got[2]["ips"],
+        serde_json::json!([ip("127.0.0.1", "loopback")])
+    );
+    assert!(got.iter().all(|l| l.get("ips_hidden").is_none()), "{got:?}");
 
     h.stop().await;
 }
@@ -484,7 +561,7 @@ async fn mutating_calls_need_the_token() {
         );
 
         let basic = format!(
-            "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Basic {TOKEN}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {TOKEN}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -513,7 +590,7 @@ async fn unknown_paths_methods_and_bodies() {
     let reply = h.get("/reload").await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
-    let delete = "DELETE /mode HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    let delete = "DELETE /mode HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let reply = exchange(h.admin, delete, false).await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
@@ -522,7 +599,7 @@ async fn unknown_paths_methods_and_bodies() {
     let big = format!(r#"{{"mode": "limited", "pad": "{}"}}"#, "x".repeat(5000));
     assert_eq!(h.post("/mode", Some(TOKEN), &big).await.status, 413);
     let chunked = format!(
-        "POST /mode HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "POST /mode HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n1388\r\n{}\r\n0\r\n\r\n",
         "x".repeat(5000)
     );
@@ -686,6 +763,21 @@ async fn reload_with_a_broken_file_keeps_the_old_policy() {
         .unwrap()
         .contains("policy.toml:1:"));
 
+    // A limit no listener could be built with is refused at its value, as at start.
+    std::fs::write(
+        &h.policy_file,
+        "enabled = true\n[domains]\n\"allowed.test\" = \"deny\"\n\
+         [limits]\nmax_connections = 18446744073709551615\n",
+    )
+    .unwrap();
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.ends_with("policy.toml:5:19: `[limits] max_connections` must be 1-1000000"),
+        "{error}"
+    );
+
     // Still decided by the old rules: allowed.test passes, denied.test is denied by its rule.
     assert_eq!(h.proxy_get("allowed.test").await.status, 200);
     let denied = h.proxy_get("denied.test").await;
@@ -693,7 +785,193 @@ async fn reload_with_a_broken_file_keeps_the_old_policy() {
     assert_eq!(h.patterns().await["rules"].as_array().unwrap().len(), 2);
     let after = h.metrics().await;
     let errors_after = sample(&after, "egress_reloads_total", &[("result", "error")]).unwrap();
-    assert!(errors_after >= errors_before + 2.0, "{after}");
+    assert!(errors_after >= errors_before + 3.0, "{after}");
+
+    h.stop().await;
+}
+
+/// Start-up refuses `enabled = false`; a reload must refuse it the same way, not install the
+/// switched-off file's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_a_disabled_policy_and_keeps_the_old_one() {
+    let h = Harness::start().await;
+    let errors = |text: &str| sample(text, "egress_reloads_total", &[("result", "error")]);
+    let errors_before = errors(&h.metrics().await).unwrap_or(0.0);
+    let token_file = h.dir.path().join("token");
+    let disabled = policy_text(
+        h.dns.addr,
+        "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"",
+        &token_file,
+    )
+    .replace("enabled = true", "enabled = false");
+    std::fs::write(&h.policy_file, disabled).unwrap();
+
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["reloaded"], false);
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("not enabled"), "{error}");
+
+    assert_eq!(h.proxy_get("allowed.test").await.status, 200);
+    let other = h.proxy_get("other.test").await;
+    assert_eq!(other.header("x-proxy-reason"), Some("not-allowed"));
+    assert_eq!(h.get("/config").await.json()["enabled"], true);
+    let errors_after = errors(&h.metrics().await).unwrap();
+    assert!(errors_after >= errors_before + 1.0);
+
+    h.stop().await;
+}
+
+/// A web page the operator visits can rebind its own name to 127.0.0.1 and read the admin
+/// API with the browser: only a `Host` that names this listener is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_host_naming_the_listener_is_served() {
+    let h = Harness::start().await;
+    let port = h.admin.port();
+    let raw = |head: String| async move { exchange(h.admin, &head, false).await };
+    let get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    for path in [
+        "/config",
+        "/patterns",
+        "/blocked",
+        "/check?target=allowed.test",
+        "/health",
+    ] {
+        let reply = raw(get(path, "evil.test")).await;
+        assert_eq!(reply.status, 421, "{path}: {reply:?}");
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("`evil.test`"), "{error}");
+        assert!(
+            !reply.body.contains("allowed.test"),
+            "{path}: {}",
+            reply.body
+        );
+    }
+    let refused = [
+        format!("evil.test:{port}"),
+        format!("localhost.evil.test:{port}"),
+        format!("127.0.0.1.evil.test:{port}"),
+        "127.1".to_string(),
+        format!("127.0.0.2:{port}"),
+        format!("[::2]:{port}"),
+        "localhost:+80".to_string(),
+        "localhost:99999".to_string(),
+        "[::1".to_string(),
+        String::new(),
+    ];
+    for host in &refused {
+        assert_eq!(raw(get("/health", host)).await.status, 421, "Host: {host}");
+    }
+    let accepted = [
+        h.admin.to_string(),
+        "localhost".to_string(),
+        format!("LocalHost:{port}"),
+        "localhost:9999".to_string(),
+        "127.0.0.1".to_string(),
+        "127.0.0.1:9999".to_string(),
+        "[::1]".to_string(),
+        format!("[::1]:{port}"),
+        format!("[0:0:0:0:0:0:0:1]:{port}"),
+    ];
+    for host in &accepted {
+        assert_eq!(raw(get("/health", host)).await.status, 200, "Host: {host}");
+    }
+    // HTTP/1.1 needs exactly one Host; HTTP/1.0 may go without.
+    let missing = raw("GET /config HTTP/1.1\r\nConnection: close\r\n\r\n".into()).await;
+    assert_eq!(missing.status, 400, "{missing:?}");
+    let twice = "GET /config HTTP/1.1\r\nHost: localhost\r\nHost: evil.test\r\n\
+                 Connection: close\r\n\r\n";
+    assert_eq!(raw(twice.into()).await.status, 400);
+    assert_eq!(raw("GET /health HTTP/1.0\r\n\r\n".into()).await.status, 200);
+    // An absolute-form target names its host too.
+    let absolute = "GET http://evil.test/config HTTP/1.1\r\nHost: localhost\r\n\
+                    Connection: close\r\n\r\n";
+    assert_eq!(raw(absolute.into()).await.status, 421);
+    // Mutating calls are checked before the token.
+    let post = format!(
+        "POST /mode HTTP/1.1\r\nHost: evil.test\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 19\r\nConnection: close\r\n\r\n{{\"mode\": \"limited\"}}"
+    );
+    assert_eq!(raw(post).await.status, 421);
+    assert_eq!(h.patterns().await["mode"], "full");
+
+    h.stop().await;
+}
+
+/// Idle connections from the sandboxed child (on loopback every peer is 127.0.0.1) must not
+/// lock the operator out of `POST /reload`: before, 64 of them made every call a `503`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_lock_the_operator_out() {
+    let h = Harness::start().await;
+    let mut idle = Vec::new();
+    // More than the connections that may wait for a request head at once.
+    for _ in 0..80 {
+        idle.push(TcpStream::connect(h.admin).await.unwrap());
+    }
+    // Half a request head: waiting, not served.
+    for stream in &mut idle {
+        stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["reloaded"], true);
+    assert_eq!(h.get("/health").await.status, 200);
+    // The oldest idle connections were closed to make room.
+    let mut first = [0u8; 1];
+    let closed = tokio::time::timeout(IO_TIMEOUT, idle[0].read(&mut first))
+        .await
+        .expect("the oldest idle connection is closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    drop(idle);
+
+    h.stop().await;
+}
+
+/// Slow requests without the token (a `/check` waiting on DNS) fill only their own slots:
+/// calls with the token still get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_the_token_have_reserved_slots() {
+    let h = Harness::start().await;
+    let silent = FakeDns::start(vec![("slow.test", Answer::NoReply)]);
+    let token_file = h.dir.path().join("token");
+    let text = policy_text(silent.addr, "\"slow.test\" = \"allow\"", &token_file)
+        .replace("timeout_ms = 1000", "timeout_ms = 3000");
+    std::fs::write(&h.policy_file, text).unwrap();
+    assert_eq!(h.post("/reload", Some(TOKEN), "").await.status, 200);
+
+    let admin = h.admin;
+    // As many as the old cap on admin connections, all of them slow.
+    let slow: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(async move {
+                let req = "GET /check?target=slow.test HTTP/1.1\r\nHost: localhost\r\n\
+                           Connection: close\r\n\r\n";
+                exchange(admin, req, false).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = h.get("/health").await;
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert_eq!(busy.header("connection"), Some("close"));
+    let reply = h
+        .post("/mode", Some(TOKEN), "{\"mode\": \"limited\"}")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(h.get_as("/patterns", Some(TOKEN)).await.status, 200);
+    let mut served = 0;
+    for task in slow {
+        match task.await.unwrap().status {
+            200 => served += 1,
+            status => assert_eq!(status, 503),
+        }
+    }
+    assert!(served > 0);
+    assert_eq!(h.get("/health").await.status, 200);
 
     h.stop().await;
 }
@@ -703,7 +981,7 @@ async fn shutdown_closes_idle_admin_connections() {
     let h = Harness::start().await;
     let mut stream = TcpStream::connect(h.admin).await.unwrap();
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let reply = tokio::time::timeout(IO_TIMEOUT, read_reply(&mut stream, false))
@@ -809,14 +1087,14 @@ fn serve_binary_generates_a_token_and_serves_metrics() {
     rt.block_on(async {
         let metrics = exchange(
             addr,
-            "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             false,
         )
         .await;
         assert_eq!(metrics.status, 200);
         let post = |token: String| {
             format!(
-                "POST /mode HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+                "POST /mode HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
                  Content-Length: 19\r\nConnection: close\r\n\r\n{{\"mode\": \"limited\"}}"
             )
         };
@@ -843,7 +1121,6 @@ fn serve_binary_generates_a_token_and_serves_metrics() {
 }
 
 fn assert_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
     let actual = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(actual, mode, "{}", path.display());
 }

@@ -996,6 +996,100 @@ fn validate_rejects_bad_files_with_the_exact_line() {
     }
 }
 
+/// Every count and timeout is bounded where it is written: a huge value would otherwise pass
+/// `validate` and make a listener panic at start (a semaphore's permit limit, `Instant`
+/// overflow), and a zero one would refuse every connection.
+#[test]
+fn validate_and_check_bound_every_limit_at_its_value() {
+    let cases = [
+        (
+            "[limits]\nmax_connections = 18446744073709551615\n",
+            "2:19: `[limits] max_connections` must be 1-1000000",
+        ),
+        (
+            "[limits]\nmax_connections = 0\n",
+            "2:19: `[limits] max_connections` must be 1-1000000",
+        ),
+        (
+            "[limits]\nmax_udp_associations = 2305843009213693952\n",
+            "2:24: `[limits] max_udp_associations` must be 1-1000000",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 10000000000\n",
+            "2:20: `[limits] max_header_bytes` must be 1024-417792",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 16\n",
+            "2:20: `[limits] max_header_bytes` must be 1024-417792",
+        ),
+        (
+            "[limits]\nconnect_timeout_ms = 18446744073709551615\n",
+            "2:22: `[limits] connect_timeout_ms` must be 1-604800000",
+        ),
+        (
+            "[limits]\nidle_timeout_ms = 604800001\n",
+            "2:19: `[limits] idle_timeout_ms` must be 1-604800000",
+        ),
+        (
+            "[limits]\nheader_timeout_ms = 18446744073709551615\n",
+            "2:21: `[limits] header_timeout_ms` must be 1-604800000",
+        ),
+        (
+            "[dns]\ntimeout_ms = 18446744073709551615\n",
+            "2:14: `[dns] timeout_ms` must be 1-604800000",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let p = write(dir.path(), &format!("l{i}.toml"), text);
+        let (code, out, err) = run(&["validate", "--config", &p]);
+        assert_eq!(err, format!("{p}:{want}\n"), "{text}");
+        assert_eq!((code, out.as_str()), (1, ""), "{text}");
+        let (code, out, err) = run(&["check", "--no-dns", "--config", &p, "example.com"]);
+        assert_eq!(err, format!("error: {p}:{want}\n"), "{text}");
+        assert_eq!((code, out.as_str()), (2, ""), "{text}");
+    }
+    // The bounds themselves are accepted.
+    let edges = "[limits]\nmax_connections = 1000000\nmax_udp_associations = 1\n\
+                 max_header_bytes = 417792\nidle_timeout_ms = 604800000\n";
+    let p = write(dir.path(), "edges.toml", edges);
+    let (code, _, err) = run(&["validate", "--config", &p]);
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+/// Whoever reads the admin token can loosen the policy, so a token file the group or others
+/// can read is a warning in `validate` (text and JSON).
+#[test]
+fn validate_warns_about_a_token_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "s3cret\n");
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "enabled = true\nallowed_domains = [\"a.test\"]\n[admin]\ntoken_file = {token:?}\n"
+        ),
+    );
+    let set_mode = |mode| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(0o644);
+    let (code, out, _) = run(&["validate", "--config", &p]);
+    assert_eq!(code, 0);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(
+        warnings,
+        [format!("warning: `[admin] token_file` {token} is readable by group or others (mode 0644); anyone who reads it can change the policy: `chmod 600` it")],
+        "{out}"
+    );
+    let v = validate_json(&["--config", &p]);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+    set_mode(0o600);
+    let (_, out, _) = run(&["validate", "--config", &p]);
+    assert!(!out.contains("warning: "), "{out}");
+}
+
 #[test]
 fn validate_rejects_an_unknown_profile_and_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();

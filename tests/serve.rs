@@ -397,7 +397,7 @@ fn proxy_get(proxy: SocketAddr, authority: &str) -> Reply {
 /// An admin GET.
 fn admin_get(admin: SocketAddr, path: &str) -> Reply {
     let mut stream = connect(admin);
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).unwrap();
     read_reply(&mut stream, false)
 }
@@ -741,6 +741,79 @@ fn disabled_policy_exits_2_with_one_line() {
     }
 }
 
+/// Limits a listener could not be built with are config errors at their line: before, a huge
+/// `max_connections` panicked in `serve` and a huge `max_udp_associations` killed the SOCKS5
+/// task after its startup line, so the proxy looked healthy while refusing every client.
+#[test]
+fn out_of_range_limits_exit_2_with_the_line_not_a_panic() {
+    let dir = Dir::new();
+    let dns = fake_dns();
+    for (key, value, col) in [
+        ("max_connections", "18446744073709551615", 19),
+        ("max_udp_associations", "2305843009213693952", 24),
+        ("header_timeout_ms", "18446744073709551615", 21),
+        ("idle_timeout_ms", "18446744073709551615", 19),
+    ] {
+        let text = format!(
+            "{}\n[limits]\n{key} = {value}\n",
+            policy_text(
+                &dns,
+                "enable_socks5_udp = true",
+                "\"allowed.test\" = \"allow\""
+            )
+        );
+        let file = dir.write("limits.toml", &text);
+        let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let mut args = vec!["--config", file.to_str().unwrap()];
+        args.extend_from_slice(EPHEMERAL);
+        let (code, stderr) = start_failure(&args, &dir.runtime());
+        assert!(!stderr.contains("panicked"), "{key}: {stderr}");
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "error: {}:{line}:{col}: `[limits] {key}` must be 1-{}",
+                file.display(),
+                if key.ends_with("_ms") {
+                    "604800000"
+                } else {
+                    "1000000"
+                }
+            )
+        );
+    }
+}
+
+/// `serve` warns at start when `[admin] token_file` can be read by the group or others.
+#[test]
+fn a_token_file_others_can_read_is_a_startup_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let dns = fake_dns();
+    let token = dir.write("token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let extra = format!("[admin]\ntoken_file = {:?}\n", token.display().to_string());
+    let text = format!(
+        "{}{extra}",
+        policy_text(&dns, "", "\"allowed.test\" = \"allow\"")
+    );
+    let policy = dir.write("policy.toml", &text);
+    let mut serve = Serve::start(&policy, &[], &dir.runtime());
+    let stderr = serve.stderr();
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("readable by group or others"))
+        .unwrap_or_else(|| panic!("no token file warning:\n{stderr}"));
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(warning.contains("(mode 0640)"), "{warning}");
+    assert!(
+        !stderr.contains("s3cret-token"),
+        "the token was logged:\n{stderr}"
+    );
+    serve.signal(Signal::SIGTERM);
+    assert_eq!(serve.expect_exit(DEADLINE).code(), Some(0));
+}
+
 #[test]
 fn non_loopback_listeners_need_the_dangerous_key_and_exit_2() {
     let dir = Dir::new();
@@ -971,6 +1044,24 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
     assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
 
+    // A file that switches the policy off is refused like a broken one (start-up refuses it).
+    std::fs::write(
+        &policy,
+        policy_text(
+            &dns,
+            "",
+            "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"",
+        )
+        .replace("enabled = true", "enabled = false"),
+    )
+    .unwrap();
+    serve.signal(Signal::SIGHUP);
+    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    assert!(failed.contains("not enabled"), "{failed}");
+    let still = proxy_get(serve.http, &at("allowed.test"));
+    assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
+    assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+
     // A syntax error and a missing file are refused the same way.
     std::fs::write(&policy, "[domains\n").unwrap();
     serve.signal(Signal::SIGHUP);
@@ -992,7 +1083,7 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
         "a bad reload must not stop serve"
     );
 
-    // The reload counters of this process: one ok, three errors.
+    // The reload counters of this process: one ok, four errors.
     let metrics = admin_get(serve.admin, "/metrics");
     assert_eq!(metrics.status, 200);
     assert_eq!(
@@ -1007,7 +1098,7 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
             "egress_reloads_total",
             &[("result", "error")]
         ),
-        Some(3.0),
+        Some(4.0),
         "{}",
         metrics.body
     );

@@ -70,6 +70,21 @@ pub fn read_token_file(path: &Path) -> Result<Arc<str>, String> {
     Ok(Arc::from(token))
 }
 
+/// A warning when `[admin] token_file` can be read by its group or by others: whoever reads
+/// the token (the sandboxed child runs as some user too) can loosen the policy through the
+/// admin API. `None` when only the owner can read it, or it cannot be inspected (reading it
+/// reports that).
+pub fn exposure_warning(path: &Path) -> Option<String> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "`[admin] token_file` {} is readable by group or others (mode {mode:04o}); \
+             anyone who reads it can change the policy: `chmod 600` it",
+            path.display()
+        )
+    })
+}
+
 /// Generates a token (32 random bytes, hex) and writes it with mode 0600.
 ///
 /// `xdg_runtime_dir`: when it is an absolute path, the token goes to
@@ -246,6 +261,21 @@ mod tests {
             missing.starts_with("cannot read admin token file"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t");
+        fs::write(&path, "s3cret\n").unwrap();
+        for (bits, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bits)).unwrap();
+            let warning = exposure_warning(&path);
+            assert_eq!(warning.is_some(), warned, "{bits:o}: {warning:?}");
+        }
+        let shown = exposure_warning(&path).unwrap();
+        assert!(shown.contains("(mode 0604)"), "{shown}");
+        assert_eq!(exposure_warning(&tmp.path().join("missing")), None);
     }
 
     #[test]

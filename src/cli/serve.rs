@@ -62,6 +62,14 @@ pub fn run(args: &ServeArgs) -> i32 {
             };
         }
     };
+    if let Some(warning) = config
+        .admin
+        .token_file
+        .as_deref()
+        .and_then(admin::token::exposure_warning)
+    {
+        tracing::warn!("{warning}");
+    }
     let admin_options = AdminOptions {
         token: Arc::clone(&token.token),
         metrics: admin::install_metrics(),

@@ -324,12 +324,12 @@ fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigError> {
     };
     let millis = |key: &'static str, value: Option<Spanned<u64>>| {
         checked(src, value, |ms| {
-            positive(key, ms).map(Duration::from_millis)
+            bounded(key, ms, 1, MAX_TIMEOUT_MS).map(Duration::from_millis)
         })
     };
-    let count = |key: &'static str, value: Option<Spanned<u64>>| {
+    let count = |key: &'static str, value: Option<Spanned<u64>>, min: u64, max: u64| {
         checked(src, value, |n| {
-            positive(key, n).and_then(|n| {
+            bounded(key, n, min, max).and_then(|n| {
                 usize::try_from(n).map_err(|_| format!("`{key}` is too large for this platform"))
             })
         })
@@ -359,14 +359,29 @@ fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigError> {
         dangerously_allow_all_unix_sockets: set(src, dangerously_allow_all_unix_sockets),
         managed_allowed_domains_only: set(src, managed_allowed_domains_only),
         dns_servers: dns_servers(src, dns.servers)?,
-        dns_timeout: millis("timeout_ms", dns.timeout_ms)?,
+        dns_timeout: millis("[dns] timeout_ms", dns.timeout_ms)?,
         multi_answer: checked(src, dns.multi_answer, |m| choice("multi_answer", m))?,
-        connect_timeout: millis("connect_timeout_ms", limits.connect_timeout_ms)?,
-        idle_timeout: millis("idle_timeout_ms", limits.idle_timeout_ms)?,
-        header_timeout: millis("header_timeout_ms", limits.header_timeout_ms)?,
-        max_header_bytes: count("max_header_bytes", limits.max_header_bytes)?,
-        max_connections: count("max_connections", limits.max_connections)?,
-        max_udp_associations: count("max_udp_associations", limits.max_udp_associations)?,
+        connect_timeout: millis("[limits] connect_timeout_ms", limits.connect_timeout_ms)?,
+        idle_timeout: millis("[limits] idle_timeout_ms", limits.idle_timeout_ms)?,
+        header_timeout: millis("[limits] header_timeout_ms", limits.header_timeout_ms)?,
+        max_header_bytes: count(
+            "[limits] max_header_bytes",
+            limits.max_header_bytes,
+            MIN_HEADER_BYTES,
+            MAX_HEADER_BYTES,
+        )?,
+        max_connections: count(
+            "[limits] max_connections",
+            limits.max_connections,
+            1,
+            MAX_COUNT,
+        )?,
+        max_udp_associations: count(
+            "[limits] max_udp_associations",
+            limits.max_udp_associations,
+            1,
+            MAX_COUNT,
+        )?,
         token_file: path("token_file", admin.token_file)?,
         log_format: checked(src, log.format, |f| choice("format", f))?,
         audit: path("audit", log.audit)?,
@@ -452,12 +467,26 @@ fn checked<T, U>(
     }))
 }
 
-/// A zero timeout or limit would make every connection fail, so it is a mistake, not a choice.
-fn positive(key: &str, n: u64) -> Result<u64, String> {
-    if n == 0 {
-        Err(format!("`{key}` must be at least 1"))
-    } else {
+/// The longest timeout (7 days, in milliseconds): `Instant + timeout` must never overflow in a
+/// listener task, and nothing waits longer on purpose.
+const MAX_TIMEOUT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The most connections or UDP associations: far below `Semaphore::MAX_PERMITS`, whose
+/// constructor panics above it, and above what one process can hold open.
+const MAX_COUNT: u64 = 1_000_000;
+const _: () = assert!(MAX_COUNT as usize <= tokio::sync::Semaphore::MAX_PERMITS);
+/// The smallest request head worth accepting: a request line and a `Host`.
+const MIN_HEADER_BYTES: u64 = 1024;
+/// hyper's read buffer (8 KiB + 100 × 4 KiB) bounds a request head; a larger limit would
+/// never apply.
+const MAX_HEADER_BYTES: u64 = 8192 + 4096 * 100;
+
+/// A value outside `min..=max`: zero would make every connection fail, and a huge one makes a
+/// listener panic at start (a semaphore's permit limit, `Instant` overflow).
+fn bounded(key: &str, n: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&n) {
         Ok(n)
+    } else {
+        Err(format!("`{key}` must be {min}-{max}"))
     }
 }
 
@@ -866,7 +895,7 @@ multi_answer = "use-public-only"
 connect_timeout_ms = 1
 idle_timeout_ms = 2
 header_timeout_ms = 3
-max_header_bytes = 4
+max_header_bytes = 4096
 max_connections = 5
 max_udp_associations = 6
 
@@ -913,7 +942,7 @@ audit = "-"
                 connect_timeout: Duration::from_millis(1),
                 idle_timeout: Duration::from_millis(2),
                 header_timeout: Duration::from_millis(3),
-                max_header_bytes: 4,
+                max_header_bytes: 4096,
                 max_connections: 5,
                 max_udp_associations: 6,
             },
@@ -1380,8 +1409,12 @@ enable_socks5_udp = false
         let cases = [
             ("unix_sockets = { 'run/docker.sock' = 'allow' }", "v.toml:1:18: Unix socket path `run/docker.sock` must be absolute"),
             ("[dns]\nservers = ['127.0.0.1', 'dns.google']", "v.toml:2:25: invalid DNS server `dns.google` (expected `IP`, `IP:PORT` or `[IPv6]:PORT`)"),
-            ("[dns]\ntimeout_ms = 0", "v.toml:2:14: `timeout_ms` must be at least 1"),
-            ("[limits]\nmax_connections = 0", "v.toml:2:19: `max_connections` must be at least 1"),
+            ("[dns]\ntimeout_ms = 0", "v.toml:2:14: `[dns] timeout_ms` must be 1-604800000"),
+            ("[limits]\nmax_connections = 0", "v.toml:2:19: `[limits] max_connections` must be 1-1000000"),
+            ("[limits]\nmax_connections = 18446744073709551615", "v.toml:2:19: `[limits] max_connections` must be 1-1000000"),
+            ("[limits]\nmax_udp_associations = 1000001", "v.toml:2:24: `[limits] max_udp_associations` must be 1-1000000"),
+            ("[limits]\nmax_header_bytes = 1023", "v.toml:2:20: `[limits] max_header_bytes` must be 1024-417792"),
+            ("[limits]\nidle_timeout_ms = 604800001", "v.toml:2:19: `[limits] idle_timeout_ms` must be 1-604800000"),
             ("[admin]\ntoken_file = ''", "v.toml:2:14: `token_file` must not be empty"),
             ("enable_socks5 = 1", "v.toml:1:17: `enable_socks5`: invalid type: integer `1`, expected a boolean"),
             ("mode = 'half'", "v.toml:1:8: `mode`: unknown variant `half`, expected `full` or `limited`"),
