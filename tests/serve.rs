@@ -1286,7 +1286,7 @@ fn admin_post(admin: SocketAddr, runtime_dir: &Path, path: &str, body: &str) -> 
     let token = std::fs::read_to_string(runtime_dir.join("egress-proxy/admin-token")).unwrap();
     let mut stream = connect(admin);
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         token.trim(),
         body.len()
