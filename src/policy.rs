@@ -485,6 +485,17 @@ impl Policy {
         self.guard_self(decision, port)
     }
 
+    /// Decides again, without DNS, a destination already connected to `dialled` (after a
+    /// reload): the name meets the domain rules, and `dialled` stands in for its answers.
+    pub fn recheck(&self, target: &Target<'_>, dialled: IpAddr) -> Decision {
+        let decision = self.decide(target, Access::Tunnel);
+        if decision.needs_dns() {
+            self.check_resolved(decision, target.port, &[dialled])
+        } else {
+            decision
+        }
+    }
+
     /// The decision for a name whose lookup failed or timed out: blocked, never retried by name.
     pub fn dns_failed(&self, decision: Decision) -> Decision {
         Decision::block(Reason::DnsFailed, decision.rule)

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
 use crate::audit::Protocol;
-use crate::policy::{Access, Decision, Policy, Target};
+use crate::policy::{Decision, Policy, Target};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -125,7 +125,7 @@ impl Tunnels {
             if only.is_some_and(|only| only != id) {
                 return true;
             }
-            let decision = redecide(policy, &entry.target, entry.dialled);
+            let decision = policy.recheck(&entry.target, entry.dialled);
             if decision.is_allowed() {
                 return true;
             }
@@ -157,16 +157,6 @@ impl Tunnels {
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The decision `policy` makes for a tunnel to `target` that is connected to `dialled`.
-fn redecide(policy: &Policy, target: &Target<'_>, dialled: IpAddr) -> Decision {
-    let decision = policy.decide(target, Access::Tunnel);
-    if decision.needs_dns() {
-        policy.check_resolved(decision, target.port, &[dialled])
-    } else {
-        decision
     }
 }
 
@@ -207,8 +197,8 @@ mod tests {
             ],
             true,
         );
-        assert!(redecide(&open, &name, loopback).is_allowed());
-        assert!(redecide(&open, &ip, loopback).is_allowed());
+        assert!(open.recheck(&name, loopback).is_allowed());
+        assert!(open.recheck(&ip, loopback).is_allowed());
         let cases = [
             // The name is now denied.
             (
@@ -250,7 +240,7 @@ mod tests {
             ),
         ];
         for (policy, target, dialled, reason) in cases {
-            let decision = redecide(&policy, target, dialled);
+            let decision = policy.recheck(target, dialled);
             assert!(!decision.is_allowed(), "{target} via {dialled}");
             assert_eq!(decision.reason, reason, "{target} via {dialled}");
         }

@@ -189,7 +189,10 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
         method: "POST",
         body: false,
     };
-    assert_eq!(p.decide_unix(path, None, post).reason, Reason::MethodNotAllowed);
+    assert_eq!(
+        p.decide_unix(path, None, post).reason,
+        Reason::MethodNotAllowed
+    );
     let get_with_body = Access::Http {
         method: "GET",
         body: true,

@@ -191,6 +191,16 @@ pub fn write_udp_header(buf: &mut [u8], end: usize, dest: &[u8]) -> usize {
     start
 }
 
+/// The address and port of a destination as a UDP header carries it (ATYP..DST.PORT, the
+/// [`UdpHeader::dest`] octets), if it is one.
+pub fn parse_dest(dest: &[u8]) -> Option<(Addr<'_>, u16)> {
+    let (&atyp, rest) = dest.split_first()?;
+    match parse_addr(atyp, rest) {
+        Ok(Some((addr, port, len))) if len == rest.len() => Some((addr, port)),
+        _ => None,
+    }
+}
+
 /// Parses ATYP's address and the port after it: `Ok(None)` if incomplete, `Err(atyp)` if the
 /// type is unknown. Returns the octets consumed after ATYP.
 fn parse_addr(atyp: u8, rest: &[u8]) -> Result<Option<(Addr<'_>, u16, usize)>, u8> {

@@ -465,13 +465,29 @@ impl Routes {
         }
     }
 
-    /// Forgets every decision if the policy was reloaded since they were made.
+    /// After a reload, keeps the routes the new generation still allows to the same address
+    /// (decided again without DNS, as open tunnels are), so replies in flight are not lost;
+    /// the rest are forgotten and decided afresh on their next datagram.
     fn refresh(&mut self, gate: &Gate) {
         let current = gate.policy().load();
-        if !Arc::ptr_eq(&current, &self.generation) {
-            self.generation = Arc::clone(&current);
-            self.clear();
+        if Arc::ptr_eq(&current, &self.generation) {
+            return;
         }
+        self.generation = Arc::clone(&current);
+        let policy = &self.generation;
+        let still_allowed = |dest: &[u8], addr: SocketAddr| {
+            codec::parse_dest(dest)
+                .and_then(|(host, port)| super::target(host, port).ok())
+                .is_some_and(|target| policy.recheck(&target, addr.ip()).is_allowed())
+        };
+        self.by_dest.retain(|dest, route| match *route {
+            Route::Allowed(addr) => still_allowed(dest, addr),
+            Route::Denied => false,
+        });
+        let by_dest = &self.by_dest;
+        self.by_source.retain(
+            |addr, dest| matches!(by_dest.get(dest), Some(Route::Allowed(kept)) if kept == addr),
+        );
     }
 
     fn get(&self, dest: &[u8]) -> Option<Route> {
@@ -550,6 +566,40 @@ mod tests {
         routes.refresh(&gate);
         assert_eq!(routes.get(b"x"), None);
         assert!(Arc::ptr_eq(&routes.generation, &gate.current()));
+    }
+
+    /// A reload keeps what the new policy still allows, so replies in flight reach the client;
+    /// what it denies, and every denial, is decided again.
+    #[test]
+    fn a_reload_keeps_the_routes_it_still_allows() {
+        let gate = gate(policy(&["127.0.0.1", "127.0.0.2"]));
+        let mut routes = Routes::new(gate.current());
+        let one: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let two: SocketAddr = "127.0.0.2:7".parse().unwrap();
+        let to_one = b"\x01\x7f\x00\x00\x01\x00\x07";
+        let to_two = b"\x01\x7f\x00\x00\x02\x00\x07";
+        let denied = b"\x01\x7f\x00\x00\x03\x00\x07";
+        routes.insert(to_one, Route::Allowed(one));
+        routes.insert(to_two, Route::Allowed(two));
+        routes.insert(denied, Route::Denied);
+
+        gate.policy()
+            .store(Arc::new(policy(&["127.0.0.1", "127.0.0.2"])));
+        routes.refresh(&gate);
+        assert_eq!(routes.get(to_one), Some(Route::Allowed(one)));
+        assert_eq!(routes.get(to_two), Some(Route::Allowed(two)));
+        assert_eq!(routes.get(denied), None, "a denial is decided again");
+        assert_eq!(routes.by_source.len(), 2);
+
+        gate.policy().store(Arc::new(policy(&["127.0.0.1"])));
+        routes.refresh(&gate);
+        assert_eq!(routes.get(to_one), Some(Route::Allowed(one)));
+        assert_eq!(routes.get(to_two), None);
+        assert_eq!(
+            routes.by_source.get(&one).map(|d| &d[..]),
+            Some(&to_one[..])
+        );
+        assert!(!routes.by_source.contains_key(&two));
     }
 
     #[tokio::test]
