@@ -660,6 +660,39 @@ fn check_invalid_hosts_are_invalid_host() {
     }
 }
 
+#[test]
+fn check_an_ipv4_mapped_cidr_deny_covers_every_spelling_of_the_ipv4_addresses_it_maps() {
+    let dns = FakeDns::start(vec![]);
+    let (code, out, err) = check(
+        &dns,
+        &[
+            "--no-dns",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "::ffff:10.1.0.0/112",
+            "--json",
+            "10.1.2.3:443",
+            "[::ffff:10.1.2.3]:443",
+            "[64:ff9b::a01:203]:443",
+            "10.2.0.1:443",
+        ],
+    );
+    assert_eq!((code, err.as_str()), (1, ""));
+    assert_eq!(
+        verdicts(&out),
+        owned(&[
+            ("10.1.2.3:443", "block", "deny-rule"),
+            ("[::ffff:10.1.2.3]:443", "block", "deny-rule"),
+            ("[64:ff9b::a01:203]:443", "block", "deny-rule"),
+            ("10.2.0.1:443", "allow", "allowed"),
+        ])
+    );
+    for line in &json_lines(&out)[..3] {
+        assert_eq!(line["rule"], "::ffff:10.1.0.0/112", "{line}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // check: usage and configuration errors
 // ---------------------------------------------------------------------------------------------

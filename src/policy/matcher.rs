@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::classifier::{self, mask128, mask32};
 use super::host::last_dot;
@@ -205,6 +205,18 @@ fn pick<'e>(
     (None, allow)
 }
 
+/// An IPv4-mapped range (`::ffff:10.0.0.0/104`) as the IPv4 range it maps (`10.0.0.0/8`):
+/// destinations are matched as IPv4 once canonical, so that is where the rule must be found.
+fn unmapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new_assert(v4, v6.prefix_len() - 96)),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// CIDR rules grouped by prefix length, longest first: a lookup is one hash probe per
 /// distinct length, however many ranges there are.
 #[derive(Debug, Default)]
@@ -318,7 +330,7 @@ impl Matcher {
                 .entry(ip.to_canonical())
                 .or_default()
                 .push(entry(AllowKind::Exact)),
-            PatternKind::Cidr(net) => self.cidrs.insert(*net, entry(AllowKind::Exact)),
+            PatternKind::Cidr(net) => self.cidrs.insert(unmapped(*net), entry(AllowKind::Exact)),
         }
         rule
     }
@@ -441,11 +453,13 @@ impl Matcher {
                 apex.and(covers_subdomains(base))
             }
             PatternKind::Ip(ip) => self.match_ip_tables(ip.to_canonical(), port).deny,
-            PatternKind::Cidr(net) => self
-                .cidrs
-                .containing(net.network(), net.prefix_len())
-                .find(|e| e.action == Action::Deny && e.applies(port))
-                .map(|e| e.rule),
+            PatternKind::Cidr(net) => {
+                let net = unmapped(*net);
+                self.cidrs
+                    .containing(net.network(), net.prefix_len())
+                    .find(|e| e.action == Action::Deny && e.applies(port))
+                    .map(|e| e.rule)
+            }
             PatternKind::Global | PatternKind::Glob(_) => None,
         }
     }
@@ -596,6 +610,38 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(verdict(&m, host, 1), want, "{host}");
         }
+    }
+
+    #[test]
+    fn ipv4_mapped_cidrs_cover_the_ipv4_addresses_they_map() {
+        // Found by `fuzz/` (matcher): a destination is matched as IPv4 once canonical, so a
+        // range written in its IPv4-mapped spelling must be found among the IPv4 ranges.
+        let m = matcher(&[
+            ("*", Allow),
+            ("::ffff:10.0.0.0/104", Deny),
+            ("::ffff:127.0.0.0/120", Allow),
+        ]);
+        let cases = [
+            ("10.1.2.3", "deny ::ffff:10.0.0.0/104"),
+            ("::ffff:10.1.2.3", "deny ::ffff:10.0.0.0/104"),
+            ("64:ff9b::a01:203", "deny ::ffff:10.0.0.0/104"),
+            ("11.0.0.1", "allow *"),
+            ("127.0.0.9", "allow ::ffff:127.0.0.0/120"),
+            ("127.0.1.9", "allow *"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(verdict(&m, host, 1), want, "{host}");
+        }
+        let shadowed = m.shadowing_deny(&Pattern::parse("10.1.0.0/16", Allow).unwrap());
+        assert_eq!(
+            shadowed.map(|r| &*m.rule(r).pattern),
+            Some("::ffff:10.0.0.0/104")
+        );
+        let shadowed = m.shadowing_deny(&Pattern::parse("::ffff:10.1.0.0/112", Allow).unwrap());
+        assert_eq!(
+            shadowed.map(|r| &*m.rule(r).pattern),
+            Some("::ffff:10.0.0.0/104")
+        );
     }
 
     #[test]
