@@ -693,6 +693,26 @@ fn check_an_ipv4_mapped_cidr_deny_covers_every_spelling_of_the_ipv4_addresses_it
     }
 }
 
+#[test]
+fn check_names_the_exact_rule_over_the_apex_of_a_double_star_rule() {
+    let dns = FakeDns::start(vec![]);
+    for rules in [
+        ["--allow", "**.x.test", "--allow", "x.test:80"],
+        ["--allow", "x.test:80", "--allow", "**.x.test"],
+    ] {
+        let args = [
+            &["--no-dns", "--json"][..],
+            &rules,
+            &["x.test:80", "x.test:443"],
+        ]
+        .concat();
+        let (code, out, err) = check(&dns, &args);
+        assert_eq!((code, err.as_str()), (0, ""), "{rules:?}");
+        let rules_named: Vec<Value> = json_lines(&out).iter().map(|l| l["rule"].clone()).collect();
+        assert_eq!(rules_named, ["x.test:80", "**.x.test"], "{rules:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // check: usage and configuration errors
 // ---------------------------------------------------------------------------------------------

@@ -185,7 +185,9 @@ impl Names {
     }
 }
 
-/// The first applicable deny and the first applicable allow among `entries`.
+/// The first applicable deny and the first applicable allow among `entries`, an exact rule
+/// before a wildcard one (on one name, `example.com` is more specific than `**.example.com`,
+/// whichever was written first).
 fn pick<'e>(
     entries: impl IntoIterator<Item = &'e Entry>,
     port: Option<u16>,
@@ -198,7 +200,13 @@ fn pick<'e>(
         match e.action {
             Action::Deny => return (Some(e.rule), allow),
             Action::Allow => {
-                allow.get_or_insert((e.rule, e.kind));
+                let better = match allow {
+                    None => true,
+                    Some((_, kind)) => kind == AllowKind::Wildcard && e.kind == AllowKind::Exact,
+                };
+                if better {
+                    allow = Some((e.rule, e.kind));
+                }
             }
         }
     }
@@ -690,6 +698,23 @@ mod tests {
         );
         assert_eq!(verdict(&m, "www.example.com", 1), "allow *.example.com");
         assert_eq!(verdict(&m, "other.test", 1), "allow *");
+    }
+
+    #[test]
+    fn an_exact_rule_beats_the_apex_of_a_double_star_rule_in_any_order() {
+        // Found by `fuzz/` (matcher): both sit on the same name, and the first written won.
+        for rules in [
+            [("**.x.test", Allow), ("x.test:80", Allow)],
+            [("x.test:80", Allow), ("**.x.test", Allow)],
+        ] {
+            let m = matcher(&rules);
+            assert_eq!(verdict(&m, "x.test", 80), "allow x.test:80", "{rules:?}");
+            assert_eq!(
+                m.match_name("x.test", 80).allow.unwrap().1,
+                AllowKind::Exact
+            );
+            assert_eq!(verdict(&m, "x.test", 443), "allow **.x.test", "{rules:?}");
+        }
     }
 
     #[test]
