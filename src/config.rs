@@ -20,7 +20,7 @@ pub(crate) use listen::parse_dns_server;
 mod raw;
 
 pub use error::ConfigError;
-pub use layer::load;
+pub use layer::{load, load_texts};
 
 /// Everything that decides where configuration comes from, straight from the policy flags.
 #[derive(Clone, Debug, Default)]

@@ -15,7 +15,8 @@
 //! allocates per request and per datagram, and resolves UDP destinations with the system
 //! resolver, outside the policy.
 
-mod codec;
+/// Public so the fuzz targets (`fuzz/`) can drive the parsers directly.
+pub mod codec;
 mod reply;
 mod tcp;
 pub(crate) mod udp;

@@ -705,6 +705,59 @@ fn check_invalid_hosts_are_invalid_host() {
     }
 }
 
+#[test]
+fn check_an_ipv4_mapped_cidr_deny_covers_every_spelling_of_the_ipv4_addresses_it_maps() {
+    let dns = FakeDns::start(vec![]);
+    let (code, out, err) = check(
+        &dns,
+        &[
+            "--no-dns",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "::ffff:10.1.0.0/112",
+            "--json",
+            "10.1.2.3:443",
+            "[::ffff:10.1.2.3]:443",
+            "[64:ff9b::a01:203]:443",
+            "10.2.0.1:443",
+        ],
+    );
+    assert_eq!((code, err.as_str()), (1, ""));
+    assert_eq!(
+        verdicts(&out),
+        owned(&[
+            ("10.1.2.3:443", "block", "deny-rule"),
+            ("[::ffff:10.1.2.3]:443", "block", "deny-rule"),
+            ("[64:ff9b::a01:203]:443", "block", "deny-rule"),
+            ("10.2.0.1:443", "allow", "allowed"),
+        ])
+    );
+    for line in &json_lines(&out)[..3] {
+        assert_eq!(line["rule"], "10.1.0.0/16", "{line}");
+    }
+}
+
+#[test]
+fn check_names_the_exact_rule_over_the_apex_of_a_double_star_rule() {
+    let dns = FakeDns::start(vec![]);
+    for rules in [
+        ["--allow", "**.x.test", "--allow", "x.test:80"],
+        ["--allow", "x.test:80", "--allow", "**.x.test"],
+    ] {
+        let args = [
+            &["--no-dns", "--json"][..],
+            &rules,
+            &["x.test:80", "x.test:443"],
+        ]
+        .concat();
+        let (code, out, err) = check(&dns, &args);
+        assert_eq!((code, err.as_str()), (0, ""), "{rules:?}");
+        let rules_named: Vec<Value> = json_lines(&out).iter().map(|l| l["rule"].clone()).collect();
+        assert_eq!(rules_named, ["x.test:80", "**.x.test"], "{rules:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // check: usage and configuration errors
 // ---------------------------------------------------------------------------------------------

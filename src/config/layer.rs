@@ -34,6 +34,22 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     build(&configs, requirements.as_ref(), sources)
 }
 
+/// [`load`] for texts already in memory, each with the name its errors cite: the same layering
+/// without the file system, for callers that hold the text (the fuzz targets). The paths in
+/// `sources.configs` and `sources.requirements` are not read.
+pub fn load_texts(
+    configs: &[(&str, &str)],
+    requirements: Option<(&str, &str)>,
+    sources: &Sources,
+) -> Result<Config, ConfigError> {
+    let configs: Vec<Source> = configs
+        .iter()
+        .map(|(name, text)| Source::new(name, text.to_string()))
+        .collect();
+    let requirements = requirements.map(|(name, text)| Source::new(name, text.to_string()));
+    build(&configs, requirements.as_ref(), sources)
+}
+
 fn read(path: &Path) -> Result<Source, ConfigError> {
     let text = fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
     Ok(Source::new(&path.display().to_string(), text))
@@ -745,25 +761,12 @@ mod tests {
         Sources::default()
     }
 
-    fn build_texts(
-        configs: &[(&str, &str)],
-        requirements: Option<(&str, &str)>,
-        sources: &Sources,
-    ) -> Result<Config, ConfigError> {
-        let configs: Vec<Source> = configs
-            .iter()
-            .map(|(name, text)| Source::new(name, text.to_string()))
-            .collect();
-        let requirements = requirements.map(|(name, text)| Source::new(name, text.to_string()));
-        build(&configs, requirements.as_ref(), sources)
-    }
-
     fn ok(
         configs: &[(&str, &str)],
         requirements: Option<(&str, &str)>,
         sources: &Sources,
     ) -> Config {
-        build_texts(configs, requirements, sources).unwrap_or_else(|e| panic!("{e}"))
+        load_texts(configs, requirements, sources).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn err(
@@ -771,7 +774,7 @@ mod tests {
         requirements: Option<(&str, &str)>,
         sources: &Sources,
     ) -> String {
-        build_texts(configs, requirements, sources)
+        load_texts(configs, requirements, sources)
             .unwrap_err()
             .to_string()
     }

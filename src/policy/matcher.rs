@@ -188,7 +188,9 @@ impl Names {
     }
 }
 
-/// The first applicable deny and the first applicable allow among `entries`.
+/// The first applicable deny and the first applicable allow among `entries`, an exact rule
+/// before a wildcard one (on one name, `example.com` is more specific than `**.example.com`,
+/// whichever was written first).
 fn pick<'e>(
     entries: impl IntoIterator<Item = &'e Entry>,
     port: Option<u16>,
@@ -201,7 +203,13 @@ fn pick<'e>(
         match e.action {
             Action::Deny => return (Some(e.rule), allow),
             Action::Allow => {
-                allow.get_or_insert((e.rule, e.kind));
+                let better = match allow {
+                    None => true,
+                    Some((_, kind)) => kind == AllowKind::Wildcard && e.kind == AllowKind::Exact,
+                };
+                if better {
+                    allow = Some((e.rule, e.kind));
+                }
             }
         }
     }
@@ -672,6 +680,38 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_cidrs_cover_the_ipv4_addresses_they_map() {
+        // Found by `fuzz/` (matcher): a destination is matched as IPv4 once canonical, so a
+        // range written in its IPv4-mapped spelling is compiled as the IPv4 range it maps.
+        let m = matcher(&[
+            ("*", Allow),
+            ("::ffff:10.0.0.0/104", Deny),
+            ("::ffff:127.0.0.0/120", Allow),
+        ]);
+        let cases = [
+            ("10.1.2.3", "deny 10.0.0.0/8"),
+            ("::ffff:10.1.2.3", "deny 10.0.0.0/8"),
+            ("64:ff9b::a01:203", "deny 10.0.0.0/8"),
+            ("11.0.0.1", "allow *"),
+            ("127.0.0.9", "allow 127.0.0.0/24"),
+            ("127.0.1.9", "allow *"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(verdict(&m, host, 1), want, "{host}");
+        }
+        let shadowed = m.shadowing_deny(&Pattern::parse("10.1.0.0/16", Allow).unwrap());
+        assert_eq!(
+            shadowed.map(|r| &*m.rule(r).pattern),
+            Some("10.0.0.0/8")
+        );
+        let shadowed = m.shadowing_deny(&Pattern::parse("::ffff:10.1.0.0/112", Allow).unwrap());
+        assert_eq!(
+            shadowed.map(|r| &*m.rule(r).pattern),
+            Some("10.0.0.0/8")
+        );
+    }
+
+    #[test]
     fn globs_are_found_under_their_literal_suffix() {
         let m = matcher(&[
             ("us-*.cloud.test", Allow),
@@ -717,6 +757,23 @@ mod tests {
         );
         assert_eq!(verdict(&m, "www.example.com", 1), "allow *.example.com");
         assert_eq!(verdict(&m, "other.test", 1), "allow *");
+    }
+
+    #[test]
+    fn an_exact_rule_beats_the_apex_of_a_double_star_rule_in_any_order() {
+        // Found by `fuzz/` (matcher): both sit on the same name, and the first written won.
+        for rules in [
+            [("**.x.test", Allow), ("x.test:80", Allow)],
+            [("x.test:80", Allow), ("**.x.test", Allow)],
+        ] {
+            let m = matcher(&rules);
+            assert_eq!(verdict(&m, "x.test", 80), "allow x.test:80", "{rules:?}");
+            assert_eq!(
+                m.match_name("x.test", 80).allow.unwrap().1,
+                AllowKind::Exact
+            );
+            assert_eq!(verdict(&m, "x.test", 443), "allow **.x.test", "{rules:?}");
+        }
     }
 
     #[test]
