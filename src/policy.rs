@@ -26,7 +26,7 @@ pub use classifier::{classify, IpClass};
 pub use host::{Host, InvalidHost, Target, UrlScheme};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
-pub use spec::{Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
+pub use spec::{escape_controls, Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
 pub use unix::FileId;
 
 use crate::config::{Config, MultiAnswer};
@@ -241,13 +241,25 @@ pub struct PolicyOptions {
     pub dangerously_allow_all_unix_sockets: bool,
 }
 
-/// A rule that could not be compiled, with where it was written.
+/// A rule that could not be compiled, with where it was written. Shown on one line: the
+/// pattern text is the file's, so its control characters are escaped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: invalid pattern `{pattern}`: {error}")]
 pub struct PolicyError {
     pub origin: Origin,
     pub pattern: String,
     pub error: PatternError,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let PolicyError {
+            origin,
+            pattern,
+            error,
+        } = self;
+        let message = format!("{origin}: invalid pattern `{pattern}`: {error}");
+        f.write_str(&escape_controls(&message))
+    }
 }
 
 struct Inner {

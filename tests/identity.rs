@@ -412,3 +412,31 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     );
     assert_eq!(reply.status, 200);
 }
+
+/// Found by `fuzz/` (config): a pattern or value with a line break or carriage return in it
+/// made a two-line error, which could forge a log line. Every error is one line.
+#[test]
+fn config_errors_quoting_the_file_stay_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "allowed_domains = [\"a\\nb.com\"]\n",
+            "1:20: invalid pattern `a\\nb.com`: invalid host: control character, whitespace or `@` in host",
+        ),
+        (
+            "[dns]\nmulti_answer = \"a\\rb\"\n",
+            "2:16: `multi_answer`: unknown variant `a\\rb`",
+        ),
+    ];
+    for (text, want) in cases {
+        let file = write(dir.path(), "ctl.toml", text);
+        let (code, out, err) = run(&["validate", "--config", &file]);
+        assert_eq!((code, out.as_str()), (1, ""), "{text:?}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(!err.contains('\r'), "{err:?}");
+        assert!(
+            err.starts_with(&format!("{file}:{want}")),
+            "{text:?}: {err:?}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::policy::Origin;
+use crate::policy::{escape_controls, Origin};
 
 /// Why the configuration could not be loaded.
 ///
@@ -119,14 +119,16 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Errors are one line each, even when a library message spans several.
+/// Errors are one line each, even when a library message spans several or quotes a value
+/// with a control character in it (a lone `\r` survives `lines()`).
 fn one_line(message: &str) -> String {
-    message
+    let joined = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    escape_controls(&joined).into_owned()
 }
 
 #[cfg(test)]
@@ -158,6 +160,12 @@ mod tests {
         assert_eq!(err.to_string(), "dev.toml:2:1: first; second");
         let flag = ConfigError::at_origin(&Origin::Flag("--allow"), "bad");
         assert_eq!(flag.to_string(), "--allow: bad");
+        // Found by `fuzz/` (config): a lone carriage return survived `lines()`.
+        let err = src.error(&(0..1), "unknown variant `a\rb`\u{1b}[2J");
+        assert_eq!(
+            err.to_string(),
+            "dev.toml:1:1: unknown variant `a\\rb`\\u{1b}[2J"
+        );
     }
 
     #[test]

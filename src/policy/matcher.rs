@@ -700,15 +700,9 @@ mod tests {
             assert_eq!(verdict(&m, host, 1), want, "{host}");
         }
         let shadowed = m.shadowing_deny(&Pattern::parse("10.1.0.0/16", Allow).unwrap());
-        assert_eq!(
-            shadowed.map(|r| &*m.rule(r).pattern),
-            Some("10.0.0.0/8")
-        );
+        assert_eq!(shadowed.map(|r| &*m.rule(r).pattern), Some("10.0.0.0/8"));
         let shadowed = m.shadowing_deny(&Pattern::parse("::ffff:10.1.0.0/112", Allow).unwrap());
-        assert_eq!(
-            shadowed.map(|r| &*m.rule(r).pattern),
-            Some("10.0.0.0/8")
-        );
+        assert_eq!(shadowed.map(|r| &*m.rule(r).pattern), Some("10.0.0.0/8"));
     }
 
     #[test]

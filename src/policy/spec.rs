@@ -1,5 +1,6 @@
 //! The inputs the policy is compiled from, independent of where they were written.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,4 +96,21 @@ pub struct UnixSocketSpec {
     pub path: PathBuf,
     pub action: UnixAction,
     pub origin: Origin,
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a message that quotes what a
+/// file or flag says stays one line, and cannot forge log lines.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
