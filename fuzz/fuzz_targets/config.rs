@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     for target in TARGETS {
         let target = Target::parse_authority(target, None).expect("valid target");
         let _ = policy.decide(&target, Access::Tunnel);
-        let _ = policy.decide(&target, Access::Http { method: "GET" });
+        let _ = policy.decide(&target, Access::Http { method: "GET", body: false });
     }
 });
 

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = Target::parse_authority(input, None);
     let _ = Target::parse_authority(input, Some(443));
-    if let Ok(target) = Target::parse_url(&format!("http://{input}/")) {
+    if let Ok((_, target)) = Target::parse_url(&format!("http://{input}/")) {
         check_canonical(&target.host);
     }
     let Ok(host) = canonicalize(input) else {
