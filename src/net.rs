@@ -301,19 +301,11 @@ pub async fn tunnel<F>(
 mod tests {
     use super::*;
     use crate::config::DnsConfig;
-    use crate::policy::{Action, Origin, PolicyOptions, RuleSpec};
+    use crate::policy::{Action, PolicyOptions};
 
     fn policy(allow: &[&str]) -> Policy {
-        let rules: Vec<RuleSpec> = allow
-            .iter()
-            .map(|p| RuleSpec {
-                pattern: (*p).to_string(),
-                action: Action::Allow,
-                origin: Origin::Api,
-                managed: false,
-            })
-            .collect();
-        Policy::new(&rules, &[], PolicyOptions::default()).unwrap()
+        let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
+        Policy::for_tests(&rules, PolicyOptions::default())
     }
 
     /// A reload that lands between a tunnel's decision and its registration has walked the

@@ -327,6 +327,21 @@ impl Policy {
         })
     }
 
+    /// A policy of API-written rules, for unit tests across the crate.
+    #[cfg(test)]
+    pub(crate) fn for_tests(rules: &[(&str, Action)], options: PolicyOptions) -> Policy {
+        let specs: Vec<RuleSpec> = rules
+            .iter()
+            .map(|&(pattern, action)| RuleSpec {
+                pattern: pattern.to_string(),
+                action,
+                origin: Origin::Api,
+                managed: false,
+            })
+            .collect();
+        Policy::new(&specs, &[], options).expect("test rules compile")
+    }
+
     /// Compiles the effective configuration.
     pub fn from_config(config: &Config) -> Result<Policy, PolicyError> {
         Policy::new(

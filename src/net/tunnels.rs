@@ -164,24 +164,15 @@ impl Tunnels {
 mod tests {
     use super::*;
     use crate::config::MultiAnswer;
-    use crate::policy::{Action, Mode, Origin, PolicyOptions, Reason, RuleSpec};
+    use crate::policy::{Action, Mode, PolicyOptions, Reason};
 
     fn policy(rules: &[(&str, Action)], allow_local_binding: bool) -> Policy {
-        let rules: Vec<RuleSpec> = rules
-            .iter()
-            .map(|&(pattern, action)| RuleSpec {
-                pattern: pattern.to_string(),
-                action,
-                origin: Origin::Api,
-                managed: false,
-            })
-            .collect();
         let options = PolicyOptions {
             allow_local_binding,
             multi_answer: MultiAnswer::BlockIfAnyNonPublic,
             ..PolicyOptions::default()
         };
-        Policy::new(&rules, &[], options).unwrap()
+        Policy::for_tests(rules, options)
     }
 
     #[test]

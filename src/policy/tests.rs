@@ -4,16 +4,7 @@
 use super::*;
 
 fn policy_with(rules: &[(&str, Action)], options: PolicyOptions) -> Policy {
-    let specs: Vec<RuleSpec> = rules
-        .iter()
-        .map(|(pattern, action)| RuleSpec {
-            pattern: pattern.to_string(),
-            action: *action,
-            origin: Origin::Api,
-            managed: false,
-        })
-        .collect();
-    Policy::new(&specs, &[], options).unwrap()
+    Policy::for_tests(rules, options)
 }
 
 fn policy(rules: &[(&str, Action)]) -> Policy {

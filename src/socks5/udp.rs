@@ -516,19 +516,11 @@ mod tests {
     use crate::config::{DnsConfig, Limits};
     use crate::dns::Resolver;
     use crate::net::policy_handle;
-    use crate::policy::{PolicyOptions, RuleSpec};
+    use crate::policy::{Action, PolicyOptions};
 
     fn policy(allow: &[&str]) -> Policy {
-        let rules: Vec<RuleSpec> = allow
-            .iter()
-            .map(|p| RuleSpec {
-                pattern: (*p).to_string(),
-                action: crate::policy::Action::Allow,
-                origin: crate::policy::Origin::Api,
-                managed: false,
-            })
-            .collect();
-        Policy::new(&rules, &[], PolicyOptions::default()).unwrap()
+        let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
+        Policy::for_tests(&rules, PolicyOptions::default())
     }
 
     fn gate(policy: Policy) -> Gate {
