@@ -20,8 +20,8 @@
 //! `413`, a bad body or query `400`. Every body except `/metrics` is JSON (`/check`: one JSON
 //! object per line; errors: `{"error": "…"}`).
 //!
-//! `Host` must name the listener (its own `ip:port`, or `localhost`, `127.0.0.1`, `[::1]` with
-//! any port), else `421`; HTTP/1.1 without `Host` is `400`. A web page the operator visits can
+//! `Host` must name the listener (its own `ip:port`, or `localhost`, `127.0.0.1`, `[::1]` in
+//! any spelling, with any port), else `421`; HTTP/1.1 without `Host` is `400`. A web page the operator visits can
 //! rebind its own name to loopback, but its requests still carry that name.
 //!
 //! Capacity: connections waiting for a request head (new or idle between requests) are closed
@@ -65,7 +65,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::policy::Mode;
+use crate::policy::{Host, Mode, Target};
 use crate::report;
 use crate::server::Control;
 
@@ -533,39 +533,22 @@ fn misdirected(req: &Request<Incoming>, own: SocketAddr) -> Option<Reply> {
 }
 
 /// Whether an authority (`host[:port]`) names the listener at `own`: `localhost`,
-/// `127.0.0.1` or `[::1]` with any port (a tunnel may forward another port to it), or
-/// `own`'s address with its port. Addresses are compared parsed, never as text.
+/// `127.0.0.1` or `::1` (in any spelling) with any port (a tunnel may forward another port to it), or `own`'s
+/// address with its port. Parsed by the canonicaliser every listener uses, so addresses are
+/// compared as addresses, never as text.
 fn names_listener(authority: &str, own: SocketAddr) -> bool {
-    let (host, port, bracketed) = match authority.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((ip, port)) => (ip, port, true),
-            None => return false,
-        },
-        None => match authority.find(':') {
-            Some(colon) => (&authority[..colon], &authority[colon..], false),
-            None => (authority, "", false),
-        },
+    let Ok(target) = Target::parse_authority(authority, Some(80)) else {
+        return false;
     };
-    let port = match port.strip_prefix(':') {
-        None if port.is_empty() => None,
-        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            match digits.parse::<u16>() {
-                Ok(port) => Some(port),
-                Err(_) => return false,
-            }
+    match target.host {
+        Host::Name(name) => name == "localhost",
+        Host::Ip(ip) => {
+            let ip = ip.to_canonical();
+            ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
+                || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+                || (ip == own.ip().to_canonical() && target.port == own.port())
         }
-        _ => return false,
-    };
-    if !bracketed && host.eq_ignore_ascii_case("localhost") {
-        return true;
     }
-    let ip = match (bracketed, host.parse::<IpAddr>()) {
-        (true, Ok(ip @ IpAddr::V6(_))) | (false, Ok(ip @ IpAddr::V4(_))) => ip.to_canonical(),
-        _ => return false,
-    };
-    ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
-        || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
-        || (ip == own.ip().to_canonical() && port.unwrap_or(80) == own.port())
 }
 
 /// The whole body, at most [`MAX_BODY`] bytes, within [`BODY_TIMEOUT`]; or the status and
