@@ -13,14 +13,14 @@
 //!   rule covers the destination (deny beats allow, whatever the specificity; for an IPv6
 //!   address, also when a deny covers the IPv4 address it carries); otherwise the most specific
 //!   allow (the exact name, then the longest suffix, then an in-label glob, then `*`; an IP or
-//!   CIDR rule before `*`), reported as `AllowKind::Exact` exactly when an exact name, IP or
-//!   CIDR rule covers the destination; otherwise nothing.
+//!   CIDR rule before `*`), reported as `AllowKind::Exact` exactly when an exact name, an IP or a
+//!   CIDR inside one local class covers the destination; otherwise nothing.
 #![no_main]
 
 use std::net::IpAddr;
 
 use arbitrary::{Result, Unstructured};
-use egress_proxy::policy::classifier::embedded_v4;
+use egress_proxy::policy::classifier::{embedded_v4, net_class};
 use egress_proxy::policy::host::{canonicalize, Host, Target};
 use egress_proxy::policy::matcher::{AllowKind, Matcher, RuleInfo};
 use egress_proxy::policy::pattern::{Pattern, PatternKind};
@@ -181,12 +181,16 @@ fn build(u: &mut Unstructured<'_>) -> Result<(Vec<Rule>, Vec<Query>)> {
             None
         };
         let host = labels.join(".");
-        let expect = expect(&host, action, port);
+        let mut expect = expect(&host, action, port);
         let mut text = host;
         if u.arbitrary()? {
             text = text.to_ascii_uppercase();
         }
         if u.arbitrary()? {
+            if text == "*" {
+                // `*.` is not the global rule with its trailing dot stripped: it is an error.
+                expect = Expect::Reject;
+            }
             text.push('.');
         }
         if let Some(port) = port {
@@ -354,11 +358,11 @@ fn check(rules: &[Rule], queries: &[Query]) {
         let hit = allows.iter().find(|&&(i, _)| i == rule as usize);
         let &(_, t) = hit.unwrap_or_else(|| panic!("{context}: rule {rule} does not cover it"));
         assert_eq!(t, best, "{context}: a more specific allow exists");
-        let exact = |i: usize| {
-            matches!(
-                compiled[i].0.kind,
-                PatternKind::Exact(_) | PatternKind::Ip(_) | PatternKind::Cidr(_)
-            )
+        // A CIDR is exact (a local exception) only when it lies inside one local class.
+        let exact = |i: usize| match &compiled[i].0.kind {
+            PatternKind::Exact(_) | PatternKind::Ip(_) => true,
+            PatternKind::Cidr(net) => net_class(*net).is_some_and(|c| c.is_local()),
+            _ => false,
         };
         let want_kind = if allows.iter().any(|&(i, _)| exact(i)) {
             AllowKind::Exact
@@ -435,13 +439,11 @@ fn denied(p: &Pattern, host: &Host<'_>, port: u16) -> bool {
     }
 }
 
-/// CIDR membership by identity: an IPv4-mapped range (`::ffff:10.0.0.0/104`) covers the IPv4
-/// addresses it maps.
+/// CIDR membership by identity: an IPv6 range holds an IPv4 address when it holds its mapped
+/// form (`::ffff:10.0.0.0/104` and `::/0` both hold 10.1.2.3).
 fn in_cidr(net: &IpNet, ip: IpAddr) -> bool {
     match (net, ip) {
-        (IpNet::V6(net), IpAddr::V4(v4)) => {
-            net.prefix_len() >= 96 && net.contains(&v4.to_ipv6_mapped())
-        }
+        (IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
         _ => net.contains(&ip),
     }
 }
