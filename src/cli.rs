@@ -31,7 +31,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Explain the verdict for each TARGET (`host`, `host:port`, `[v6]:port` or a URL).
+    /// Explain the verdict for each TARGET (`host`, `host:port`, `[v6]:port`, a bare IPv6 address or a URL).
     Check(check::CheckArgs),
     /// Run CMD with its network confined to the policy: ephemeral loopback listeners, proxy
     /// environment, the child's exit status, a summary of what was blocked.
