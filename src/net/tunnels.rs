@@ -4,8 +4,8 @@
 //! The registry's lock is taken when a tunnel opens, when it closes and on reload, never per
 //! byte. Re-deciding needs no DNS: the name goes through the domain rules again, and the
 //! address actually dialled through the IP rules and the classifier, as if the name had
-//! resolved to it alone. A UDP association needs none of this: it re-decides every
-//! destination on its next datagram after a reload.
+//! resolved to it alone. A UDP association needs none of this: it re-decides its cached
+//! routes the same way ([`Policy::recheck`]) on its next datagram after a reload.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -18,8 +18,10 @@
 //!   first datagram. A client on another host is identified by its IP alone.
 //! - Every destination is decided by [`super::authorize`] (policy, one lookup, audit) before
 //!   its first datagram leaves; a name is resolved once and its first checked address is
-//!   what datagrams go to while the cache entry lives. The cache is emptied when the policy
-//!   generation changes, so a reload is re-checked on the next datagram.
+//!   what datagrams go to while the cache entry lives. When the policy generation changes,
+//!   the next datagram first re-decides every cached route without DNS (`Policy::recheck`):
+//!   the ones still allowed to the same address stay, so replies in flight are not lost, and
+//!   the rest are decided afresh.
 //! - Only datagrams from an address in the cache (one we sent to under the current policy)
 //!   are relayed back, under a header naming the destination the way the client wrote it.
 //! - The association ends with its control connection, or after `idle_timeout` without a
@@ -349,7 +351,8 @@ impl<'a> Association<'a> {
     }
 
     /// Decides a destination not in the cache. The generation was loaded (by `refresh`)
-    /// before the policy is consulted, so a reload in between only empties the cache early.
+    /// before the policy is consulted, so a reload in between only has the next refresh
+    /// re-decide this route once more.
     async fn decide(&mut self, header: &UdpHeader<'_>) -> Route {
         let result = super::authorize(
             self.ctx,
