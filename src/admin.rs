@@ -21,8 +21,9 @@
 //! object per line; errors: `{"error": "…"}`).
 //!
 //! `Host` must name the listener (its own `ip:port`, or `localhost`, `127.0.0.1`, `[::1]` in
-//! any spelling, with any port), else `421`; HTTP/1.1 without `Host` is `400`. A web page the operator visits can
-//! rebind its own name to loopback, but its requests still carry that name.
+//! any spelling, with any port), else `421`; HTTP/1.1 without `Host` is `400`. A web page the
+//! operator visits can rebind its own name to loopback, but its requests still carry that
+//! name.
 //!
 //! Capacity: connections waiting for a request head (new or idle between requests) are closed
 //! after 5 s, and at most [`WAITING`] wait at once: a new one evicts the oldest. Requests
