@@ -368,7 +368,9 @@ fn exchange(proxy: &Proxy, request: String) -> Reply {
 }
 
 /// The same holes through a real listener: forward requests and CONNECT tunnels to
-/// `localhost` and to mapped and translated spellings of 127.0.0.1 never reach the origin.
+/// `localhost` and to the mapped spelling of 127.0.0.1 never reach the origin. (The translated
+/// spelling is judged by `check` only: if its classification regressed, a listener here would
+/// dial it through the host's default route, off the machine.)
 #[test]
 fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     let origin = HttpOrigin::start();
@@ -376,14 +378,12 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     let proxy = Proxy::builder()
         .allow("localhost")
         .allow("::ffff:127.0.0.0/104")
-        .allow("::ffff:0:7f00:1")
         .deny("::ffff:127.0.0.0/104")
         .start();
     let targets = [
         format!("localhost:{port}"),
         format!("127.0.0.1:{port}"),
         format!("[::ffff:127.0.0.1]:{port}"),
-        format!("[::ffff:0:7f00:1]:{port}"),
     ];
     for target in &targets {
         let get = exchange(
