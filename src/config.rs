@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::{Mode, RuleSpec, UnixSocketSpec};
+use crate::policy::{
+    Mode, MultiAnswer, Policy, PolicyError, PolicyOptions, RuleSpec, UnixSocketSpec,
+};
 
 mod error;
 mod layer;
@@ -72,24 +74,20 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// How the proxy treats a name whose answers mix public and non-public addresses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MultiAnswer {
-    /// Any non-public answer blocks the whole name (rebinding-safe).
-    #[default]
-    BlockIfAnyNonPublic,
-    /// Non-public answers are dropped; the name is allowed if a public one remains.
-    UsePublicOnly,
-}
-
-impl MultiAnswer {
-    /// As written in files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MultiAnswer::BlockIfAnyNonPublic => "block-if-any-non-public",
-            MultiAnswer::UsePublicOnly => "use-public-only",
-        }
+impl Config {
+    /// Compiles the effective rules and options into a policy: the configuration points at
+    /// the engine, never the reverse.
+    pub fn policy(&self) -> Result<Policy, PolicyError> {
+        Policy::new(
+            &self.rules,
+            &self.unix_sockets,
+            PolicyOptions {
+                mode: self.mode,
+                allow_local_binding: self.allow_local_binding,
+                multi_answer: self.dns.multi_answer,
+                dangerously_allow_all_unix_sockets: self.dangerously_allow_all_unix_sockets,
+            },
+        )
     }
 }
 

@@ -28,7 +28,7 @@ pub mod config;
 pub mod dns;
 pub mod http;
 pub mod net;
-pub mod policy;
+pub use egress_policy as policy;
 pub mod report;
 pub mod server;
 pub mod socks5;

@@ -305,7 +305,7 @@ mod tests {
 
     fn policy(allow: &[&str]) -> Policy {
         let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
-        Policy::for_tests(&rules, PolicyOptions::default())
+        Policy::from_rules(&rules, PolicyOptions::default()).expect("test rules compile")
     }
 
     /// A reload that lands between a tunnel's decision and its registration has walked the

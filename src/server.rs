@@ -41,7 +41,7 @@ pub const NOT_ENABLED: &str = "the network policy is not enabled (set `enabled =
 /// Reads every layer of `sources` and compiles the policy: what start-up and reload share.
 pub fn load(sources: &Sources) -> Result<(Config, Policy), String> {
     let config = config::load(sources).map_err(|e| e.to_string())?;
-    let policy = Policy::from_config(&config).map_err(|e| e.to_string())?;
+    let policy = config.policy().map_err(|e| e.to_string())?;
     Ok((config, policy))
 }
 

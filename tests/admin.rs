@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use egress_proxy::admin::{self, AdminOptions};
 use egress_proxy::config::{self, Sources};
 use egress_proxy::dns::Resolver;
-use egress_proxy::policy::Policy;
 use egress_proxy::report;
 use egress_proxy::server::{Options, Server};
 use serde_json::Value;
@@ -92,7 +91,7 @@ impl Harness {
             ..Sources::default()
         };
         let config = config::load(&sources).unwrap();
-        let policy = Policy::from_config(&config).unwrap();
+        let policy = config.policy().unwrap();
         let token = admin::token::load_or_generate(&config.admin).unwrap();
         assert!(!token.generated);
         assert_eq!(&*token.token, TOKEN);

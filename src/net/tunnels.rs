@@ -163,7 +163,7 @@ impl Tunnels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MultiAnswer;
+    use crate::policy::MultiAnswer;
     use crate::policy::{Action, Mode, PolicyOptions, Reason};
 
     fn policy(rules: &[(&str, Action)], allow_local_binding: bool) -> Policy {
@@ -172,7 +172,7 @@ mod tests {
             multi_answer: MultiAnswer::BlockIfAnyNonPublic,
             ..PolicyOptions::default()
         };
-        Policy::for_tests(rules, options)
+        Policy::from_rules(rules, options).expect("test rules compile")
     }
 
     #[test]

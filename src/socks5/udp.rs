@@ -523,7 +523,7 @@ mod tests {
 
     fn policy(allow: &[&str]) -> Policy {
         let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
-        Policy::for_tests(&rules, PolicyOptions::default())
+        Policy::from_rules(&rules, PolicyOptions::default()).expect("test rules compile")
     }
 
     fn gate(policy: Policy) -> Gate {

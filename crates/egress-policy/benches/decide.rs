@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use egress_proxy::policy::{
+use egress_policy::{
     classify, host, Access, Action, Origin, Policy, PolicyOptions, RuleSpec, Target,
 };
 

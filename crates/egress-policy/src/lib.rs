@@ -26,10 +26,11 @@ pub use classifier::{classify, IpClass};
 pub use host::{Host, InvalidHost, Target, UrlScheme};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
-pub use spec::{escape_controls, Action, Mode, Origin, RuleSpec, UnixAction, UnixSocketSpec};
+pub use spec::{
+    escape_controls, Action, Mode, MultiAnswer, Origin, RuleSpec, UnixAction, UnixSocketSpec,
+};
 pub use unix::FileId;
 
-use crate::config::{Config, MultiAnswer};
 use matcher::Matcher;
 use unix::{UnixSocketMap, UnixVerdict};
 
@@ -327,9 +328,12 @@ impl Policy {
         })
     }
 
-    /// A policy of API-written rules, for unit tests across the crate.
-    #[cfg(test)]
-    pub(crate) fn for_tests(rules: &[(&str, Action)], options: PolicyOptions) -> Policy {
+    /// Compiles rules written in code (origin [`Origin::Api`], unmanaged): what an embedder
+    /// without files, and the tests, start from.
+    pub fn from_rules(
+        rules: &[(&str, Action)],
+        options: PolicyOptions,
+    ) -> Result<Policy, PolicyError> {
         let specs: Vec<RuleSpec> = rules
             .iter()
             .map(|&(pattern, action)| RuleSpec {
@@ -339,21 +343,7 @@ impl Policy {
                 managed: false,
             })
             .collect();
-        Policy::new(&specs, &[], options).expect("test rules compile")
-    }
-
-    /// Compiles the effective configuration.
-    pub fn from_config(config: &Config) -> Result<Policy, PolicyError> {
-        Policy::new(
-            &config.rules,
-            &config.unix_sockets,
-            PolicyOptions {
-                mode: config.mode,
-                allow_local_binding: config.allow_local_binding,
-                multi_answer: config.dns.multi_answer,
-                dangerously_allow_all_unix_sockets: config.dangerously_allow_all_unix_sockets,
-            },
-        )
+        Policy::new(&specs, &[], options)
     }
 
     /// The same policy, told which addresses its own listeners are bound to.

@@ -18,8 +18,8 @@
 //! file, so a hard link left elsewhere to that socket is no longer recognised.
 
 use std::collections::HashSet;
+#[cfg(unix)]
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::spec::{UnixAction, UnixSocketSpec};
@@ -33,12 +33,28 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// The identity in `meta` (Unix only: elsewhere no file has one, and every socket is
+    /// denied).
+    #[cfg(unix)]
     pub fn of(meta: &Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+
         FileId {
             dev: meta.dev(),
             ino: meta.ino(),
         }
     }
+}
+
+/// The identity of the file at `path`, symlinks followed.
+#[cfg(unix)]
+fn identify(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|meta| FileId::of(&meta))
+}
+
+#[cfg(not(unix))]
+fn identify(_: &Path) -> Option<FileId> {
+    None
 }
 
 /// The outcome for one path, with the entry that decided (if any).
@@ -80,9 +96,7 @@ impl UnixSocketMap {
     /// connected to is there, which is always denied). Entries are identified against the file
     /// system as it is now.
     pub fn check(&self, path: &Path, socket: Option<FileId>) -> UnixVerdict {
-        self.check_with(path, socket, |entry| {
-            std::fs::metadata(entry).ok().map(|meta| FileId::of(&meta))
-        })
+        self.check_with(path, socket, identify)
     }
 
     /// The pure decision: `identify` gives the identity of the file an entry names, symlinks
@@ -122,7 +136,7 @@ impl UnixSocketMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Origin;
+    use crate::Origin;
     use std::os::unix::fs::symlink;
 
     fn spec(path: &Path, action: UnixAction) -> UnixSocketSpec {

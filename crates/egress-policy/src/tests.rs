@@ -4,7 +4,7 @@
 use super::*;
 
 fn policy_with(rules: &[(&str, Action)], options: PolicyOptions) -> Policy {
-    Policy::for_tests(rules, options)
+    Policy::from_rules(rules, options).expect("test rules compile")
 }
 
 fn policy(rules: &[(&str, Action)]) -> Policy {

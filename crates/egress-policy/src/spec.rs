@@ -114,3 +114,24 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     }
     Cow::Owned(out)
 }
+
+/// How the proxy treats a name whose answers mix public and non-public addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiAnswer {
+    /// Any non-public answer blocks the whole name (rebinding-safe).
+    #[default]
+    BlockIfAnyNonPublic,
+    /// Non-public answers are dropped; the name is allowed if a public one remains.
+    UsePublicOnly,
+}
+
+impl MultiAnswer {
+    /// As written in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MultiAnswer::BlockIfAnyNonPublic => "block-if-any-non-public",
+            MultiAnswer::UsePublicOnly => "use-public-only",
+        }
+    }
+}
