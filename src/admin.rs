@@ -66,9 +66,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
+use crate::control::Control;
 use crate::policy::{Host, Mode, Target};
 use crate::report;
-use crate::server::Control;
 
 pub use token::AdminToken;
 
@@ -709,7 +709,7 @@ async fn reload(state: &State) -> Reply {
         Ok(Ok(())) => json_reply(StatusCode::OK, &json!({"reloaded": true})),
         Ok(Err(err)) => json_reply(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &json!({"reloaded": false, "error": err}),
+            &json!({"reloaded": false, "error": err.to_string()}),
         ),
         Err(err) => json_reply(
             StatusCode::INTERNAL_SERVER_ERROR,

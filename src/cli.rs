@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, LogFormat, Sources};
+use crate::control::LoadError;
 use crate::policy::Policy;
 
 /// Exit code for usage and configuration errors (clap uses it too).
@@ -79,20 +80,20 @@ impl PolicyArgs {
     }
 
     /// Loads the layered configuration and compiles it; the error is the one line to print.
-    pub fn load(&self) -> Result<(Config, Policy), String> {
-        crate::server::load(&self.sources())
+    pub fn load(&self) -> Result<(Config, Policy), LoadError> {
+        crate::control::load(&self.sources())
     }
 }
 
 /// Loads a configuration that is about to carry traffic: a config error or a disabled
 /// policy is one line on stderr and the usage exit code, so nothing ever runs unconstrained.
 fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i32> {
-    let (config, policy) = crate::server::load(sources).map_err(|err| {
+    let (config, policy) = crate::control::load(sources).map_err(|err| {
         eprintln!("error: {err}");
         EXIT_USAGE
     })?;
     if !config.enabled {
-        eprintln!("error: {}; {refusing}", crate::server::NOT_ENABLED);
+        eprintln!("error: {}; {refusing}", LoadError::NotEnabled);
         return Err(EXIT_USAGE);
     }
     Ok((config, policy))

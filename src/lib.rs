@@ -25,6 +25,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod http;
 pub mod net;

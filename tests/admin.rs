@@ -20,7 +20,7 @@ use egress_proxy::admin::{self, AdminOptions};
 use egress_proxy::config::{self, Sources};
 use egress_proxy::dns::Resolver;
 use egress_proxy::report;
-use egress_proxy::server::{Options, Server};
+use egress_proxy::server::Server;
 use serde_json::Value;
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::HttpOrigin;
@@ -91,18 +91,16 @@ impl Harness {
             ..Sources::default()
         };
         let config = config::load(&sources).unwrap();
-        let policy = config.policy().unwrap();
         let token = admin::token::load_or_generate(&config.admin).unwrap();
         assert!(!token.generated);
         assert_eq!(&*token.token, TOKEN);
-        let options = Options {
-            admin: Some(AdminOptions {
+        let server = Server::builder(config)
+            .reload_from(sources)
+            .admin(AdminOptions {
                 token: token.token,
                 metrics,
-            }),
-            ..Options::default()
-        };
-        let server = Server::start(config, policy, sources, options)
+            })
+            .start()
             .await
             .unwrap();
         let admin = server.admin_addr.expect("the admin listener was started");

@@ -21,7 +21,7 @@ use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
-use crate::server::{Options, Server};
+use crate::server::Server;
 
 /// How long connections left open by the child's leftovers may run after it exits.
 const GRACE: Duration = Duration::from_secs(1);
@@ -199,11 +199,11 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     let code = runtime.block_on(async move {
         // No admin API for `run`: the child could reach it on loopback.
-        let options = Options {
-            audit,
-            ..Options::default()
-        };
-        let server = match Server::start(config, policy, sources, options).await {
+        let mut builder = Server::builder(config).policy(policy).reload_from(sources);
+        if let Some(audit) = audit {
+            builder = builder.audit(audit);
+        }
+        let server = match builder.start().await {
             Ok(server) => server,
             Err(err) => {
                 eprintln!("error: {err}");

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::{self, AdminOptions};
-use crate::server::{Options, Server};
+use crate::server::Server;
 
 /// How long open tunnels may keep running after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
@@ -94,11 +94,14 @@ pub fn run(args: &ServeArgs) -> i32 {
                 return 1;
             }
         };
-        let options = Options {
-            audit,
-            admin: Some(admin_options),
-        };
-        let server = match Server::start(config, policy, sources, options).await {
+        let mut builder = Server::builder(config)
+            .policy(policy)
+            .reload_from(sources)
+            .admin(admin_options);
+        if let Some(audit) = audit {
+            builder = builder.audit(audit);
+        }
+        let server = match builder.start().await {
             Ok(server) => server,
             Err(err) => {
                 eprintln!("error: {err}");
