@@ -220,10 +220,10 @@ impl Events {
         d: &Decision,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let verdict = d.verdict.as_str();
-        let reason = d.reason.code();
-        let rule = d.rule.as_ref().map(|r| &*r.pattern);
-        let first = d.ips.first();
+        let verdict = d.verdict().as_str();
+        let reason = d.reason().code();
+        let rule = d.rule().map(|r| &*r.pattern);
+        let first = d.ips().first();
         metrics::counter!(
             "egress_decisions_total",
             "protocol" => protocol.as_str(),
@@ -291,8 +291,8 @@ impl Events {
                 duration_ms: duration.as_millis(),
                 idle_timeout: stats.idle_timeout,
                 closed_by: revoked.map(|_| "policy-reload"),
-                reason: revoked.map(|d| d.reason.code()),
-                rule: revoked.and_then(|d| d.rule.as_ref()).map(|r| &*r.pattern),
+                reason: revoked.map(|d| d.reason().code()),
+                rule: revoked.and_then(|d| d.rule()).map(|r| &*r.pattern),
             });
         }
     }
@@ -421,6 +421,11 @@ fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decision the rules make without DNS.
+    fn done(step: crate::policy::Step<'_>) -> Decision {
+        step.done().cloned().expect("decided without DNS")
+    }
     use crate::policy::{Access, Action, Origin, Policy, PolicyOptions, RuleSpec};
     use std::sync::Arc;
 
@@ -471,14 +476,14 @@ mod tests {
             Protocol::Connect,
             client,
             Dest::Target(&allowed),
-            &policy.decide(&allowed, Access::Tunnel),
+            &done(policy.decide(&allowed, Access::Tunnel)),
         );
         for _ in 0..2 {
             events.decision(
                 Protocol::Http,
                 client,
                 Dest::Target(&denied),
-                &policy.decide(&denied, Access::Tunnel),
+                &done(policy.decide(&denied, Access::Tunnel)),
             );
         }
         let stats = RelayStats {
@@ -546,7 +551,7 @@ mod tests {
                 Protocol::SocksTcp,
                 client,
                 Dest::Target(&t),
-                &policy.decide(&t, Access::Tunnel),
+                &done(policy.decide(&t, Access::Tunnel)),
             );
         }
         let recent = events.recent_denials();

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use crate::audit::Events;
 use crate::config::{self, Config, ConfigError, Sources};
 use crate::dns::{DnsError, Resolver};
+use crate::gate::{PolicyHandle, ResolverHandle};
 use crate::net::tunnels::Tunnels;
-use crate::net::{PolicyHandle, ResolverHandle};
 use crate::policy::{Mode, Policy, PolicyError};
 
 /// Why a configuration could not be loaded, or a reload was refused.

@@ -151,3 +151,11 @@ impl Resolver {
         Ok(ips)
     }
 }
+
+impl crate::policy::Resolve for Resolver {
+    type Error = DnsError;
+
+    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.lookup(name).await
+    }
+}

@@ -24,8 +24,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::audit::{Dest, Protocol};
-use crate::net::{listener, Ctx, Denied};
+use crate::audit::Dest;
+use crate::gate::{Ctx, Denied};
+use crate::net::listener;
+use crate::respond::Refusal;
 
 /// Response body: ours are small and whole, upstream ones are streamed through.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -40,7 +42,7 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output
                 Some(permit) => serve_connection(stream, peer, ctx, Arc::new(permit)).await,
                 None => {
                     let mut stream = stream;
-                    let _ = stream.write_all(respond::BUSY).await;
+                    let _ = stream.write_all(crate::respond::BUSY).await;
                     let _ = stream.shutdown().await;
                 }
             }
@@ -107,24 +109,10 @@ async fn handle(
     }
 }
 
-/// Records a denial that never reached the gate (an invalid host or a Unix socket) and
-/// answers it.
-fn refuse(
-    ctx: &Ctx,
-    protocol: Protocol,
-    client: SocketAddr,
-    dest: Dest<'_>,
-    denied: &Denied,
-) -> Response<Body> {
-    ctx.events
-        .decision(protocol, client, dest, &denied.decision);
-    denial(dest, denied)
-}
-
-/// The answer to a denial already recorded (by [`Ctx::authorize`] or [`refuse`]).
+/// The answer to a denial the gate already recorded.
 fn denial(dest: Dest<'_>, denied: &Denied) -> Response<Body> {
     let shown = dest.to_string();
-    respond::response(&respond::Failure::Denied {
+    respond::response(&Refusal::Denied {
         dest: &shown,
         denied,
     })

@@ -9,18 +9,28 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::dns::{DnsError, Resolver};
-use crate::policy::{Access, Decision, Host, InvalidHost, Policy, Target, UnixAction, UrlScheme};
+use crate::policy::{
+    Access, ClassifiedIp, Decision, Host, InvalidHost, Policy, Reason, RuleRef, Step, Target,
+    UnixAction, UrlScheme,
+};
 
 /// One target's outcome, everything `check` prints.
 pub struct Outcome {
     input: String,
     target: Option<Target<'static>>,
-    decision: Decision,
+    verdict: Judged,
     dns_error: Option<DnsError>,
     invalid: Option<InvalidHost>,
     resolved: bool,
     /// Non-public answers left out by [`Outcome::hide_non_public`].
     hidden: usize,
+}
+
+/// How far the pipeline got.
+enum Judged {
+    Decided(Decision),
+    /// `--no-dns`: the rules allow the name; its answers were not looked at.
+    Unresolved(Option<RuleRef>),
 }
 
 /// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port`, a bare IPv6
@@ -53,7 +63,7 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
             return Outcome {
                 input: input.to_string(),
                 target: None,
-                decision: Decision::invalid_host(),
+                verdict: Judged::Decided(Decision::invalid_host()),
                 dns_error: None,
                 invalid: Some(invalid),
                 resolved: false,
@@ -61,24 +71,22 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
             }
         }
     };
-    let mut decision = policy.decide(&target, access);
-    let mut dns_error = None;
-    let mut resolved = false;
-    if let (true, Some(resolver), Host::Name(name)) = (decision.needs_dns(), resolver, &target.host)
-    {
-        resolved = true;
-        decision = match resolver.lookup(name).await {
-            Ok(ips) => policy.check_resolved(decision, target.port, &ips),
-            Err(err) => {
-                dns_error = Some(err);
-                policy.dns_failed(decision)
-            }
-        };
-    }
+    // The listeners' pipeline, step by step only so `--no-dns` can stop before the lookup.
+    let step = policy.decide(&target, access);
+    let resolved = step.done().is_none() && resolver.is_some();
+    let (verdict, dns_error) = match (step, resolver) {
+        (Step::Resolve(pending), None) => (Judged::Unresolved(pending.rule().cloned()), None),
+        (step, Some(resolver)) => match step.resolve(resolver).await {
+            Ok(allowed) => (Judged::Decided(allowed.decision().clone()), None),
+            Err(blocked) => (Judged::Decided(blocked.decision), blocked.dns),
+        },
+        (Step::Done(decision), None) => (Judged::Decided(decision), None),
+    };
+    let target = target.into_owned();
     Outcome {
         input: input.to_string(),
         target: Some(target),
-        decision,
+        verdict,
         dns_error,
         invalid: None,
         resolved,
@@ -88,7 +96,31 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
 
 impl Outcome {
     pub fn is_allowed(&self) -> bool {
-        self.decision.is_allowed()
+        match &self.verdict {
+            Judged::Decided(decision) => decision.is_allowed(),
+            Judged::Unresolved(_) => true,
+        }
+    }
+
+    fn reason(&self) -> Reason {
+        match &self.verdict {
+            Judged::Decided(decision) => decision.reason(),
+            Judged::Unresolved(_) => Reason::Allowed,
+        }
+    }
+
+    fn rule(&self) -> Option<&RuleRef> {
+        match &self.verdict {
+            Judged::Decided(decision) => decision.rule(),
+            Judged::Unresolved(rule) => rule.as_ref(),
+        }
+    }
+
+    fn ips(&self) -> &[ClassifiedIp] {
+        match &self.verdict {
+            Judged::Decided(decision) => decision.ips(),
+            Judged::Unresolved(_) => &[],
+        }
     }
 
     /// Leaves out every resolved answer that is not public, counting them: the admin API's
@@ -98,24 +130,26 @@ impl Outcome {
         if !self.resolved {
             return;
         }
-        let before = self.decision.ips.len();
-        self.decision.ips.retain(|ip| ip.class.is_public());
-        self.hidden += before - self.decision.ips.len();
+        if let Judged::Decided(decision) = &mut self.verdict {
+            let before = decision.ips().len();
+            decision.retain_ips(|ip| ip.class.is_public());
+            self.hidden += before - decision.ips().len();
+        }
     }
 }
 
 /// The human-readable block for one target.
 pub fn text(o: &Outcome) -> String {
-    let d = &o.decision;
     let mut out = String::new();
     let shown = o
         .target
         .as_ref()
         .map_or(o.input.clone(), ToString::to_string);
-    let verdict = if d.is_allowed() { "ALLOW" } else { "BLOCK" };
+    let verdict = if o.is_allowed() { "ALLOW" } else { "BLOCK" };
+    let reason = o.reason();
     let _ = writeln!(out, "{verdict} {shown}");
-    let _ = writeln!(out, "  reason  {}: {}", d.reason, d.reason.explain());
-    match &d.rule {
+    let _ = writeln!(out, "  reason  {reason}: {}", reason.explain());
+    match o.rule() {
         Some(rule) => {
             let managed = if rule.managed { ", managed" } else { "" };
             let _ = writeln!(
@@ -141,10 +175,10 @@ pub fn text(o: &Outcome) -> String {
     if let Some(err) = &o.dns_error {
         let _ = writeln!(out, "  dns     {err}");
     }
-    for ip in &d.ips {
+    for ip in o.ips() {
         let _ = writeln!(out, "  ip      {} ({})", ip.ip, ip.class);
     }
-    if d.needs_dns() && !o.resolved {
+    if let Judged::Unresolved(_) = o.verdict {
         let _ = writeln!(
             out,
             "  dns     not resolved (--no-dns): every answer must still be public (or local with allow_local_binding)"
@@ -179,16 +213,15 @@ fn is_zero(n: &usize) -> bool {
 /// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}`, plus
 /// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out.
 pub fn json_line(o: &Outcome) -> String {
-    let d = &o.decision;
     let line = JsonOutcome {
         target: &o.input,
-        verdict: d.verdict.as_str(),
-        reason: d.reason.code(),
-        rule: d.rule.as_ref().map(|r| &*r.pattern),
+        verdict: if o.is_allowed() { "allow" } else { "block" },
+        reason: o.reason().code(),
+        rule: o.rule().map(|r| &*r.pattern),
         host: o.target.as_ref().map(|t| t.host.plain()),
         port: o.target.as_ref().map(|t| t.port),
-        ips: d
-            .ips
+        ips: o
+            .ips()
             .iter()
             .map(|c| JsonIp {
                 ip: c.ip.to_string(),

@@ -15,8 +15,8 @@ use crate::audit::Events;
 use crate::config::{Config, Sources};
 use crate::control::{reachable, Control};
 use crate::dns::Resolver;
+use crate::gate::{policy_handle, Ctx, Gate};
 use crate::net::drain::{self, DrainHandle};
-use crate::net::{policy_handle, Ctx, Gate};
 use crate::policy::{Policy, PolicyError};
 use crate::socks5::{self, SocksOptions};
 

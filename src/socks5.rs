@@ -17,7 +17,6 @@
 
 /// Public so the fuzz targets (`fuzz/`) can drive the parsers directly.
 pub mod codec;
-mod reply;
 mod tcp;
 pub(crate) mod udp;
 
@@ -31,12 +30,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::{Dest, Protocol};
-use crate::net::{listener, Ctx, Denied, Pinned};
+use crate::audit::Protocol;
+use crate::gate::{Ctx, Denied, Pinned};
+use crate::net::listener;
 use crate::policy::host::{canonicalize, InvalidHost};
 use crate::policy::{Access, Host, Target};
+use crate::respond::{self, Code, Refusal};
 use codec::{Addr, Command, Greeting, GreetingError, Reply, Request, RequestError};
-use reply::{Code, Failure};
 
 /// What the SOCKS5 listener serves beyond CONNECT.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,18 +103,18 @@ impl Server {
             len,
         } = match codec::parse_request(hs.request()) {
             Ok(request) => request,
-            Err(err) => return reject(&mut stream, client, &Failure::Request(&err)).await,
+            Err(err) => return reject(&mut stream, client, &Refusal::Request(&err)).await,
         };
         let early = &hs.request()[len..];
         if permit.is_none() {
-            return reject(&mut stream, client, &Failure::Busy).await;
+            return reject(&mut stream, client, &Refusal::Busy).await;
         }
         match command {
             Command::Connect => tcp::connect(stream, client, addr, port, early, &self.ctx).await,
             Command::UdpAssociate if self.opts.udp => {
                 udp::associate(stream, client, port, &self.ctx, &self.associations).await;
             }
-            other => reject(&mut stream, client, &Failure::Command(other)).await,
+            other => reject(&mut stream, client, &Refusal::Command(other)).await,
         }
     }
 }
@@ -198,8 +198,8 @@ impl Handshake {
 const LINGER: Duration = Duration::from_millis(500);
 
 /// Answers with the failure's reply code and closes the connection.
-async fn reject(stream: &mut TcpStream, client: SocketAddr, failure: &Failure<'_>) {
-    let code = reply::code(failure);
+async fn reject(stream: &mut TcpStream, client: SocketAddr, failure: &Refusal<'_>) {
+    let code = respond::socks(failure);
     tracing::debug!(%client, %failure, ?code, "SOCKS5 request rejected");
     let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     if stream
@@ -246,13 +246,7 @@ async fn authorize<'a>(
 ) -> Result<Authorized<'a>, Denied> {
     let target = match target(addr, port) {
         Ok(target) => target,
-        Err(_) => {
-            let denied = Denied::invalid_host();
-            let raw = written(addr, port);
-            ctx.events
-                .decision(protocol, client, Dest::Raw(&raw), &denied.decision);
-            return Err(denied);
-        }
+        Err(_) => return Err(ctx.refuse_invalid(protocol, client, &written(addr, port))),
     };
     let (id, pinned) = ctx
         .authorize(protocol, client, &target, Access::Tunnel)

@@ -10,12 +10,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::respond::{self, Failure};
-use super::{denial, refuse, Body};
+use super::respond;
+use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
+use crate::gate::{tunnel, Ctx, Established};
+use crate::net::dial::dial;
 use crate::net::splice::relay_tcp;
-use crate::net::{dial::dial, tunnel, Allowed, Ctx, Denied};
 use crate::policy::{Access, Target};
+use crate::respond::Refusal;
 
 /// `slot` is the client connection's permit (`max_connections`); the tunnel holds it until it
 /// ends.
@@ -27,20 +29,11 @@ pub async fn handle(
 ) -> Response<Body> {
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let Some(authority) = authority else {
-        return respond::response(&Failure::BadRequest("CONNECT needs host:port"));
+        return respond::response(&Refusal::BadRequest("CONNECT needs host:port"));
     };
-    let target = match Target::parse_authority(&authority, None) {
-        Ok(target) => target,
-        Err(_) => {
-            let denied = Denied::invalid_host();
-            return refuse(
-                ctx,
-                Protocol::Connect,
-                client,
-                Dest::Raw(&authority),
-                &denied,
-            );
-        }
+    let Ok(target) = Target::parse_authority(&authority, None) else {
+        let denied = ctx.refuse_invalid(Protocol::Connect, client, &authority);
+        return denial(Dest::Raw(&authority), &denied);
     };
     let authorized = ctx
         .authorize(Protocol::Connect, client, &target, Access::Tunnel)
@@ -50,10 +43,10 @@ pub async fn handle(
         Err(denied) => return denial(Dest::Target(&target), &denied),
     };
     let dest = target.to_string();
-    let mut upstream = match dial(&pinned.addrs, ctx.limits.connect_timeout).await {
+    let mut upstream = match dial(&pinned, ctx.limits.connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => {
-            return respond::response(&Failure::Dial {
+            return respond::response(&Refusal::Dial {
                 dest: &dest,
                 error: &error,
             })
@@ -82,7 +75,7 @@ pub async fn handle(
         if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err() {
             return;
         }
-        let allowed = Allowed {
+        let allowed = Established {
             id,
             protocol: Protocol::Connect,
             client,

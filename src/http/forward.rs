@@ -24,11 +24,13 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::respond::{self, Failure};
-use super::{denial, refuse, Body};
+use super::respond;
+use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
-use crate::net::{dial::dial, dial::dial_unix, Ctx, Denied};
+use crate::gate::Ctx;
+use crate::net::{dial::dial, dial::dial_unix};
 use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
+use crate::respond::Refusal;
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -54,31 +56,31 @@ pub async fn handle(
 ) -> Response<Body> {
     if let Some(path) = req.headers().get(UNIX_SOCKET) {
         let Ok(path) = path.to_str().map(PathBuf::from) else {
-            return respond::response(&Failure::BadRequest("x-unix-socket must be a path"));
+            return respond::response(&Refusal::BadRequest("x-unix-socket must be a path"));
         };
         return unix(req, &path, client, ctx, cache).await;
     }
     let uri = req.uri();
     let Some(scheme) = uri.scheme_str() else {
-        return respond::response(&Failure::BadRequest(
+        return respond::response(&Refusal::BadRequest(
             "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
         ));
     };
     let Some(authority) = uri.authority().map(|a| a.as_str()) else {
-        return respond::response(&Failure::BadRequest("request URI has no host"));
+        return respond::response(&Refusal::BadRequest("request URI has no host"));
     };
     // What the Host header carries and what the log names: never the userinfo.
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     let target = match Target::parse_url_authority(scheme, authority) {
         Ok((UrlScheme::Http, target)) => target,
         Ok((UrlScheme::Tunnel, _)) | Err(InvalidHost::BadScheme) => {
-            return respond::response(&Failure::BadRequest(
+            return respond::response(&Refusal::BadRequest(
                 "only http:// URLs are forwarded; use CONNECT for https",
             ))
         }
         Err(_) => {
-            let denied = Denied::invalid_host();
-            return refuse(ctx, Protocol::Http, client, Dest::Raw(host_port), &denied);
+            let denied = ctx.refuse_invalid(Protocol::Http, client, host_port);
+            return denial(Dest::Raw(host_port), &denied);
         }
     };
     let access = Access::Http {
@@ -93,19 +95,19 @@ pub async fn handle(
     let host_header = HeaderValue::from_str(host_port).ok();
     let kept = take_reusable(
         cache,
-        |key| matches!(key, Key::Tcp(a) if pinned.addrs.contains(a)),
+        |key| matches!(key, Key::Tcp(a) if pinned.contains(*a)),
     )
     .await;
     let connect = || async {
-        let connected = dial(&pinned.addrs, ctx.limits.connect_timeout)
+        let connected = dial(&pinned, ctx.limits.connect_timeout)
             .await
             .map_err(|error| {
-                respond::response(&Failure::Dial {
+                respond::response(&Refusal::Dial {
                     dest: &dest,
                     error: &error,
                 })
             })?;
-        let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.addrs[0]));
+        let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.first()));
         handshake(connected, key)
             .await
             .map_err(|error| upstream_failure(&dest, &error))
@@ -125,19 +127,17 @@ async fn unix(
         method: req.method().as_str(),
         body: has_body(&req),
     };
-    let pinned = match ctx.gate.authorize_unix(path, access) {
+    let pinned = match ctx.authorize_unix(client, path, access) {
         Ok(pinned) => pinned,
-        Err(denied) => return refuse(ctx, Protocol::Unix, client, Dest::Unix(path), &denied),
+        Err(denied) => return denial(Dest::Unix(path), &denied),
     };
-    ctx.events
-        .decision(Protocol::Unix, client, Dest::Unix(path), &pinned.decision);
-    let key = Key::Unix(pinned.socket.id());
+    let key = Key::Unix(pinned.socket().id());
     let kept = take_reusable(cache, |k| *k == key).await;
     let connect = || async {
-        let stream = dial_unix(&pinned.socket, ctx.limits.connect_timeout)
+        let stream = dial_unix(&pinned, ctx.limits.connect_timeout)
             .await
             .map_err(|error| {
-                respond::response(&Failure::Dial {
+                respond::response(&Refusal::Dial {
                     dest: &dest,
                     error: &error,
                 })
@@ -307,7 +307,7 @@ async fn send(
 ) -> Result<Response<Body>, hyper::Error> {
     let response = upstream.sender.send_request(req).await?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(respond::response(&Failure::UnrequestedUpgrade { dest }));
+        return Ok(respond::response(&Refusal::UnrequestedUpgrade { dest }));
     }
     if let Ok(mut slot) = cache.lock() {
         *slot = Some(upstream);
@@ -323,7 +323,7 @@ async fn send(
 }
 
 fn upstream_failure(dest: &str, error: &hyper::Error) -> Response<Body> {
-    respond::response(&Failure::Upstream { dest, error })
+    respond::response(&Refusal::Upstream { dest, error })
 }
 
 /// `http://host/path?q` → `/path?q`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
-use super::unix::SocketFile;
+use crate::gate::{Pinned, PinnedUnix};
 
 /// What a dial went to: a checked address, or an allowed Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,8 +35,6 @@ pub enum DialError {
     Timeout(Duration),
     #[error("cannot reach {peer}: {source}")]
     Unreachable { peer: Peer, source: io::Error },
-    #[error("no address to dial")]
-    NoAddress,
 }
 
 impl DialError {
@@ -52,28 +50,29 @@ impl DialError {
     }
 }
 
-/// Tries each checked address in order within one overall timeout and returns the first
-/// connection. `addrs` must come from [`super::Gate::authorize`].
-pub async fn dial(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, DialError> {
+/// Tries each address the gate pinned, in order, within one overall timeout and returns the
+/// first connection. Nothing else can be dialled: a [`Pinned`] is only made by the gate.
+pub async fn dial(pinned: &Pinned, timeout: Duration) -> Result<TcpStream, DialError> {
     let attempt = async {
-        let mut last = DialError::NoAddress;
-        for &addr in addrs {
+        let mut last = None;
+        for addr in pinned.addrs() {
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Err(e) => last = DialError::from_io(Peer::Tcp(addr), e),
+                Err(e) => last = Some(DialError::from_io(Peer::Tcp(addr), e)),
             }
         }
-        Err(last)
+        Err(last.expect("a pinned destination has at least one address"))
     };
     timed(timeout, attempt).await
 }
 
-/// Connects to the Unix socket file the policy allowed ([`super::Gate::authorize_unix`]), with
-/// the same timeout, errors and metric as [`dial`].
-pub async fn dial_unix(socket: &SocketFile, timeout: Duration) -> Result<UnixStream, DialError> {
+/// Connects to the Unix socket file the policy allowed ([`crate::gate::Ctx::authorize_unix`]),
+/// with the same timeout, errors and metric as [`dial`].
+pub async fn dial_unix(pinned: &PinnedUnix, timeout: Duration) -> Result<UnixStream, DialError> {
+    let socket = pinned.socket();
     let attempt = async {
         socket
             .connect()
@@ -97,7 +96,7 @@ async fn timed<T>(
         Ok(_) => "ok",
         Err(DialError::Refused(_)) => "refused",
         Err(DialError::Timeout(_)) => "timeout",
-        Err(DialError::Unreachable { .. } | DialError::NoAddress) => "error",
+        Err(DialError::Unreachable { .. }) => "error",
     };
     metrics::histogram!("egress_connect_seconds", "result" => outcome)
         .record(start.elapsed().as_secs_f64());
@@ -106,26 +105,48 @@ async fn timed<T>(
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+    use crate::policy::{Action, Policy, PolicyOptions, Resolve, Target};
+
+    /// A resolver that answers every name with the same addresses.
+    struct Answers(Vec<IpAddr>);
+
+    impl Resolve for Answers {
+        type Error = ();
+
+        async fn resolve(&self, _: &str) -> Result<Vec<IpAddr>, ()> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// What the gate pins for a name resolving to `ips` (local answers allowed).
+    async fn pinned(ips: &[IpAddr], port: u16) -> Pinned {
+        let options = PolicyOptions {
+            allow_local_binding: true,
+            ..PolicyOptions::default()
+        };
+        let policy = Policy::from_rules(&[("dial.test", Action::Allow)], options).unwrap();
+        let target = Target::parse_authority("dial.test", Some(port)).unwrap();
+        crate::gate::pin(policy, &Answers(ips.to_vec()), &target).await
+    }
 
     #[tokio::test]
     async fn falls_through_to_the_next_address_and_reports_refusal() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good = listener.local_addr().unwrap();
-        // A port that was just free: connecting to it is refused.
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let stream = dial(&[closed, good], Duration::from_secs(5)).await.unwrap();
+        // Nothing listens on another loopback address at that port: connecting is refused.
+        let closed: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        let both = pinned(&[closed.ip(), good.ip()], good.port()).await;
+        let stream = dial(&both, Duration::from_secs(5)).await.unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good);
-        match dial(&[closed], Duration::from_secs(5)).await {
-            Err(DialError::Refused(peer)) => assert_eq!(peer, Peer::Tcp(closed)),
+        let refused = pinned(&[closed.ip()], good.port()).await;
+        match dial(&refused, Duration::from_secs(5)).await {
+            Err(DialError::Refused(peer)) => {
+                assert_eq!(peer, Peer::Tcp(SocketAddr::new(closed.ip(), good.port())))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            dial(&[], Duration::from_secs(1)).await,
-            Err(DialError::NoAddress)
-        ));
     }
 }

@@ -129,7 +129,7 @@ impl Tunnels {
             if decision.is_allowed() {
                 return true;
             }
-            let reason = decision.reason.code();
+            let reason = decision.reason().code();
             tracing::info!(
                 id,
                 protocol = entry.protocol.as_str(),
@@ -233,7 +233,7 @@ mod tests {
         for (policy, target, dialled, reason) in cases {
             let decision = policy.recheck(target, dialled);
             assert!(!decision.is_allowed(), "{target} via {dialled}");
-            assert_eq!(decision.reason, reason, "{target} via {dialled}");
+            assert_eq!(decision.reason(), reason, "{target} via {dialled}");
         }
     }
 
@@ -253,7 +253,7 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), b.revoked().wait())
             .await
             .expect("revoked");
-        assert_eq!(b.revocation().map(|d| d.reason), Some(Reason::DenyRule));
+        assert_eq!(b.revocation().map(|d| d.reason()), Some(Reason::DenyRule));
         assert!(a.revocation().is_none());
         // Only the survivor is left to re-decide; an unrelated id is not touched.
         assert_eq!(tunnels.recheck_one(&policy(&[], true), 3), 0);

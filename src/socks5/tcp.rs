@@ -6,11 +6,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::codec::Addr;
-use super::reply::Failure;
 use crate::audit::Protocol;
+use crate::gate::{tunnel, Ctx, Established};
 use crate::net::dial::dial;
 use crate::net::splice::relay_tcp;
-use crate::net::{tunnel, Allowed, Ctx};
+use crate::respond::Refusal;
 
 /// Serves one CONNECT request. `early` is what the client sent after the request without
 /// waiting for our reply; it goes upstream first (and is not in the closed line's byte count).
@@ -24,15 +24,29 @@ pub async fn connect(
 ) {
     let allowed = match super::authorize(ctx, Protocol::SocksTcp, client, addr, port).await {
         Ok(allowed) => allowed,
-        Err(denied) => return super::reject(&mut stream, client, &Failure::Denied(&denied)).await,
+        Err(denied) => {
+            let dest = super::written(addr, port);
+            let refusal = Refusal::Denied {
+                dest: &dest,
+                denied: &denied,
+            };
+            return super::reject(&mut stream, client, &refusal).await;
+        }
     };
-    let mut upstream = match dial(&allowed.pinned.addrs, ctx.limits.connect_timeout).await {
+    let mut upstream = match dial(&allowed.pinned, ctx.limits.connect_timeout).await {
         Ok(upstream) => upstream,
-        Err(error) => return super::reject(&mut stream, client, &Failure::Dial(&error)).await,
+        Err(error) => {
+            let dest = allowed.target.to_string();
+            let refusal = Refusal::Dial {
+                dest: &dest,
+                error: &error,
+            };
+            return super::reject(&mut stream, client, &refusal).await;
+        }
     };
     let bound = match upstream.local_addr() {
         Ok(bound) => bound,
-        Err(error) => return super::reject(&mut stream, client, &Failure::Local(&error)).await,
+        Err(error) => return super::reject(&mut stream, client, &Refusal::Local(&error)).await,
     };
     if super::succeed(&mut stream, bound).await.is_err() {
         return;
@@ -41,7 +55,7 @@ pub async fn connect(
         return;
     }
     let idle = ctx.limits.idle_timeout;
-    let opened = Allowed {
+    let opened = Established {
         id: allowed.id,
         protocol: Protocol::SocksTcp,
         client,

@@ -39,11 +39,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::codec::{self, UdpHeader};
-use super::reply::Failure;
 use crate::audit::Protocol;
+use crate::gate::{Ctx, Gate};
 use crate::net::owner::{self, OwnerError};
-use crate::net::{Ctx, Gate};
 use crate::policy::Policy;
+use crate::respond::Refusal;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -91,25 +91,25 @@ pub async fn associate(
     slots: &Arc<Semaphore>,
 ) {
     let Ok(_permit) = Arc::clone(slots).try_acquire_owned() else {
-        return super::reject(&mut control, client, &Failure::Busy).await;
+        return super::reject(&mut control, client, &Refusal::Busy).await;
     };
     let source = (port != 0).then(|| SocketAddr::new(client.ip(), port));
     let local = match control.local_addr() {
         Ok(local) => local,
-        Err(error) => return super::reject(&mut control, client, &Failure::Local(&error)).await,
+        Err(error) => return super::reject(&mut control, client, &Refusal::Local(&error)).await,
     };
     let owner = match first_datagram_owner(client, local, source).await {
         Ok(owner) => owner,
         Err(error) => {
             tracing::warn!(%client, %error, "cannot tell who owns a SOCKS5 UDP client");
-            return super::reject(&mut control, client, &Failure::Owner(&error)).await;
+            return super::reject(&mut control, client, &Refusal::Owner(&error)).await;
         }
     };
     let (relay, bound) = match bind_relay(local, source).await {
         Ok(relay) => relay,
         Err(error) => {
             tracing::warn!(%client, %error, "cannot bind a UDP relay socket");
-            return super::reject(&mut control, client, &Failure::Local(&error)).await;
+            return super::reject(&mut control, client, &Refusal::Local(&error)).await;
         }
     };
     if super::succeed(&mut control, bound).await.is_err() {
@@ -363,11 +363,7 @@ impl<'a> Association<'a> {
         )
         .await;
         let route = match result {
-            Ok(allowed) => allowed
-                .pinned
-                .addrs
-                .first()
-                .map_or(Route::Denied, |&addr| Route::Allowed(addr)),
+            Ok(allowed) => Route::Allowed(allowed.pinned.first()),
             Err(_) => Route::Denied,
         };
         self.routes.insert(header.dest, route);
@@ -518,7 +514,7 @@ mod tests {
     use super::*;
     use crate::config::{DnsConfig, Limits};
     use crate::dns::Resolver;
-    use crate::net::policy_handle;
+    use crate::gate::policy_handle;
     use crate::policy::{Action, PolicyOptions};
 
     fn policy(allow: &[&str]) -> Policy {

@@ -1,15 +1,26 @@
-//! The policy engine: pure, synchronous, and independent of sockets.
+//! The policy engine of egress-proxy: pure, synchronous, and independent of sockets, runtimes
+//! and resolvers.
 //!
 //! Every destination passes, in order: host canonicalisation ([`host`]) → mode/method policy →
-//! the compiled domain matcher ([`matcher`]) → IP classification ([`classifier`]) of the
-//! literal or of every resolved address. [`Policy::decide`] runs the steps that need no
-//! network; a caller that gets [`Decision::needs_dns`] resolves the name once, passes the
-//! answers to [`Policy::check_resolved`], and dials only the addresses in [`Decision::ips`].
+//! the compiled domain matcher → IP classification ([`classifier`]) of the literal or of every
+//! resolved address. [`authorize`] runs all of it behind a small [`Resolve`] trait and gives
+//! back an [`Allowed`] (the only addresses that may be dialled) or a [`Blocked`] decision;
+//! [`Policy::decide`] is its first, network-free half (see [`Step`]).
 //!
 //! A compiled [`Policy`] is immutable and cheap to clone, so a running proxy swaps whole
 //! generations atomically and a connection keeps the generation it started with.
+//!
+//! # The decider hook
+//!
+//! An embedder can be asked about destinations no rule matched (reason `not-allowed`), as
+//! Codex's `NetworkPolicyDecider` and sandbox-runtime's ask callback do: when it says yes,
+//! [`Policy::decide_asked`] continues as if an allow rule matched, so deny rules, the
+//! local-address and self-connection refusals and the DNS checks still apply. It is never
+//! asked about anything else.
 
+mod authorize;
 pub mod classifier;
+mod decision;
 pub mod host;
 pub mod matcher;
 pub mod pattern;
@@ -22,7 +33,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use authorize::{authorize, Allowed, Blocked, Pending, Resolve, Step};
 pub use classifier::{classify, IpClass};
+pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Reason, Verdict};
 pub use host::{Host, InvalidHost, Target, UrlScheme};
 pub use matcher::{AllowKind, RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
@@ -33,205 +46,6 @@ pub use unix::FileId;
 
 use matcher::Matcher;
 use unix::{UnixSocketMap, UnixVerdict};
-
-/// Allow or block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Block,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Block => "block",
-        }
-    }
-}
-
-/// The stable reason codes of SPEC section 6, used in headers, logs, metrics and `check`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Allowed,
-    DenyRule,
-    NotAllowed,
-    MethodNotAllowed,
-    InvalidHost,
-    NonPublicIp(IpClass),
-    DnsFailed,
-    DnsNonPublic(IpClass),
-    UnixSocketDenied,
-    SelfConnection,
-}
-
-impl Reason {
-    /// The reason code, e.g. `non-public-ip:loopback`. Static, so rendering it never allocates.
-    pub fn code(self) -> &'static str {
-        use IpClass::*;
-        match self {
-            Reason::Allowed => "allowed",
-            Reason::DenyRule => "deny-rule",
-            Reason::NotAllowed => "not-allowed",
-            Reason::MethodNotAllowed => "method-not-allowed",
-            Reason::InvalidHost => "invalid-host",
-            Reason::DnsFailed => "dns-failed",
-            Reason::UnixSocketDenied => "unix-socket-denied",
-            Reason::SelfConnection => "self-connection",
-            Reason::NonPublicIp(class) => match class {
-                Public => "non-public-ip:public",
-                Unspecified => "non-public-ip:unspecified",
-                Loopback => "non-public-ip:loopback",
-                Private => "non-public-ip:private",
-                Cgnat => "non-public-ip:cgnat",
-                LinkLocal => "non-public-ip:link-local",
-                Ula => "non-public-ip:ula",
-                Reserved => "non-public-ip:reserved",
-                Documentation => "non-public-ip:documentation",
-                Benchmarking => "non-public-ip:benchmarking",
-                Multicast => "non-public-ip:multicast",
-                Broadcast => "non-public-ip:broadcast",
-                Teredo => "non-public-ip:teredo",
-            },
-            Reason::DnsNonPublic(class) => match class {
-                Public => "dns-non-public:public",
-                Unspecified => "dns-non-public:unspecified",
-                Loopback => "dns-non-public:loopback",
-                Private => "dns-non-public:private",
-                Cgnat => "dns-non-public:cgnat",
-                LinkLocal => "dns-non-public:link-local",
-                Ula => "dns-non-public:ula",
-                Reserved => "dns-non-public:reserved",
-                Documentation => "dns-non-public:documentation",
-                Benchmarking => "dns-non-public:benchmarking",
-                Multicast => "dns-non-public:multicast",
-                Broadcast => "dns-non-public:broadcast",
-                Teredo => "dns-non-public:teredo",
-            },
-        }
-    }
-
-    /// The `x-proxy-error` family of a denial.
-    pub fn category(self) -> &'static str {
-        match self {
-            Reason::DenyRule => "blocked-by-denylist",
-            Reason::NotAllowed => "blocked-by-allowlist",
-            Reason::MethodNotAllowed => "blocked-by-method-policy",
-            _ => "blocked-by-policy",
-        }
-    }
-
-    /// One sentence for people reading `check` output or a 403 body.
-    pub fn explain(self) -> &'static str {
-        match self {
-            Reason::Allowed => "an allow rule matches and no deny rule does",
-            Reason::DenyRule => "a deny rule matches (deny beats allow)",
-            Reason::NotAllowed => "no allow rule matches",
-            Reason::MethodNotAllowed => {
-                "limited mode only allows GET, HEAD and OPTIONS over plain HTTP, and no request body"
-            }
-            Reason::InvalidHost => "the host is not a valid name or address",
-            Reason::NonPublicIp(class) if class.is_local() => {
-                "the address is not public; only an allow rule naming it exactly (an IP, a CIDR inside one local range, or `localhost`) or allow_local_binding opens it"
-            }
-            Reason::NonPublicIp(_) => {
-                "the address is in a range the proxy never connects to, whatever the rules say"
-            }
-            Reason::DnsFailed => "the name could not be resolved",
-            Reason::DnsNonPublic(_) => {
-                "the name resolves to a non-public address (DNS-rebinding defence)"
-            }
-            Reason::UnixSocketDenied => "the Unix socket is not allowed by the unix_sockets map",
-            Reason::SelfConnection => "the destination is the proxy itself",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-/// An address with its class, as checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClassifiedIp {
-    pub ip: IpAddr,
-    pub class: IpClass,
-}
-
-impl ClassifiedIp {
-    pub fn new(ip: IpAddr) -> Self {
-        ClassifiedIp {
-            ip,
-            class: classify(ip),
-        }
-    }
-}
-
-/// The outcome for one destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub verdict: Verdict,
-    pub reason: Reason,
-    /// The rule that decided, if one did.
-    pub rule: Option<RuleRef>,
-    /// For an allowed destination, exactly the addresses that may be dialled (each checked);
-    /// for a blocked one, the addresses that were looked at.
-    pub ips: Vec<ClassifiedIp>,
-    needs_dns: bool,
-}
-
-impl Decision {
-    fn block(reason: Reason, rule: Option<RuleRef>) -> Self {
-        Decision {
-            verdict: Verdict::Block,
-            reason,
-            rule,
-            ips: Vec::new(),
-            needs_dns: false,
-        }
-    }
-
-    fn allow(rule: Option<RuleRef>, ips: Vec<ClassifiedIp>) -> Self {
-        Decision {
-            verdict: Verdict::Allow,
-            reason: Reason::Allowed,
-            rule,
-            ips,
-            needs_dns: false,
-        }
-    }
-
-    /// A host that failed canonicalisation.
-    pub fn invalid_host() -> Self {
-        Decision::block(Reason::InvalidHost, None)
-    }
-
-    pub fn is_allowed(&self) -> bool {
-        self.verdict == Verdict::Allow
-    }
-
-    /// The domain policy allows the name; it must now be resolved (once) and the answers
-    /// passed to [`Policy::check_resolved`] before anything is dialled.
-    pub fn needs_dns(&self) -> bool {
-        self.needs_dns
-    }
-
-    fn with_ips(mut self, ips: Vec<ClassifiedIp>) -> Self {
-        self.ips = ips;
-        self
-    }
-}
-
-/// What the client is asking to do; only `limited` mode looks at it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access<'a> {
-    /// A plain-HTTP request with this method; `body` if it carries a request body.
-    Http { method: &'a str, body: bool },
-    /// A CONNECT tunnel or SOCKS5 (TCP or UDP): opaque bytes.
-    Tunnel,
-}
 
 /// Engine settings that are not rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -380,49 +194,85 @@ impl Policy {
         &self.inner.warnings
     }
 
-    pub fn unix_sockets_allowed(&self) -> bool {
-        self.inner.unix.any_allowed()
+    /// Everything that can be decided without the network: a finished decision, or an
+    /// allowed name whose answers must be checked. Allocates nothing for names.
+    pub fn decide<'a>(&'a self, target: &'a Target<'_>, access: Access<'_>) -> Step<'a> {
+        self.decide_by(target, access, None)
     }
 
-    /// Everything that can be decided without the network. Allocates nothing for names.
-    pub fn decide(&self, target: &Target<'_>, access: Access<'_>) -> Decision {
+    /// [`Policy::decide`] for a destination the embedder's decider was asked about because no
+    /// rule matched it: `allowed` continues as if an allow rule matched (deny rules, local
+    /// addresses, self-connections and the DNS answers are still checked, and no local
+    /// exception applies), otherwise it stays `not-allowed`. The decision records
+    /// [`DecidedBy::Decider`] when the answer mattered.
+    pub fn decide_asked<'a>(
+        &'a self,
+        target: &'a Target<'_>,
+        access: Access<'_>,
+        allowed: bool,
+    ) -> Step<'a> {
+        self.decide_by(target, access, Some(allowed))
+    }
+
+    fn decide_by<'a>(
+        &'a self,
+        target: &'a Target<'_>,
+        access: Access<'_>,
+        asked: Option<bool>,
+    ) -> Step<'a> {
         if self.options.mode == Mode::Limited && !is_read_only(access) {
-            return Decision::block(Reason::MethodNotAllowed, None);
+            return Step::Done(Decision::block(Reason::MethodNotAllowed, None).at(target.port));
         }
-        match &target.host {
-            Host::Ip(ip) => self.decide_ip(ip.to_canonical(), target.port),
-            Host::Name(name) => self.decide_name(name, target.port),
+        let matcher = &self.inner.matcher;
+        let port = target.port;
+        let m = match &target.host {
+            Host::Ip(ip) => matcher.match_ip(ip.to_canonical(), port),
+            Host::Name(name) => matcher.match_name(name, port),
+        };
+        if let Some(rule) = m.deny {
+            let rule = matcher.rule(rule).clone();
+            return Step::Done(Decision::block(Reason::DenyRule, Some(rule)).at(port));
+        }
+        let (rule, kind, by) = match (m.allow, asked) {
+            (Some((rule, kind)), _) => (Some(matcher.rule(rule).clone()), kind, DecidedBy::Policy),
+            (None, Some(true)) => (None, AllowKind::Wildcard, DecidedBy::Decider),
+            (None, asked) => {
+                let by = if asked.is_some() {
+                    DecidedBy::Decider
+                } else {
+                    DecidedBy::Policy
+                };
+                return Step::Done(Decision::block(Reason::NotAllowed, None).at(port).by(by));
+            }
+        };
+        let step = match &target.host {
+            Host::Ip(ip) => Step::Done(self.decide_ip(ip.to_canonical(), port, rule, kind)),
+            Host::Name(name) => self.decide_name(name, port, rule, kind, by),
+        };
+        match step {
+            Step::Done(decision) => Step::Done(decision.by(by)),
+            pending => pending,
         }
     }
 
-    fn decide_ip(&self, ip: IpAddr, port: u16) -> Decision {
-        let matcher = &self.inner.matcher;
-        let m = matcher.match_ip(ip, port);
-        if let Some(rule) = m.deny {
-            return Decision::block(Reason::DenyRule, Some(matcher.rule(rule).clone()));
-        }
-        let Some((rule, kind)) = m.allow else {
-            return Decision::block(Reason::NotAllowed, None);
-        };
-        let rule = matcher.rule(rule).clone();
+    fn decide_ip(&self, ip: IpAddr, port: u16, rule: Option<RuleRef>, kind: AllowKind) -> Decision {
         let checked = ClassifiedIp::new(ip);
         if !self.local_ok(checked.class, kind) {
-            return Decision::block(Reason::NonPublicIp(checked.class), Some(rule))
-                .with_ips(vec![checked]);
+            return Decision::block(Reason::NonPublicIp(checked.class), rule)
+                .with_ips(vec![checked])
+                .at(port);
         }
-        self.guard_self(Decision::allow(Some(rule), vec![checked]), port)
+        self.guard_self(Decision::allow(rule, vec![checked]).at(port))
     }
 
-    fn decide_name(&self, name: &str, port: u16) -> Decision {
-        let matcher = &self.inner.matcher;
-        let m = matcher.match_name(name, port);
-        if let Some(rule) = m.deny {
-            return Decision::block(Reason::DenyRule, Some(matcher.rule(rule).clone()));
-        }
-        let Some((rule, kind)) = m.allow else {
-            return Decision::block(Reason::NotAllowed, None);
-        };
-        let rule = matcher.rule(rule).clone();
+    fn decide_name<'a>(
+        &'a self,
+        name: &'a str,
+        port: u16,
+        rule: Option<RuleRef>,
+        kind: AllowKind,
+        by: DecidedBy,
+    ) -> Step<'a> {
         if host::is_localhost(name) {
             // Resolved here, never through DNS, to the addresses it stands for; those meet the
             // IP and CIDR rules like any answer. Only an exact `localhost` rule (not a
@@ -433,12 +283,21 @@ impl Policy {
             } else {
                 AllowKind::Wildcard
             };
-            return self.check_answers(Some(rule), port, &LOCALHOST, kind, Reason::NonPublicIp);
+            return Step::Done(self.check_answers(
+                rule,
+                port,
+                &LOCALHOST,
+                kind,
+                Reason::NonPublicIp,
+            ));
         }
-        Decision {
-            needs_dns: true,
-            ..Decision::allow(Some(rule), Vec::new())
-        }
+        Step::Resolve(Pending {
+            policy: self,
+            name,
+            port,
+            rule,
+            by,
+        })
     }
 
     /// Whether a non-public class may be reached under this allow.
@@ -447,14 +306,12 @@ impl Policy {
             || (class.is_local() && (self.options.allow_local_binding || kind == AllowKind::Exact))
     }
 
-    /// Judges the answers for a name that [`Policy::decide`] allowed. The returned decision's
-    /// `ips` are the only addresses the caller may dial; the name must not be resolved again.
-    pub fn check_resolved(&self, decision: Decision, port: u16, answers: &[IpAddr]) -> Decision {
-        debug_assert!(decision.needs_dns, "check_resolved needs an allowed name");
+    /// Judges the answers for a name the rules allowed (only through [`Pending`]).
+    fn check_resolved(&self, rule: Option<RuleRef>, port: u16, answers: &[IpAddr]) -> Decision {
         // A resolved name never gets the exact-rule exception: only allow_local_binding
         // opens local answers, so a public name cannot be pointed at the LAN by its DNS.
         self.check_answers(
-            decision.rule,
+            rule,
             port,
             answers,
             AllowKind::Wildcard,
@@ -477,13 +334,14 @@ impl Policy {
             .map(|ip| ClassifiedIp::new(ip.to_canonical()))
             .collect();
         if checked.is_empty() {
-            return Decision::block(Reason::DnsFailed, rule);
+            return Decision::block(Reason::DnsFailed, rule).at(port);
         }
         let matcher = &self.inner.matcher;
         for c in &checked {
             if let Some(deny) = matcher.match_ip(c.ip, port).deny {
                 return Decision::block(Reason::DenyRule, Some(matcher.rule(deny).clone()))
-                    .with_ips(checked);
+                    .with_ips(checked)
+                    .at(port);
             }
         }
         let acceptable = |c: &ClassifiedIp| self.local_ok(c.class, kind);
@@ -503,34 +361,32 @@ impl Policy {
                 }
             }
         };
-        self.guard_self(decision, port)
+        self.guard_self(decision.at(port))
     }
 
     /// Decides again, without DNS, a destination already connected to `dialled` (after a
     /// reload): the name meets the domain rules, and `dialled` stands in for its answers.
+    /// A destination the embedder's decider allowed is not allowed by the rules alone.
     pub fn recheck(&self, target: &Target<'_>, dialled: IpAddr) -> Decision {
-        let decision = self.decide(target, Access::Tunnel);
-        if decision.needs_dns() {
-            self.check_resolved(decision, target.port, &[dialled])
-        } else {
-            decision
+        match self.decide(target, Access::Tunnel) {
+            Step::Done(decision) => decision,
+            Step::Resolve(pending) => pending.resolved(&[dialled]),
         }
     }
 
-    /// The decision for a name whose lookup failed or timed out: blocked, never retried by name.
-    pub fn dns_failed(&self, decision: Decision) -> Decision {
-        Decision::block(Reason::DnsFailed, decision.rule)
-    }
-
-    fn guard_self(&self, decision: Decision, port: u16) -> Decision {
+    fn guard_self(&self, decision: Decision) -> Decision {
+        let port = decision.port();
         if decision.is_allowed()
             && decision
-                .ips
+                .ips()
                 .iter()
                 .any(|c| is_self(&self.self_addrs, c.ip, port))
         {
-            let Decision { rule, ips, .. } = decision;
-            return Decision::block(Reason::SelfConnection, rule).with_ips(ips);
+            let ips = decision.ips().to_vec();
+            let rule = decision.rule().cloned();
+            return Decision::block(Reason::SelfConnection, rule)
+                .with_ips(ips)
+                .at(port);
         }
         decision
     }

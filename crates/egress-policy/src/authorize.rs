@@ -1,0 +1,166 @@
+//! The one pipeline: decide → resolve once → classify every answer → the addresses that may be
+//! dialled. The listeners, `check` and the admin API's `/check` all run it; nothing else turns
+//! a name into addresses.
+//!
+//! The steps are a typestate. [`Policy::decide`] gives a [`Step`]: a finished [`Decision`], or
+//! a [`Pending`] name that can only be completed with its DNS answers ([`Pending::resolved`])
+//! or a failed lookup ([`Pending::failed`]). A blocked decision never becomes a `Pending`, so
+//! no answers can turn a deny into an allow. An allowed outcome is an [`Allowed`], which only
+//! this module makes and which carries the exact addresses checked:
+//!
+//! ```compile_fail,E0451
+//! use egress_policy::Allowed;
+//! // Addresses nobody checked cannot be dressed up as allowed ones.
+//! let forged = Allowed { decision: egress_policy::Decision::invalid_host() };
+//! ```
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::decision::{Decision, Reason};
+use crate::matcher::RuleRef;
+use crate::{DecidedBy, Policy};
+
+/// Name resolution as the pipeline needs it: every address a name has, looked up once.
+/// Implement it over any resolver (the proxy's is hickory); the engine never resolves itself.
+pub trait Resolve {
+    /// Why a lookup failed (shown to people; every failure blocks with `dns-failed`).
+    type Error;
+
+    /// All addresses of `name` (already canonical and lower-case, never an IP literal). An
+    /// empty answer is a failure too.
+    fn resolve(&self, name: &str) -> impl Future<Output = Result<Vec<IpAddr>, Self::Error>> + Send;
+}
+
+/// Where [`Policy::decide`] left a destination.
+#[derive(Debug)]
+#[must_use = "a pending name must be resolved before anything is dialled"]
+pub enum Step<'a> {
+    /// Decided without the network: an IP literal, `localhost`, a denial.
+    Done(Decision),
+    /// The rules allow the name; its answers decide.
+    Resolve(Pending<'a>),
+}
+
+impl<'a> Step<'a> {
+    /// Completes the step: a pending name is resolved once with `resolver` and every answer
+    /// checked. `Ok` holds the only addresses that may be dialled.
+    pub async fn resolve<R: Resolve>(self, resolver: &R) -> Result<Allowed, Blocked<R::Error>> {
+        let (decision, dns) = match self {
+            Step::Done(decision) => (decision, None),
+            Step::Resolve(pending) => match resolver.resolve(pending.name).await {
+                Ok(answers) => (pending.resolved(&answers), None),
+                Err(err) => (pending.failed(), Some(err)),
+            },
+        };
+        Allowed::new(decision).map_err(|decision| Blocked { decision, dns })
+    }
+
+    /// The decision, when no lookup is needed.
+    pub fn done(&self) -> Option<&Decision> {
+        match self {
+            Step::Done(decision) => Some(decision),
+            Step::Resolve(_) => None,
+        }
+    }
+}
+
+/// A name the rules allow, waiting for its answers. It borrows the policy generation that
+/// decided, so the answers are judged by the same rules.
+#[derive(Debug)]
+#[must_use = "a pending name must be resolved before anything is dialled"]
+pub struct Pending<'a> {
+    pub(crate) policy: &'a Policy,
+    pub(crate) name: &'a str,
+    pub(crate) port: u16,
+    pub(crate) rule: Option<RuleRef>,
+    pub(crate) by: DecidedBy,
+}
+
+impl Pending<'_> {
+    /// The name to resolve.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The allow rule that matched (none when the embedder's decider allowed it).
+    pub fn rule(&self) -> Option<&RuleRef> {
+        self.rule.as_ref()
+    }
+
+    /// Judges the answers: any a deny rule matches blocks the name, then every answer is
+    /// classified. The decision's addresses are the only ones that may be dialled; the name
+    /// must not be resolved again.
+    pub fn resolved(self, answers: &[IpAddr]) -> Decision {
+        self.policy
+            .check_resolved(self.rule, self.port, answers)
+            .by(self.by)
+    }
+
+    /// The lookup failed or timed out: blocked, never retried by name.
+    pub fn failed(self) -> Decision {
+        Decision::block(Reason::DnsFailed, self.rule)
+            .at(self.port)
+            .by(self.by)
+    }
+}
+
+/// A destination the pipeline allowed, with the only addresses that may be dialled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    decision: Decision,
+}
+
+impl Allowed {
+    /// `Ok` for an allowed decision (which always has at least one checked address).
+    pub(crate) fn new(decision: Decision) -> Result<Allowed, Decision> {
+        if decision.is_allowed() && !decision.ips().is_empty() {
+            Ok(Allowed { decision })
+        } else {
+            Err(decision)
+        }
+    }
+
+    /// The decision.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The checked addresses with the destination port, in the order to try them.
+    pub fn addrs(&self) -> impl ExactSizeIterator<Item = SocketAddr> + Clone + '_ {
+        self.decision
+            .ips()
+            .iter()
+            .map(|c| SocketAddr::new(c.ip, self.decision.port()))
+    }
+
+    /// The first of them.
+    pub fn first(&self) -> SocketAddr {
+        let ip = self.decision.ips()[0].ip;
+        SocketAddr::new(ip, self.decision.port())
+    }
+
+    /// Whether `addr` is one of them.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.decision.port() && self.decision.ips().iter().any(|c| c.ip == addr.ip())
+    }
+}
+
+/// A destination the pipeline blocked; `dns` says why the lookup failed, when it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked<E> {
+    /// The decision (never allowed).
+    pub decision: Decision,
+    /// The lookup's error, for `dns-failed`.
+    pub dns: Option<E>,
+}
+
+/// Runs the whole pipeline for one destination under `policy`.
+pub async fn authorize<R: Resolve>(
+    policy: &Policy,
+    resolver: &R,
+    target: &crate::Target<'_>,
+    access: crate::Access<'_>,
+) -> Result<Allowed, Blocked<R::Error>> {
+    policy.decide(target, access).resolve(resolver).await
+}

@@ -1,0 +1,251 @@
+//! The wire table, row by row, on decisions the engine really makes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::StatusCode;
+
+use super::*;
+use crate::net::dial::Peer;
+use crate::policy::{
+    Access, Action, Decision, IpClass, Mode, Origin, Policy, PolicyOptions, RuleSpec, Step, Target,
+};
+
+fn policy(mode: Mode) -> Policy {
+    let rule = |pattern: &str, action| RuleSpec {
+        pattern: pattern.into(),
+        action,
+        origin: Origin::Flag("--allow"),
+        managed: false,
+    };
+    let rules = [
+        rule("evil.test", Action::Deny),
+        rule("*", Action::Allow),
+        rule("127.0.0.1", Action::Allow),
+    ];
+    let options = PolicyOptions {
+        mode,
+        ..PolicyOptions::default()
+    };
+    let own: [SocketAddr; 1] = ["127.0.0.1:3128".parse().unwrap()];
+    Policy::new(&rules, &[], options)
+        .unwrap()
+        .with_self_addrs(&own)
+}
+
+/// The decision the engine makes for `target`; `answers` complete a name.
+fn decided(policy: &Policy, target: &str, answers: Option<&[&str]>) -> Decision {
+    let target = Target::parse_authority(target, Some(443)).unwrap();
+    match (policy.decide(&target, Access::Tunnel), answers) {
+        (Step::Done(decision), _) => decision,
+        (Step::Resolve(pending), Some(answers)) => {
+            let ips: Vec<std::net::IpAddr> = answers.iter().map(|a| a.parse().unwrap()).collect();
+            pending.resolved(&ips)
+        }
+        (Step::Resolve(pending), None) => pending.failed(),
+    }
+}
+
+/// One decision per reason code of SPEC section 6, each made by the engine.
+fn every_denial() -> Vec<Decision> {
+    let full = policy(Mode::Full);
+    vec![
+        decided(&full, "evil.test", None),
+        decided(&policy_without_wildcard(), "other.test", None),
+        decided(&policy(Mode::Limited), "example.com", None),
+        Decision::invalid_host(),
+        decided(&full, "10.0.0.1", None),
+        decided(&full, "a.test", Some(&["127.0.0.1"])),
+        decided(&full, "a.test", None),
+        decided(&full, "127.0.0.1:3128", None),
+    ]
+}
+
+fn policy_without_wildcard() -> Policy {
+    Policy::from_rules(&[("only.test", Action::Allow)], PolicyOptions::default()).unwrap()
+}
+
+fn denied(decision: Decision) -> Denied {
+    Denied {
+        decision,
+        dns: None,
+    }
+}
+
+fn head(refusal: &Refusal<'_>) -> (u16, &'static str, &'static str) {
+    let answer = http(refusal);
+    (
+        answer.status.as_u16(),
+        answer.error,
+        answer.reason.unwrap_or(""),
+    )
+}
+
+#[test]
+fn every_reason_on_both_edges() {
+    let table = [
+        ("deny-rule", 403, "blocked-by-denylist", Code::NotAllowed),
+        ("not-allowed", 403, "blocked-by-allowlist", Code::NotAllowed),
+        (
+            "method-not-allowed",
+            403,
+            "blocked-by-method-policy",
+            Code::NotAllowed,
+        ),
+        ("invalid-host", 400, "blocked-by-policy", Code::NotAllowed),
+        (
+            "non-public-ip:private",
+            403,
+            "blocked-by-policy",
+            Code::NotAllowed,
+        ),
+        (
+            "dns-non-public:loopback",
+            403,
+            "blocked-by-policy",
+            Code::NotAllowed,
+        ),
+        (
+            "dns-failed",
+            502,
+            "blocked-by-policy",
+            Code::HostUnreachable,
+        ),
+        (
+            "self-connection",
+            403,
+            "blocked-by-policy",
+            Code::NotAllowed,
+        ),
+    ];
+    let decisions = every_denial();
+    assert_eq!(decisions.len(), table.len());
+    for (decision, (code, status, error, socks_code)) in decisions.into_iter().zip(table) {
+        assert_eq!(decision.reason().code(), code);
+        let denied = denied(decision);
+        let refusal = Refusal::Denied {
+            dest: "x",
+            denied: &denied,
+        };
+        assert_eq!(head(&refusal), (status, error, code), "{code}");
+        assert_eq!(socks(&refusal), socks_code, "{code}");
+    }
+}
+
+/// The `x-proxy-error` families (once asserted next to the reason codes in the engine).
+#[test]
+fn categories() {
+    let all = [
+        (Reason::Allowed, "blocked-by-policy"),
+        (Reason::DenyRule, "blocked-by-denylist"),
+        (Reason::NotAllowed, "blocked-by-allowlist"),
+        (Reason::MethodNotAllowed, "blocked-by-method-policy"),
+        (Reason::InvalidHost, "blocked-by-policy"),
+        (Reason::DnsFailed, "blocked-by-policy"),
+        (Reason::UnixSocketDenied, "blocked-by-policy"),
+        (Reason::SelfConnection, "blocked-by-policy"),
+        (Reason::NonPublicIp(IpClass::LinkLocal), "blocked-by-policy"),
+        (Reason::DnsNonPublic(IpClass::Ula), "blocked-by-policy"),
+    ];
+    for (reason, family) in all {
+        assert_eq!(category(reason), family, "{reason}");
+    }
+}
+
+#[test]
+fn the_body_names_the_reason_and_the_rule() {
+    let denied = denied(decided(&policy(Mode::Full), "evil.test", None));
+    let answer = http(&Refusal::Denied {
+        dest: "evil.test:443",
+        denied: &denied,
+    });
+    assert_eq!(
+        answer.body,
+        "egress-proxy: blocked evil.test:443: deny-rule (a deny rule matches (deny beats allow)); rule deny `evil.test` (--allow)\n"
+    );
+}
+
+#[test]
+fn the_http_status_table() {
+    let timeout = DialError::Timeout(Duration::from_secs(1));
+    let dial = |error| Refusal::Dial { dest: "a:1", error };
+    assert_eq!(head(&dial(&timeout)), (504, "connect-timeout", ""));
+    let refused = DialError::Refused(Peer::Tcp("127.0.0.1:1".parse().unwrap()));
+    assert_eq!(head(&dial(&refused)), (502, "connect-refused", ""));
+    let r = Refusal::UnrequestedUpgrade { dest: "a:1" };
+    assert_eq!(head(&r), (502, "upstream-failed", ""));
+    assert_eq!(head(&Refusal::BadRequest("nope")), (400, "bad-request", ""));
+    assert_eq!(http(&Refusal::Busy).status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[test]
+fn the_busy_answer_is_well_formed_and_agrees_with_the_table() {
+    let text = std::str::from_utf8(BUSY).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), length);
+    let answer = http(&Refusal::Busy);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(head.contains(&format!("x-proxy-error: {}", answer.error)));
+    assert_eq!(body, answer.body);
+}
+
+#[test]
+fn socks_dial_failures() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let unreachable = |kind: io::ErrorKind| DialError::Unreachable {
+        peer: Peer::Tcp(addr),
+        source: kind.into(),
+    };
+    let cases = [
+        (DialError::Refused(Peer::Tcp(addr)), Code::ConnectionRefused),
+        (DialError::Timeout(Duration::from_secs(1)), Code::TtlExpired),
+        (
+            unreachable(io::ErrorKind::NetworkUnreachable),
+            Code::NetworkUnreachable,
+        ),
+        (
+            unreachable(io::ErrorKind::HostUnreachable),
+            Code::HostUnreachable,
+        ),
+        (unreachable(io::ErrorKind::TimedOut), Code::TtlExpired),
+        (
+            unreachable(io::ErrorKind::PermissionDenied),
+            Code::GeneralFailure,
+        ),
+    ];
+    for (error, want) in cases {
+        let refusal = Refusal::Dial {
+            dest: "a:1",
+            error: &error,
+        };
+        assert_eq!(socks(&refusal), want, "{error}");
+    }
+}
+
+#[test]
+fn socks_protocol_failures() {
+    for command in [Command::Bind, Command::UdpAssociate, Command::Other(9)] {
+        assert_eq!(socks(&Refusal::Command(command)), Code::CommandNotSupported);
+    }
+    let atyp = RequestError::AddressType(5);
+    assert_eq!(
+        socks(&Refusal::Request(&atyp)),
+        Code::AddressTypeNotSupported
+    );
+    assert_eq!(
+        socks(&Refusal::Request(&RequestError::Version(4))),
+        Code::GeneralFailure
+    );
+    assert_eq!(socks(&Refusal::Busy), Code::GeneralFailure);
+    let unknown = OwnerError::NotFound("127.0.0.1:9".parse().unwrap());
+    assert_eq!(socks(&Refusal::Owner(&unknown)), Code::GeneralFailure);
+    let err = io::Error::from(io::ErrorKind::AddrInUse);
+    assert_eq!(socks(&Refusal::Local(&err)), Code::GeneralFailure);
+    assert_eq!(Code::AddressTypeNotSupported as u8, 0x08);
+}
