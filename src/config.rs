@@ -77,7 +77,8 @@ pub struct Config {
     pub limits: Limits,
     pub admin: AdminConfig,
     pub log: LogConfig,
-    /// Non-fatal findings for `validate` (e.g. "`enabled` is false in config.toml").
+    /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
+    /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
     pub warnings: Vec<String>,
 }
 

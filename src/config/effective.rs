@@ -69,13 +69,7 @@ pub(super) fn finish(
     let managed_only = flag(&net.managed_allowed_domains_only, false);
     let (rules, managed_allows) = rules(user_rules, managed_rules, managed_only);
     let enabled = flag(&net.enabled, enabled_default);
-    warnings.extend(warnings::settings(
-        net,
-        enabled,
-        &rules,
-        managed_allows,
-        configs,
-    ));
+    warnings.extend(warnings::settings(net, enabled, managed_allows, configs));
 
     Ok(Config {
         enabled,

@@ -75,3 +75,14 @@ fn defaults(enabled: bool) -> Config {
         warnings: Vec::new(),
     }
 }
+
+/// The warnings `validate` shows: the configuration's, then the compiled rules'.
+fn shown(config: &Config) -> Vec<String> {
+    let policy = config.policy().unwrap_or_else(|e| panic!("{e}"));
+    config
+        .warnings
+        .iter()
+        .chain(policy.warnings())
+        .cloned()
+        .collect()
+}

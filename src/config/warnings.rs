@@ -5,14 +5,11 @@
 use super::error::Source;
 use super::keys::NetworkScalars;
 use super::merge::Set;
-use crate::policy::pattern::PatternKind;
-use crate::policy::{Action, Pattern, RuleSpec};
 
 /// The warnings about the effective network settings, in a fixed order.
 pub(super) fn settings(
     net: &NetworkScalars,
     enabled: bool,
-    rules: &[RuleSpec],
     managed_allows: usize,
     configs: &[Source],
 ) -> Vec<String> {
@@ -42,19 +39,6 @@ pub(super) fn settings(
         }) = setting
         {
             warnings.push(format!("`{key} = true` at {origin}: {consequence}"));
-        }
-    }
-    for rule in rules {
-        // Judged as the policy will read it: `*:443` and ` * ` are the global rule too.
-        let global = || {
-            Pattern::parse(&rule.pattern, rule.action)
-                .is_ok_and(|p| matches!(p.kind, PatternKind::Global))
-        };
-        if rule.action == Action::Allow && rule.pattern.trim_start().starts_with('*') && global() {
-            warnings.push(format!(
-                "global `*` allow rule at {}: every public host that is not denied is allowed",
-                rule.origin
-            ));
         }
     }
     if let Some(Set {

@@ -7,7 +7,7 @@ fn every_spelling_of_the_global_rule_warns() {
     let text = "enabled = true\nallowed_domains = ['*:443', ' * ', '**.example.com']\n";
     let got = ok(&[("g.toml", text)], None, &flags());
     assert_eq!(
-        got.warnings,
+        shown(&got),
         [
             "global `*` allow rule at g.toml:2:20: every public host that is not denied is allowed",
             "global `*` allow rule at g.toml:2:29: every public host that is not denied is allowed",
@@ -24,7 +24,7 @@ allowed_domains = ['*', ' * ', '*.com.example']
 ";
     let got = ok(&[("w.toml", text)], None, &flags());
     assert_eq!(
-        got.warnings,
+        shown(&got),
         [
             "sandboxed networking is disabled by `enabled = false` at w.toml:1:11; `serve` and `run` will refuse to start",
             "`dangerously_allow_all_unix_sockets = true` at w.toml:2:38: every Unix socket that is not denied is reachable",
@@ -44,7 +44,7 @@ allowed_domains = ['*', ' * ', '*.com.example']
         None,
         &flags(),
     );
-    assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
+    assert_eq!(shown(&got).len(), 2, "{:?}", shown(&got));
     let got = ok(
         &[("d.toml", "default_permissions = 'nope'\n")],
         None,
