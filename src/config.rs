@@ -14,15 +14,22 @@ use crate::policy::{
     Mode, MultiAnswer, Policy, PolicyError, PolicyOptions, RuleSpec, UnixSocketSpec,
 };
 
+mod convert;
+mod effective;
 mod error;
-mod layer;
+mod keys;
 mod listen;
+mod load;
+mod merge;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod warnings;
 
 pub(crate) use listen::parse_dns_server;
-mod raw;
 
 pub use error::ConfigError;
-pub use layer::{load, load_texts};
+pub use load::{load, load_texts};
 
 /// Everything that decides where configuration comes from, straight from the policy flags.
 #[derive(Clone, Debug, Default)]
@@ -70,7 +77,8 @@ pub struct Config {
     pub limits: Limits,
     pub admin: AdminConfig,
     pub log: LogConfig,
-    /// Non-fatal findings for `validate` (e.g. "`enabled` is false in config.toml").
+    /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
+    /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
     pub warnings: Vec<String>,
 }
 

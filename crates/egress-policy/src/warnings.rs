@@ -1,6 +1,9 @@
 //! Findings `validate` (and `serve` at start) report about a compiled rule set: rules that do
 //! nothing, or that reach further than their spelling suggests. None of them changes a
 //! decision; each names the rule and where it was written.
+//!
+//! They are judged on the compiled patterns, as the policy reads them: `*:443` and ` * ` are
+//! the global rule too.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -84,7 +87,17 @@ const METADATA: [IpAddr; 2] = [
 
 /// Every finding for the compiled rules; `written` is each rule's pattern as written.
 pub(super) fn collect(matcher: &Matcher, compiled: &[(u32, Pattern, &str)]) -> Vec<String> {
-    let mut warnings = Vec::new();
+    // The widest finding first: every global allow, before the per-rule findings.
+    let mut warnings: Vec<String> = compiled
+        .iter()
+        .filter(|(_, pattern, _)| matches!(pattern.kind, PatternKind::Global))
+        .map(|(index, _, _)| {
+            format!(
+                "global `*` allow rule at {}: every public host that is not denied is allowed",
+                matcher.rule(*index).origin
+            )
+        })
+        .collect();
     for (index, pattern, written) in compiled {
         let rule = matcher.rule(*index);
         if let Some(w) = port_like_ipv6(rule, written) {
@@ -216,4 +229,29 @@ fn port_like_ipv6(rule: &RuleInfo, written: &str) -> Option<String> {
         rule.origin,
         rule.pattern
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Action, Policy, PolicyOptions};
+
+    #[test]
+    fn every_spelling_of_the_global_rule_warns_first() {
+        let rules = [
+            ("api.corp.test", Action::Allow),
+            ("**.corp.test", Action::Deny),
+            ("*:443", Action::Allow),
+            (" * ", Action::Allow),
+            ("**.example.com", Action::Allow),
+        ];
+        let p = Policy::from_rules(&rules, PolicyOptions::default()).unwrap();
+        assert_eq!(
+            p.warnings(),
+            [
+                "global `*` allow rule at <api>: every public host that is not denied is allowed",
+                "global `*` allow rule at <api>: every public host that is not denied is allowed",
+                "allow rule `api.corp.test` (<api>) has no effect: deny rule `**.corp.test` (<api>) covers everything it allows",
+            ]
+        );
+    }
 }
