@@ -175,7 +175,7 @@ fn classify_v6(ip: Ipv6Addr) -> IpClass {
 }
 
 /// The IPv4 address an IPv6 address carries, if it is of a form that delivers to it.
-pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let bits = u128::from(ip);
     let low32 = Ipv4Addr::from(bits as u32);
     let s = ip.segments();
@@ -202,7 +202,7 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 /// An allow CIDR is a local exception only when it lies inside one local class: `10.1.0.0/16`
 /// opens that part of the LAN, but `0.0.0.0/0` (which also covers loopback and
 /// 169.254.169.254) opens public addresses only.
-pub fn net_class(net: IpNet) -> Option<IpClass> {
+pub(crate) fn net_class(net: IpNet) -> Option<IpClass> {
     match net {
         IpNet::V4(net) => uniform_v4(u32::from(net.network()), u32::from(net.broadcast())),
         IpNet::V6(net) => {
@@ -273,7 +273,7 @@ fn uniform(
     Some(IpClass::Public)
 }
 
-pub(super) const fn mask32(len: u8) -> u32 {
+pub(crate) const fn mask32(len: u8) -> u32 {
     if len == 0 {
         0
     } else {
@@ -281,7 +281,7 @@ pub(super) const fn mask32(len: u8) -> u32 {
     }
 }
 
-pub(super) const fn mask128(len: u8) -> u128 {
+pub(crate) const fn mask128(len: u8) -> u128 {
     if len == 0 {
         0
     } else {

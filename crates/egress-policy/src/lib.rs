@@ -11,10 +11,11 @@
 
 pub mod classifier;
 pub mod host;
-pub mod matcher;
+mod matcher;
 pub mod pattern;
 mod spec;
-pub mod unix;
+mod target;
+mod unix;
 mod warnings;
 
 use std::fmt;
@@ -23,15 +24,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use classifier::{classify, IpClass};
-pub use host::{Host, InvalidHost, Target, UrlScheme};
-pub use matcher::{AllowKind, RuleInfo, RuleRef};
+pub use host::{Host, InvalidHost};
+pub use matcher::{RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use spec::{
     escape_controls, Action, Mode, MultiAnswer, Origin, RuleSpec, UnixAction, UnixSocketSpec,
 };
+pub use target::{Target, UrlScheme};
 pub use unix::FileId;
 
-use matcher::Matcher;
+use matcher::{AllowKind, Matcher};
 use unix::{UnixSocketMap, UnixVerdict};
 
 /// Allow or block.

@@ -11,6 +11,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::host::{self, Host};
 use super::spec::Action;
+use super::target::{parse_port, split_authority};
 
 /// What part of the name space a pattern covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,9 +177,9 @@ impl Pattern {
 
 /// Splits `host:port` and `[v6]:port`.
 fn split_port(text: &str) -> Result<(&str, Option<u16>), PatternError> {
-    let (host, port) = host::split_authority(text).map_err(PatternError::Host)?;
+    let (host, port) = split_authority(text).map_err(PatternError::Host)?;
     let port = port
-        .map(host::parse_port)
+        .map(parse_port)
         .transpose()
         .map_err(PatternError::Port)?;
     Ok((host, port))
@@ -233,7 +234,7 @@ fn parse_glob(rest: &str) -> Result<Vec<String>, PatternError> {
 
 /// Whether `label` matches a glob label in which each `*` stands for any run of characters
 /// within the label (never a dot: the caller compares label by label).
-pub fn glob_label_matches(glob: &str, label: &str) -> bool {
+pub(crate) fn glob_label_matches(glob: &str, label: &str) -> bool {
     let mut parts = glob.split('*');
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = label.strip_prefix(first) else {

@@ -59,20 +59,20 @@ fn identify(_: &Path) -> Option<FileId> {
 
 /// The outcome for one path, with the entry that decided (if any).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UnixVerdict {
+pub(crate) enum UnixVerdict {
     Allowed { entry: Option<PathBuf> },
     Denied { entry: Option<PathBuf> },
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct UnixSocketMap {
+pub(crate) struct UnixSocketMap {
     allow: HashSet<PathBuf>,
     deny: HashSet<PathBuf>,
     allow_all: bool,
 }
 
 impl UnixSocketMap {
-    pub fn new(entries: &[UnixSocketSpec], allow_all: bool) -> Self {
+    pub(crate) fn new(entries: &[UnixSocketSpec], allow_all: bool) -> Self {
         let mut map = UnixSocketMap {
             allow_all,
             ..Default::default()
@@ -88,20 +88,20 @@ impl UnixSocketMap {
     }
 
     /// Whether any socket at all can be reached (listeners must then stay on loopback).
-    pub fn any_allowed(&self) -> bool {
+    pub(crate) fn any_allowed(&self) -> bool {
         self.allow_all || !self.allow.is_empty()
     }
 
     /// Judges the socket `socket` that the caller opened at `path` (`None`: nothing that can be
     /// connected to is there, which is always denied). Entries are identified against the file
     /// system as it is now.
-    pub fn check(&self, path: &Path, socket: Option<FileId>) -> UnixVerdict {
+    pub(crate) fn check(&self, path: &Path, socket: Option<FileId>) -> UnixVerdict {
         self.check_with(path, socket, identify)
     }
 
     /// The pure decision: `identify` gives the identity of the file an entry names, symlinks
     /// followed, or `None` when there is none.
-    pub fn check_with(
+    pub(crate) fn check_with(
         &self,
         path: &Path,
         socket: Option<FileId>,
