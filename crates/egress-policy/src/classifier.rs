@@ -13,24 +13,44 @@ use ipnet::IpNet;
 
 /// The class of an address. Every variant has a stable name used in reason codes
 /// (`non-public-ip:<class>`), logs, metrics and `check` output.
+///
+/// Non-exhaustive: IANA keeps adding special-purpose ranges, and a new class must not break
+/// an embedder's `match`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum IpClass {
+    /// Everything no row of the table names: the only class dialled without an exception.
     Public,
+    /// `0.0.0.0/8`, `::`: "this host" on some stacks, so never a destination.
     Unspecified,
+    /// `127.0.0.0/8`, `::1`: services on the proxy's own host.
     Loopback,
+    /// RFC 1918 (`10/8`, `172.16/12`, `192.168/16`), site-local `fec0::/10` and the local
+    /// NAT64 prefix `64:ff9b:1::/48`.
     Private,
+    /// `100.64.0.0/10`, carrier-grade NAT (RFC 6598): a provider's internal network.
     Cgnat,
+    /// `169.254.0.0/16`, `fe80::/10`: the link, and the cloud metadata address.
     LinkLocal,
+    /// `fc00::/7`, IPv6 unique local addresses.
     Ula,
+    /// IANA-reserved space (`192.0.0.0/24`, `192.88.99.0/24`, `240.0.0.0/4`, `100::/64`).
     Reserved,
+    /// Documentation ranges (`192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`,
+    /// `2001:db8::/32`): nothing real lives there.
     Documentation,
+    /// `198.18.0.0/15`, benchmarking (RFC 2544).
     Benchmarking,
+    /// `224.0.0.0/4`, `ff00::/8`: a group, not a host.
     Multicast,
+    /// `255.255.255.255`, limited broadcast.
     Broadcast,
+    /// `2001::/32`: Teredo tunnels a connection to an IPv4 address the proxy cannot check.
     Teredo,
 }
 
 impl IpClass {
+    /// The stable name in reason codes, logs and metrics (`link-local`).
     pub const fn name(self) -> &'static str {
         match self {
             IpClass::Public => "public",
@@ -49,6 +69,7 @@ impl IpClass {
         }
     }
 
+    /// Whether the address may be dialled under any allow rule.
     pub const fn is_public(self) -> bool {
         matches!(self, IpClass::Public)
     }
@@ -137,7 +158,8 @@ const V6: &[(Ipv6Addr, u8, IpClass)] = &[
     ),
 ];
 
-/// The named table as `(network, class)` rows, for documentation and the admin API.
+/// The named table as `(network, class)` rows, most specific first within each family: the
+/// ranges an embedder can list or document, in the order [`classify`] tries them.
 pub fn ranges() -> impl Iterator<Item = (ipnet::IpNet, IpClass)> {
     let v4 = V4.iter().map(|&(net, len, class)| {
         let net = ipnet::Ipv4Net::new(net, len).expect("static prefix is valid");
@@ -150,6 +172,8 @@ pub fn ranges() -> impl Iterator<Item = (ipnet::IpNet, IpClass)> {
     v4.chain(v6)
 }
 
+/// The class of `ip`; an IPv6 address that carries an IPv4 address is classified as that
+/// IPv4 address.
 pub fn classify(ip: IpAddr) -> IpClass {
     match ip {
         IpAddr::V4(ip) => classify_v4(ip),

@@ -14,28 +14,42 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Why a host was rejected; rendered after "invalid host: ".
+///
+/// Non-exhaustive: a stricter check may get its own variant without breaking a `match`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidHost {
+    /// Nothing where the host should be (`:80`, `http:///`).
     #[error("empty host")]
     Empty,
+    /// A byte no host may carry; `@` would let userinfo pose as the host.
     #[error("control character, whitespace or `@` in host")]
     ForbiddenChar,
+    /// The WHATWG parser refused it, or a number that is not a valid IPv4 address.
     #[error("not a valid host name or IP address")]
     Unparseable,
+    /// A colon in an unbracketed host: the port could not be told from the address.
     #[error("IPv6 address without brackets")]
     UnbracketedIpv6,
+    /// Two dots in a row, or a leading dot.
     #[error("empty label")]
     EmptyLabel,
+    /// A label over the DNS limit of 63 octets.
     #[error("label longer than 63 octets")]
     LabelTooLong,
+    /// A name over the DNS limit of 253 octets.
     #[error("name longer than 253 octets")]
     NameTooLong,
+    /// An authority without a port where no default applies (CONNECT).
     #[error("missing port")]
     MissingPort,
+    /// A port that is not 1 to 5 ASCII digits between 1 and 65535.
     #[error("port must be 1-65535")]
     BadPort,
+    /// A URL scheme the proxy does not carry (only `http`, `https`, `ws`, `wss`).
     #[error("unsupported URL scheme")]
     BadScheme,
+    /// A URL path or query byte that the HTTP listener's request-line parser refuses.
     #[error("URL path or query has a character a request line cannot carry")]
     BadPath,
 }
@@ -43,11 +57,15 @@ pub enum InvalidHost {
 /// A canonical host: a lowercase ASCII name without trailing dot, or an IP address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Host<'a> {
+    /// A name, borrowed from the input when it was already canonical.
     Name(Cow<'a, str>),
+    /// An address, whatever legacy spelling it came in (`127.1`, `0x7f.0.0.1`); an IPv4-mapped
+    /// IPv6 address stays IPv6 here, and the policy matches it as IPv4.
     Ip(IpAddr),
 }
 
 impl Host<'_> {
+    /// The same host, independent of the input it was parsed from (to keep past a request).
     pub fn into_owned(self) -> Host<'static> {
         match self {
             Host::Name(name) => Host::Name(Cow::Owned(name.into_owned())),

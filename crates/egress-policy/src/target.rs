@@ -11,11 +11,14 @@ use crate::host::{canonicalize, Host, InvalidHost};
 /// A canonical destination: host and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target<'a> {
+    /// The canonical host.
     pub host: Host<'a>,
+    /// The port, 1 to 65535.
     pub port: u16,
 }
 
 impl<'a> Target<'a> {
+    /// A destination from a host that is already canonical (a SOCKS5 address, a dialled IP).
     pub fn new(host: Host<'a>, port: u16) -> Self {
         Target { host, port }
     }
@@ -92,6 +95,7 @@ impl<'a> Target<'a> {
         Ok((kind, Self::parse_authority(host_port, Some(default_port))?))
     }
 
+    /// The same destination, independent of the input it was parsed from.
     pub fn into_owned(self) -> Target<'static> {
         Target {
             host: self.host.into_owned(),
@@ -212,6 +216,8 @@ pub(crate) fn split_authority(input: &str) -> Result<(&str, Option<&str>), Inval
     }
 }
 
+/// A port as RFC 3986 writes it, but at most five digits and never 0: `+80`, `080x` and
+/// `000443` are refused, so one port has one spelling.
 pub(crate) fn parse_port(text: &str) -> Result<u16, InvalidHost> {
     if text.is_empty() || text.len() > 5 {
         return Err(InvalidHost::BadPort);

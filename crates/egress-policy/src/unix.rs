@@ -3,7 +3,7 @@
 //! A socket is decided by the file it is, its `(device, inode)`, never by how its path is
 //! spelled: a symlink, a hard link or a bind mount of a denied socket is the denied socket. The
 //! caller opens the requested path once, passes that file's identity here, and connects to the
-//! file it opened ([`crate::net::unix`]), so nothing resolves the path between the decision and
+//! file it opened (the proxy's `net::unix`), so nothing resolves the path between the decision and
 //! the connection.
 //!
 //! Entries are identified when a request is checked, since sockets come and go: an entry stands
@@ -28,7 +28,9 @@ use super::spec::{UnixAction, UnixSocketSpec};
 /// identities are equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
+    /// The device the file lives on (`st_dev`).
     pub dev: u64,
+    /// The inode number on that device (`st_ino`).
     pub ino: u64,
 }
 
