@@ -102,6 +102,11 @@ impl Names {
 
     /// Calls `visit` for every label-boundary suffix of `host` that has a node, shortest
     /// first, then for `host` itself (`whole = true`), until `visit` returns false.
+    ///
+    /// `#[inline]`, like `get` and `depth_bit`: the lookups that drive the walk live in the
+    /// parent module, and the hot path must not depend on how the compiler splits modules
+    /// into codegen units (the walk, its helpers and the `visit` closure stay one function).
+    #[inline]
     pub(super) fn walk<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a Node, bool) -> bool) {
         let mut labels = 1;
         let mut end = host.len();
