@@ -15,7 +15,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use egress_proxy::policy::host::{canonicalize, Host, Target};
+use egress_proxy::policy::host::canonicalize;
+use egress_proxy::policy::{Host, Target};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -22,10 +22,11 @@ mod authorize;
 pub mod classifier;
 mod decision;
 pub mod host;
-pub mod matcher;
+mod matcher;
 pub mod pattern;
 mod spec;
-pub mod unix;
+mod target;
+mod unix;
 mod warnings;
 
 use std::fmt;
@@ -36,15 +37,16 @@ use std::sync::Arc;
 pub use authorize::{authorize, Allowed, Blocked, Pending, Resolve, Step};
 pub use classifier::{classify, IpClass};
 pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Reason, Verdict};
-pub use host::{Host, InvalidHost, Target, UrlScheme};
-pub use matcher::{AllowKind, RuleInfo, RuleRef};
+pub use host::{Host, InvalidHost};
+pub use matcher::{RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use spec::{
     escape_controls, Action, Mode, MultiAnswer, Origin, RuleSpec, UnixAction, UnixSocketSpec,
 };
+pub use target::{Target, UrlScheme};
 pub use unix::FileId;
 
-use matcher::Matcher;
+use matcher::{AllowKind, Matcher};
 use unix::{UnixSocketMap, UnixVerdict};
 
 /// Engine settings that are not rules.

@@ -11,6 +11,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::host::{self, Host};
 use super::spec::Action;
+use super::target::{parse_port, split_authority};
 
 /// What part of the name space a pattern covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +35,9 @@ pub enum PatternKind {
 /// A compiled pattern: what it covers and, optionally, the one port it is scoped to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pattern {
+    /// The names or addresses it covers.
     pub kind: PatternKind,
+    /// The one port it applies to (`example.com:443`); `None` for every port.
     pub port: Option<u16>,
 }
 
@@ -58,43 +61,68 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// Why a pattern was rejected; the policy error adds where it was written.
+/// Why a pattern was rejected; the policy error adds where it was written. Each message says
+/// what to write instead.
+///
+/// Non-exhaustive: a newly refused shape gets its own variant without breaking a `match`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PatternError {
+    /// Nothing but whitespace.
     #[error("empty pattern")]
     Empty,
+    /// A URL where a host was expected; carries the host it names.
     #[error("a pattern is a host, not a URL: write `{0}` without scheme or path")]
     Url(String),
+    /// A shell-style glob other than `*`.
     #[error("`?` and `[...]` globs are not supported; use `*.example.com`, `**.example.com` or `*` inside one label")]
     UnsupportedGlob,
+    /// `*` as a deny rule, which would only hide that nothing is allowed.
     #[error("`*` cannot be a deny rule: with no allow rule everything is already blocked")]
     GlobalDeny,
+    /// An allow wildcard directly under a top-level label (`*.com`).
     #[error(
         "`{0}` would allow every name under a top-level label; name the domain (`*.example.com`)"
     )]
     TopLevelWildcard(String),
+    /// A whole-label `*` after the first label (`api.*.example.com`).
     #[error(
         "a whole-label `*` is only allowed at the front (`*.example.com` or `**.example.com`)"
     )]
     InnerWildcardLabel,
+    /// An in-label `*` after a leading `*.` or `**.`.
     #[error("`*` inside a label cannot be combined with a leading `*.` or `**.`")]
     MixedWildcards,
+    /// A `*` in the last label (`example.c*m`).
     #[error("`*` is not allowed in the top-level label")]
     WildcardTld,
+    /// A glob label with a byte other than ASCII letters, digits, `-`, `_` and `*` (globs are
+    /// not canonicalised, so they must already be canonical), or with `**` inside it.
     #[error("`*` inside a label only works with ASCII letters, digits, `-` and `_`")]
     GlobCharacters,
+    /// `*.`, which stripping the trailing dot would silently turn into `*`.
     #[error("`*.` is not a pattern: write `*` for every host or `*.example.com` for subdomains")]
     DotWildcard,
+    /// A wildcard in front of an IP address (`*.127.0.0.1`).
     #[error("wildcards apply to names, not IP addresses")]
     WildcardIp,
+    /// The port after `:` is not 1 to 65535.
     #[error("invalid port: {0}")]
     Port(host::InvalidHost),
+    /// The host does not canonicalise.
     #[error("invalid host: {0}")]
     Host(host::InvalidHost),
+    /// Text with `/` that is not `address/prefix-length`.
     #[error("invalid CIDR: {0}")]
     Cidr(String),
+    /// A CIDR with bits set after its prefix: probably not the range that was meant.
     #[error("CIDR `{given}` has host bits set; write `{network}`")]
-    CidrHostBits { given: String, network: IpNet },
+    CidrHostBits {
+        /// The CIDR as written.
+        given: String,
+        /// The network it truncates to.
+        network: IpNet,
+    },
 }
 
 impl Pattern {
@@ -176,9 +204,9 @@ impl Pattern {
 
 /// Splits `host:port` and `[v6]:port`.
 fn split_port(text: &str) -> Result<(&str, Option<u16>), PatternError> {
-    let (host, port) = host::split_authority(text).map_err(PatternError::Host)?;
+    let (host, port) = split_authority(text).map_err(PatternError::Host)?;
     let port = port
-        .map(host::parse_port)
+        .map(parse_port)
         .transpose()
         .map_err(PatternError::Port)?;
     Ok((host, port))
@@ -233,7 +261,7 @@ fn parse_glob(rest: &str) -> Result<Vec<String>, PatternError> {
 
 /// Whether `label` matches a glob label in which each `*` stands for any run of characters
 /// within the label (never a dot: the caller compares label by label).
-pub fn glob_label_matches(glob: &str, label: &str) -> bool {
+pub(crate) fn glob_label_matches(glob: &str, label: &str) -> bool {
     let mut parts = glob.split('*');
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = label.strip_prefix(first) else {

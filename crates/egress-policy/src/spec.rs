@@ -9,11 +9,14 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Let the destination through (subject to the IP checks).
     Allow,
+    /// Block the destination, whatever any allow rule says.
     Deny,
 }
 
 impl Action {
+    /// As written in files and shown in `check` output.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Allow => "allow",
@@ -27,12 +30,15 @@ impl Action {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Every method and tunnel the domain policy allows.
     #[default]
     Full,
+    /// Reads only: GET, HEAD and OPTIONS without a body, over plain HTTP.
     Limited,
 }
 
 impl Mode {
+    /// As written in files and the admin API.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Full => "full",
@@ -42,10 +48,21 @@ impl Mode {
 }
 
 /// Where a rule was written, so every error and every decision can point back at it.
+///
+/// Non-exhaustive: new rule sources (an environment variable, the admin API) are expected,
+/// and callers mostly display an origin rather than take it apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// A position in a config file (1-based line and column of the rule's key or value).
-    File { path: Arc<str>, line: u32, col: u32 },
+    File {
+        /// The file as it was named when loaded.
+        path: Arc<str>,
+        /// 1-based line.
+        line: u32,
+        /// 1-based column.
+        col: u32,
+    },
     /// A command-line flag such as `--allow`.
     Flag(&'static str),
     /// Built through the library API.
@@ -65,8 +82,11 @@ impl fmt::Display for Origin {
 /// One domain rule as written: the pattern text is validated when the policy is compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSpec {
+    /// The pattern text as written.
     pub pattern: String,
+    /// What the rule does with a match.
     pub action: Action,
+    /// Where it was written.
     pub origin: Origin,
     /// Set by `requirements.toml`: administrator rules that user layers cannot override.
     pub managed: bool,
@@ -77,11 +97,14 @@ pub struct RuleSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnixAction {
+    /// The socket at this path may be connected to.
     Allow,
+    /// The socket at this path, under any name, may not be connected to.
     Deny,
 }
 
 impl UnixAction {
+    /// As written in files.
     pub fn as_str(self) -> &'static str {
         match self {
             UnixAction::Allow => "allow",
@@ -93,8 +116,11 @@ impl UnixAction {
 /// One effective Unix-socket entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnixSocketSpec {
+    /// The socket's path as written (absolute).
     pub path: PathBuf,
+    /// Whether the socket may be reached.
     pub action: UnixAction,
+    /// Where the entry was written.
     pub origin: Origin,
 }
 
