@@ -152,6 +152,8 @@ struct DecisionLine<'a> {
     verdict: &'static str,
     reason: &'static str,
     rule: Option<&'a str>,
+    /// `policy`, or `decider` when the embedder's decider was asked.
+    decided_by: &'static str,
     ip: Option<String>,
     class: Option<&'static str>,
 }
@@ -251,6 +253,7 @@ impl Events {
                 verdict,
                 reason,
                 rule,
+                decided_by: d.decided_by().as_str(),
                 ip: first.map(|c| c.ip.to_string()),
                 class: first.map(|c| c.class.name()),
             });

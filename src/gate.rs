@@ -20,10 +20,11 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{Closed, Dest, Events, Protocol};
 use crate::config::Limits;
+use crate::decider::Asker;
 use crate::dns::{DnsError, Resolver};
 use crate::net::unix::SocketFile;
 use crate::net::{drain, relay, tunnels};
-use crate::policy::{self, Access, Decision, Policy, Target};
+use crate::policy::{self, Access, DecidedBy, Decision, Policy, Reason, Step, Target};
 
 /// The current policy generation. Listeners load it once per connection (or datagram
 /// destination), so a reload swaps the policy for new work without a lock on the hot path.
@@ -109,6 +110,8 @@ impl From<policy::Blocked<DnsError>> for Denied {
 pub struct Gate {
     policy: PolicyHandle,
     resolver: ResolverHandle,
+    /// The embedder's decider, asked about destinations no rule matched.
+    asker: Option<Asker>,
 }
 
 impl Gate {
@@ -116,7 +119,14 @@ impl Gate {
         Gate {
             policy,
             resolver: Arc::new(ArcSwap::from_pointee(resolver)),
+            asker: None,
         }
+    }
+
+    /// The same gate, asking `asker` about destinations no rule matched.
+    pub(crate) fn with_asker(mut self, asker: Option<Asker>) -> Self {
+        self.asker = asker;
+        self
     }
 
     pub fn policy(&self) -> &PolicyHandle {
@@ -132,10 +142,23 @@ impl Gate {
         self.policy.load_full()
     }
 
-    async fn authorize(&self, target: &Target<'_>, access: Access<'_>) -> Result<Pinned, Denied> {
+    async fn authorize(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &Target<'_>,
+        access: Access<'_>,
+    ) -> Result<Pinned, Denied> {
         let generation = self.policy.load_full();
         let resolver = Metered(self.resolver.load_full());
-        let allowed = policy::authorize(&generation, &resolver, target, access).await?;
+        let step = match (generation.decide(target, access), &self.asker) {
+            (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
+                let allowed = asker.ask(protocol.as_str(), client, target).await;
+                generation.decide_asked(target, access, allowed)
+            }
+            (step, _) => step,
+        };
+        let allowed = step.resolve(&resolver).await?;
         Ok(Pinned {
             allowed,
             generation,
@@ -247,7 +270,7 @@ impl Ctx {
         target: &Target<'_>,
         access: Access<'_>,
     ) -> Result<(u64, Pinned), Denied> {
-        let result = self.gate.authorize(target, access).await;
+        let result = self.gate.authorize(protocol, client, target, access).await;
         let decision = match &result {
             Ok(pinned) => pinned.decision(),
             Err(denied) => &denied.decision,
@@ -320,11 +343,12 @@ pub async fn tunnel<F>(
     let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
+    let asked = pinned.decision().decided_by() == DecidedBy::Decider;
     let (stats, result, registration) = match upstream.peer_addr() {
         Ok(dialled) => {
-            let registration = ctx
-                .tunnels
-                .register(id, protocol, client, target, dialled.ip());
+            let registration =
+                ctx.tunnels
+                    .register(id, protocol, client, target, dialled.ip(), asked);
             // A reload between the decision and the registration may have walked the
             // registry without this tunnel: re-decide it under the generation it missed.
             let current = ctx.gate.current();

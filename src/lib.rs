@@ -26,6 +26,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod decider;
 pub mod dns;
 pub mod gate;
 pub mod http;

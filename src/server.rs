@@ -14,6 +14,7 @@ use crate::admin::{self, AdminOptions};
 use crate::audit::Events;
 use crate::config::{Config, Sources};
 use crate::control::{reachable, Control};
+use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
 use crate::gate::{policy_handle, Ctx, Gate};
 use crate::net::drain::{self, DrainHandle};
@@ -42,6 +43,7 @@ pub struct Builder {
     sources: Option<Sources>,
     audit: Option<Box<dyn Write + Send>>,
     admin: Option<AdminOptions>,
+    asker: Option<Asker>,
 }
 
 impl Builder {
@@ -71,6 +73,13 @@ impl Builder {
         self
     }
 
+    /// Asks `decider` about destinations no rule matched (see [`crate::decider`]), keeping
+    /// each answer and bounding each question as `options` say.
+    pub fn decider(mut self, decider: Arc<dyn Decider>, options: DeciderOptions) -> Self {
+        self.asker = Some(Asker::new(decider, options));
+        self
+    }
+
     /// Binds every listener on `127.0.0.1:0`, whatever the configuration says: for tests and
     /// embedders that read the chosen ports from the [`Server`].
     pub fn ephemeral(mut self) -> Self {
@@ -83,12 +92,12 @@ impl Builder {
 
     /// Binds every listener (before any connection is accepted, the policy learns their
     /// addresses, so it can refuse connections to the proxy itself) and starts serving.
-    pub async fn start(self) -> Result<Server, StartError> {
-        let policy = match self.policy {
+    pub async fn start(mut self) -> Result<Server, StartError> {
+        let policy = match self.policy.take() {
             Some(policy) => policy,
             None => self.config.policy()?,
         };
-        Server::start(self.config, policy, self.sources, self.audit, self.admin).await
+        Server::start(self, policy).await
     }
 }
 
@@ -112,16 +121,19 @@ impl Server {
             sources: None,
             audit: None,
             admin: None,
+            asker: None,
         }
     }
 
-    async fn start(
-        config: Config,
-        policy: Policy,
-        sources: Option<Sources>,
-        audit: Option<Box<dyn Write + Send>>,
-        admin: Option<AdminOptions>,
-    ) -> Result<Server, StartError> {
+    async fn start(builder: Builder, policy: Policy) -> Result<Server, StartError> {
+        let Builder {
+            config,
+            sources,
+            audit,
+            admin,
+            asker,
+            ..
+        } = builder;
         let http = bind(config.proxy_addr, "proxy_url").await?;
         let http_addr = local(&http, config.proxy_addr);
         let socks = if config.enable_socks5 {
@@ -143,7 +155,7 @@ impl Server {
         let handle = policy_handle(policy.with_self_addrs(&reachable(&own)));
         let events = Arc::new(Events::new(audit));
         let (drain_handle, drain) = drain::channel();
-        let gate = Gate::new(Arc::clone(&handle), resolver);
+        let gate = Gate::new(Arc::clone(&handle), resolver).with_asker(asker);
         let resolver = Arc::clone(gate.resolver());
         let ctx = Ctx::with_events(
             gate,

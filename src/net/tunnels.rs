@@ -32,6 +32,8 @@ struct Entry {
     target: Target<'static>,
     /// The address the tunnel is connected to.
     dialled: IpAddr,
+    /// The embedder's decider allowed it (no rule did): its consent stands on a reload.
+    asked: bool,
     revocation: Arc<Revocation>,
 }
 
@@ -90,6 +92,7 @@ impl Tunnels {
         client: SocketAddr,
         target: &Target<'_>,
         dialled: IpAddr,
+        asked: bool,
     ) -> Registration<'_> {
         let revocation = Arc::new(Revocation::default());
         let entry = Entry {
@@ -97,6 +100,7 @@ impl Tunnels {
             client,
             target: target.clone().into_owned(),
             dialled,
+            asked,
             revocation: Arc::clone(&revocation),
         };
         self.lock().insert(id, entry);
@@ -125,7 +129,11 @@ impl Tunnels {
             if only.is_some_and(|only| only != id) {
                 return true;
             }
-            let decision = policy.recheck(&entry.target, entry.dialled);
+            let decision = if entry.asked {
+                policy.recheck_asked(&entry.target, entry.dialled)
+            } else {
+                policy.recheck(&entry.target, entry.dialled)
+            };
             if decision.is_allowed() {
                 return true;
             }
@@ -244,8 +252,8 @@ mod tests {
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let kept = Target::parse_authority("kept.test:80", None).unwrap();
         let gone = Target::parse_authority("gone.test:80", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &kept, loopback);
-        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, loopback);
+        let a = tunnels.register(1, Protocol::Connect, client, &kept, loopback, false);
+        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, loopback, false);
         let rules = [("kept.test", Action::Allow), ("gone.test", Action::Deny)];
         let new = policy(&rules, true);
         assert_eq!(tunnels.recheck(&new), 1);
@@ -261,5 +269,28 @@ mod tests {
         drop(a);
         assert!(tunnels.lock().is_empty());
         drop(b);
+    }
+
+    /// A tunnel the embedder's decider allowed keeps its consent across a reload that still
+    /// matches no rule for it, and is closed by one that denies it.
+    #[test]
+    fn a_decider_allowed_tunnel_survives_a_reload_until_a_rule_denies_it() {
+        let tunnels = Tunnels::default();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let public: IpAddr = "93.184.215.14".parse().unwrap();
+        let asked = Target::parse_authority("asked.test:443", None).unwrap();
+        let unasked = Target::parse_authority("unasked.test:443", None).unwrap();
+        let a = tunnels.register(1, Protocol::Connect, client, &asked, public, true);
+        let b = tunnels.register(2, Protocol::Connect, client, &unasked, public, false);
+        assert_eq!(
+            tunnels.recheck(&policy(&[], false)),
+            1,
+            "only the rule-less one closes"
+        );
+        assert!(a.revocation().is_none());
+        assert_eq!(b.revocation().map(|d| d.reason()), Some(Reason::NotAllowed));
+        let deny = policy(&[("asked.test", Action::Deny)], false);
+        assert_eq!(tunnels.recheck(&deny), 1);
+        assert_eq!(a.revocation().map(|d| d.reason()), Some(Reason::DenyRule));
     }
 }

@@ -368,9 +368,20 @@ impl Policy {
 
     /// Decides again, without DNS, a destination already connected to `dialled` (after a
     /// reload): the name meets the domain rules, and `dialled` stands in for its answers.
-    /// A destination the embedder's decider allowed is not allowed by the rules alone.
+    /// A destination the embedder's decider allowed is not allowed by the rules alone: see
+    /// [`Policy::recheck_asked`].
     pub fn recheck(&self, target: &Target<'_>, dialled: IpAddr) -> Decision {
-        match self.decide(target, Access::Tunnel) {
+        Policy::finish_recheck(self.decide(target, Access::Tunnel), dialled)
+    }
+
+    /// [`Policy::recheck`] for a destination the embedder's decider allowed: its consent
+    /// stands for the open connection, but new deny rules and address checks still apply.
+    pub fn recheck_asked(&self, target: &Target<'_>, dialled: IpAddr) -> Decision {
+        Policy::finish_recheck(self.decide_asked(target, Access::Tunnel, true), dialled)
+    }
+
+    fn finish_recheck(step: Step<'_>, dialled: IpAddr) -> Decision {
+        match step {
             Step::Done(decision) => decision,
             Step::Resolve(pending) => pending.resolved(&[dialled]),
         }
