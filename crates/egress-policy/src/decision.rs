@@ -280,8 +280,13 @@ impl Decision {
 /// What the client is asking to do; only `limited` mode looks at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access<'a> {
-    /// A plain-HTTP request with this method; `body` if it carries a request body.
-    Http { method: &'a str, body: bool },
+    /// A plain-HTTP request.
+    Http {
+        /// The request method, as sent (methods are case-sensitive).
+        method: &'a str,
+        /// Whether the request carries a body.
+        body: bool,
+    },
     /// A CONNECT tunnel or SOCKS5 (TCP or UDP): opaque bytes.
     Tunnel,
 }

@@ -18,6 +18,9 @@
 //! local-address and self-connection refusals and the DNS checks still apply. It is never
 //! asked about anything else.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs, rust_2018_idioms)]
+
 mod authorize;
 pub mod classifier;
 mod decision;
@@ -52,9 +55,14 @@ use unix::{UnixSocketMap, UnixVerdict};
 /// Engine settings that are not rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyOptions {
+    /// `full`, or `limited` (reads over plain HTTP only).
     pub mode: Mode,
+    /// Lets allowed names and wildcard rules reach local (loopback, private, link-local,
+    /// CGNAT, ULA) addresses; metadata and the never-reachable classes stay closed.
     pub allow_local_binding: bool,
+    /// What a name whose answers mix public and non-public addresses gets.
     pub multi_answer: MultiAnswer,
+    /// Any Unix socket may be reached (deny entries still win).
     pub dangerously_allow_all_unix_sockets: bool,
 }
 
@@ -62,8 +70,11 @@ pub struct PolicyOptions {
 /// pattern text is the file's, so its control characters are escaped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct PolicyError {
+    /// Where the rule was written.
     pub origin: Origin,
+    /// The pattern as written.
     pub pattern: String,
+    /// What is wrong with it.
     pub error: PatternError,
 }
 
@@ -181,10 +192,12 @@ impl Policy {
         policy
     }
 
+    /// The settings it was compiled with (and the mode it runs in).
     pub fn options(&self) -> &PolicyOptions {
         &self.options
     }
 
+    /// The compiled rules, in the order they were given.
     pub fn rules(&self) -> &[RuleRef] {
         self.inner.matcher.rules()
     }
