@@ -31,7 +31,8 @@ pub fn run(args: &CheckArgs) -> i32 {
         }
     };
     // Judge as `serve` would: its own listeners are never a destination.
-    let policy = policy.with_self_addrs(&[config.proxy_addr, config.socks_addr, config.admin_addr]);
+    let listeners = [config.proxy_addr, config.socks_addr, config.admin_addr];
+    let policy = policy.with_self_addrs(&crate::control::reachable(&listeners));
     let resolver = if args.no_dns {
         None
     } else {
