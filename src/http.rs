@@ -25,8 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::audit::Dest;
-use crate::gate::{Ctx, Denied};
+use crate::gate::Denied;
 use crate::net::listener;
+use crate::net::Ctx;
 use crate::respond::Refusal;
 
 /// Response body: ours are small and whole, upstream ones are streamed through.

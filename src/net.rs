@@ -1,5 +1,6 @@
-//! What every listener shares below the gate: the dialler that connects only to what the
-//! gate pinned, the splice, the accept loop, graceful drain and the open-tunnel registry.
+//! What every listener shares: the connection context whose [`Ctx::authorize`] asks the gate
+//! and records each decision once, the dialler that connects only to what the gate pinned,
+//! the splice, the accept loop, graceful drain and the open-tunnel registry.
 
 pub mod dial;
 pub mod drain;
@@ -8,4 +9,230 @@ pub mod owner;
 pub mod relay;
 pub mod splice;
 pub mod tunnels;
-pub mod unix;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::audit::{Closed, Dest, Events, Protocol};
+use crate::config::Limits;
+use crate::gate::{Denied, Gate, Pinned, PinnedUnix};
+use crate::policy::{Access, DecidedBy, Decision, Target};
+
+/// What a listener needs to serve connections; cheap to clone into each connection task.
+#[derive(Clone)]
+pub struct Ctx {
+    pub gate: Gate,
+    pub limits: Limits,
+    /// One permit per open client connection (`[limits] max_connections`).
+    pub slots: Arc<Semaphore>,
+    /// Where decisions and closed connections are reported.
+    pub events: Arc<Events>,
+    /// Stop signal and open-connection count for graceful shutdown.
+    pub drain: drain::Drain,
+    /// The open tunnels, which a new policy generation re-decides.
+    pub tunnels: Arc<tunnels::Tunnels>,
+}
+
+impl Ctx {
+    /// A context that reports to a fresh [`Events`] with no audit file and is never drained
+    /// (for tests that stop by dropping the runtime).
+    pub fn new(gate: Gate, limits: Limits) -> Self {
+        let (_handle, drain) = drain::channel();
+        Ctx::with_events(gate, limits, Arc::new(Events::default()), drain)
+    }
+
+    pub fn with_events(
+        gate: Gate,
+        limits: Limits,
+        events: Arc<Events>,
+        drain: drain::Drain,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        Ctx {
+            gate,
+            limits,
+            slots,
+            events,
+            drain,
+            tunnels: Arc::default(),
+        }
+    }
+
+    /// Decides `target` through the gate and records the decision either way. Every
+    /// decision of every listener (HTTP, CONNECT, SOCKS5 TCP and UDP here, Unix sockets in
+    /// [`Ctx::authorize_unix`], invalid hosts in [`Ctx::refuse_invalid`]) is recorded exactly
+    /// once, by [`Ctx::record`]. Returns the decision's id for the close line.
+    pub async fn authorize(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &Target<'_>,
+        access: Access<'_>,
+    ) -> Result<(u64, Pinned), Denied> {
+        let result = self.gate.authorize(protocol, client, target, access).await;
+        let decision = match &result {
+            Ok(pinned) => pinned.decision(),
+            Err(denied) => &denied.decision,
+        };
+        let id = self.record(protocol, client, Dest::Target(target), decision);
+        result.map(|pinned| (id, pinned))
+    }
+
+    /// Records and returns the denial of a destination that is not a valid host (`written`
+    /// as the client sent it): never matched, never resolved.
+    pub fn refuse_invalid(&self, protocol: Protocol, client: SocketAddr, written: &str) -> Denied {
+        let denied = Denied {
+            decision: Decision::invalid_host(),
+            dns: None,
+        };
+        self.record(protocol, client, Dest::Raw(written), &denied.decision);
+        denied
+    }
+
+    /// Decides a Unix socket (`x-unix-socket`) and records the decision.
+    pub fn authorize_unix(
+        &self,
+        client: SocketAddr,
+        path: &Path,
+        access: Access<'_>,
+    ) -> Result<PinnedUnix, Denied> {
+        let result = self.gate.authorize_unix(path, access);
+        let decision = match &result {
+            Ok(pinned) => pinned.decision(),
+            Err(denied) => &denied.decision,
+        };
+        self.record(Protocol::Unix, client, Dest::Unix(path), decision);
+        result
+    }
+
+    fn record(&self, protocol: Protocol, client: SocketAddr, dest: Dest<'_>, d: &Decision) -> u64 {
+        self.events.decision(protocol, client, dest, d)
+    }
+}
+
+/// An allowed TCP tunnel, as its close line and a re-decision after a reload need it.
+pub struct Established<'a> {
+    /// The decision's event id.
+    pub id: u64,
+    pub protocol: Protocol,
+    pub client: SocketAddr,
+    pub target: &'a Target<'a>,
+    pub pinned: &'a Pinned,
+}
+
+/// Runs the relay of an allowed connection until it ends or a new policy generation denies
+/// it, counted as an open tunnel in the metrics and reported once closed, with bytes each way
+/// and, when a reload closed it, the new decision. `relay` gets what to select on for the
+/// latter. The caller holds the connection's drain guard.
+pub async fn tunnel<F>(
+    ctx: &Ctx,
+    allowed: Established<'_>,
+    upstream: &TcpStream,
+    relay: impl FnOnce(tunnels::Revoked) -> F,
+) where
+    F: Future<Output = (relay::RelayStats, io::Result<()>)>,
+{
+    let Established {
+        id,
+        protocol,
+        client,
+        target,
+        pinned,
+    } = allowed;
+    let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
+    gauge.increment(1.0);
+    let start = tokio::time::Instant::now();
+    let asked = pinned.decision().decided_by() == DecidedBy::Decider;
+    let (stats, result, registration) = match upstream.peer_addr() {
+        Ok(dialled) => {
+            let registration =
+                ctx.tunnels
+                    .register(id, protocol, client, target, dialled.ip(), asked);
+            // A reload between the decision and the registration may have walked the
+            // registry without this tunnel: re-decide it under the generation it missed.
+            let current = ctx.gate.current();
+            if !Arc::ptr_eq(&current, pinned.generation()) {
+                ctx.tunnels.recheck_one(&current, id);
+            }
+            let (stats, result) = relay(registration.revoked()).await;
+            (stats, result, Some(registration))
+        }
+        Err(error) => (relay::RelayStats::default(), Err(error), None),
+    };
+    if let Err(err) = result {
+        tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
+    }
+    gauge.decrement(1.0);
+    let end = Closed {
+        stats,
+        duration: start.elapsed(),
+        revoked: registration.as_ref().and_then(|r| r.revocation()),
+    };
+    ctx.events
+        .closed(id, protocol, client, Dest::Target(target), end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DnsConfig;
+    use crate::dns::Resolver;
+    use crate::gate::policy_handle;
+    use crate::net::relay;
+    use crate::policy::Policy;
+    use crate::policy::{Action, PolicyOptions};
+
+    fn policy(allow: &[&str]) -> Policy {
+        let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
+        Policy::from_rules(&rules, PolicyOptions::default()).expect("test rules compile")
+    }
+
+    /// A reload that lands between a tunnel's decision and its registration has walked the
+    /// registry without it: the tunnel re-decides itself under that generation.
+    #[tokio::test]
+    async fn a_tunnel_decided_before_a_reload_it_missed_is_re_decided() {
+        let dns = DnsConfig {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        let gate = Gate::new(
+            policy_handle(policy(&["127.0.0.1"])),
+            Resolver::new(&dns).unwrap(),
+        );
+        let ctx = Ctx::new(gate, Limits::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target =
+            Target::parse_authority("127.0.0.1", Some(listener.local_addr().unwrap().port()))
+                .unwrap();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (id, pinned) = ctx
+            .authorize(Protocol::Connect, client, &target, Access::Tunnel)
+            .await
+            .unwrap();
+        let upstream = TcpStream::connect(pinned.addrs().next().unwrap())
+            .await
+            .unwrap();
+        ctx.gate.policy().store(Arc::new(policy(&["127.0.0.2"])));
+        let allowed = Established {
+            id,
+            protocol: Protocol::Connect,
+            client,
+            target: &target,
+            pinned: &pinned,
+        };
+        let relay = tunnel(&ctx, allowed, &upstream, |revoked| async {
+            revoked.wait().await;
+            (relay::RelayStats::default(), Ok(()))
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+            .await
+            .expect("the tunnel was closed");
+        assert_eq!(ctx.tunnels.recheck(&ctx.gate.current()), 0, "and left");
+    }
+}

@@ -16,8 +16,9 @@ use crate::config::{Config, Sources};
 use crate::control::{reachable, Control};
 use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
-use crate::gate::{policy_handle, Ctx, Gate};
+use crate::gate::{policy_handle, Gate};
 use crate::net::drain::{self, DrainHandle};
+use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
 use crate::socks5::{self, SocksOptions};
 

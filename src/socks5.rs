@@ -31,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::Protocol;
-use crate::gate::{Ctx, Denied, Pinned};
+use crate::gate::{Denied, Pinned};
 use crate::net::listener;
+use crate::net::Ctx;
 use crate::policy::host::{canonicalize, InvalidHost};
 use crate::policy::{Access, Host, Target};
 use crate::respond::{self, Code, Refusal};

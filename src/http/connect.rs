@@ -13,9 +13,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::respond;
 use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
-use crate::gate::{tunnel, Ctx, Established};
 use crate::net::dial::dial;
 use crate::net::splice::relay_tcp;
+use crate::net::{tunnel, Ctx, Established};
 use crate::policy::{Access, Target};
 use crate::respond::Refusal;
 

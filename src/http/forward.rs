@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::respond;
 use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
-use crate::gate::Ctx;
+use crate::net::Ctx;
 use crate::net::{dial::dial, dial::dial_unix};
 use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
 use crate::respond::Refusal;

@@ -69,7 +69,7 @@ pub async fn dial(pinned: &Pinned, timeout: Duration) -> Result<TcpStream, DialE
     timed(timeout, attempt).await
 }
 
-/// Connects to the Unix socket file the policy allowed ([`crate::gate::Ctx::authorize_unix`]),
+/// Connects to the Unix socket file the policy allowed ([`crate::net::Ctx::authorize_unix`]),
 /// with the same timeout, errors and metric as [`dial`].
 pub async fn dial_unix(pinned: &PinnedUnix, timeout: Duration) -> Result<UnixStream, DialError> {
     let socket = pinned.socket();

@@ -7,9 +7,9 @@ use tokio::net::TcpStream;
 
 use super::codec::Addr;
 use crate::audit::Protocol;
-use crate::gate::{tunnel, Ctx, Established};
 use crate::net::dial::dial;
 use crate::net::splice::relay_tcp;
+use crate::net::{tunnel, Ctx, Established};
 use crate::respond::Refusal;
 
 /// Serves one CONNECT request. `early` is what the client sent after the request without

@@ -40,8 +40,9 @@ use tokio::time::Instant;
 
 use super::codec::{self, UdpHeader};
 use crate::audit::Protocol;
-use crate::gate::{Ctx, Gate};
+use crate::gate::Gate;
 use crate::net::owner::{self, OwnerError};
+use crate::net::Ctx;
 use crate::policy::Policy;
 use crate::respond::Refusal;
 

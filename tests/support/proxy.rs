@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use egress_proxy::config::{DnsConfig, Limits};
 use egress_proxy::dns::Resolver;
-use egress_proxy::gate::{policy_handle, Ctx, Gate};
+use egress_proxy::gate::{policy_handle, Gate};
+use egress_proxy::net::Ctx;
 use egress_proxy::policy::{
     Action, Mode, Origin, Policy, PolicyOptions, RuleSpec, UnixAction, UnixSocketSpec,
 };

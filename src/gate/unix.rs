@@ -69,7 +69,7 @@ impl SocketFile {
     }
 
     /// Connects to the file that was opened, whatever the path names now.
-    pub(super) async fn connect(&self) -> io::Result<UnixStream> {
+    pub(crate) async fn connect(&self) -> io::Result<UnixStream> {
         use std::os::fd::AsRawFd;
         UnixStream::connect(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).await
     }
@@ -86,7 +86,7 @@ impl SocketFile {
     }
 
     /// Connects by path once the same socket is still there.
-    pub(super) async fn connect(&self) -> io::Result<UnixStream> {
+    pub(crate) async fn connect(&self) -> io::Result<UnixStream> {
         match socket_at(&self.path) {
             Ok(id) if id == self.id => UnixStream::connect(&self.path).await,
             _ => Err(io::Error::other("the socket changed after it was checked")),
