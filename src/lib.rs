@@ -36,3 +36,4 @@ pub mod report;
 mod respond;
 pub mod server;
 pub mod socks5;
+pub mod socks5_codec;

@@ -12,7 +12,7 @@ use crate::gate::Denied;
 use crate::net::dial::DialError;
 use crate::net::owner::OwnerError;
 use crate::policy::Reason;
-use crate::socks5::codec::{Command, RequestError};
+use crate::socks5_codec::{Command, RequestError};
 
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]

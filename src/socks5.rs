@@ -9,14 +9,14 @@
 //! table in `reply`. Every connection holds a drain guard, so a graceful shutdown waits for
 //! its tunnel or association.
 //!
-//! The handshake is hand-written (`codec`) rather than `fast-socks5`'s server, because that
+//! The handshake is hand-written ([`crate::socks5_codec`]) rather than `fast-socks5`'s server, because that
 //! server writes its own error replies while reading the request (0x05 for a name that is not
 //! UTF-8, where the policy's answer is 0x02 `invalid-host`), reads one field per system call,
 //! allocates per request and per datagram, and resolves UDP destinations with the system
 //! resolver, outside the policy.
 
 /// Public so the fuzz targets (`fuzz/`) can drive the parsers directly.
-pub mod codec;
+pub use crate::socks5_codec as codec;
 mod tcp;
 pub(crate) mod udp;
 
