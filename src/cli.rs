@@ -99,6 +99,23 @@ fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i
     Ok((config, policy))
 }
 
+/// Starts the listeners of `serve` and `run`, with their audit log if one was asked for; a
+/// failure is one line on stderr and `failed` as the exit code.
+async fn start(
+    builder: crate::server::Builder,
+    audit: Option<Box<dyn std::io::Write + Send>>,
+    failed: i32,
+) -> Result<crate::server::Server, i32> {
+    let builder = match audit {
+        Some(audit) => builder.audit(audit),
+        None => builder,
+    };
+    builder.start().await.map_err(|err| {
+        eprintln!("error: {err}");
+        failed
+    })
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

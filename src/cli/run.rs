@@ -199,16 +199,10 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     let code = runtime.block_on(async move {
         // No admin API for `run`: the child could reach it on loopback.
-        let mut builder = Server::builder(config).policy(policy).reload_from(sources);
-        if let Some(audit) = audit {
-            builder = builder.audit(audit);
-        }
-        let server = match builder.start().await {
+        let builder = Server::builder(config).policy(policy).reload_from(sources);
+        let server = match super::start(builder, audit, EXIT_INTERNAL).await {
             Ok(server) => server,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return EXIT_INTERNAL;
-            }
+            Err(code) => return code,
         };
         let code = run_child(args, &server).await;
         if !args.quiet {

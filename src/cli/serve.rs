@@ -94,19 +94,13 @@ pub fn run(args: &ServeArgs) -> i32 {
                 return 1;
             }
         };
-        let mut builder = Server::builder(config)
+        let builder = Server::builder(config)
             .policy(policy)
             .reload_from(sources)
             .admin(admin_options);
-        if let Some(audit) = audit {
-            builder = builder.audit(audit);
-        }
-        let server = match builder.start().await {
+        let server = match super::start(builder, audit, 1).await {
             Ok(server) => server,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return 1;
-            }
+            Err(code) => return code,
         };
         if let Some(addr) = server.admin_addr {
             let source = if token.generated {

@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::respond;
 use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
+use crate::net::dial::{dial, dial_unix, DialError};
 use crate::net::Ctx;
-use crate::net::{dial::dial, dial::dial_unix};
 use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
 use crate::respond::Refusal;
 
@@ -101,18 +101,18 @@ pub async fn handle(
     let connect = || async {
         let connected = dial(&pinned, ctx.limits.connect_timeout)
             .await
-            .map_err(|error| {
-                respond::response(&Refusal::Dial {
-                    dest: &dest,
-                    error: &error,
-                })
-            })?;
+            .map_err(|error| dial_failure(&dest, &error))?;
         let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.first()));
         handshake(connected, key)
             .await
             .map_err(|error| upstream_failure(&dest, &error))
     };
     exchange(prepare(req, host_header), kept, connect, &dest, cache).await
+}
+
+/// The answer when an allowed destination could not be connected to.
+fn dial_failure(dest: &str, error: &DialError) -> Response<Body> {
+    respond::response(&Refusal::Dial { dest, error })
 }
 
 async fn unix(
@@ -136,12 +136,7 @@ async fn unix(
     let connect = || async {
         let stream = dial_unix(&pinned, ctx.limits.connect_timeout)
             .await
-            .map_err(|error| {
-                respond::response(&Refusal::Dial {
-                    dest: &dest,
-                    error: &error,
-                })
-            })?;
+            .map_err(|error| dial_failure(&dest, &error))?;
         handshake(stream, key.clone())
             .await
             .map_err(|error| upstream_failure(&dest, &error))
