@@ -25,7 +25,7 @@ use crate::policy::Target;
 /// What the decider is asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Question {
-    /// `http`, `connect`, `socks5-tcp` or `socks5-udp`.
+    /// The listener that asked: `http`, `connect`, `socks-tcp` or `socks-udp`.
     pub protocol: &'static str,
     /// The client that asked for the destination.
     pub client: SocketAddr,
