@@ -29,6 +29,7 @@ pub mod control;
 pub mod dns;
 pub mod gate;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub use egress_policy as policy;
 pub mod report;
