@@ -22,7 +22,7 @@ use crate::audit::{Closed, Dest, Events, Protocol};
 use crate::config::Limits;
 use crate::dns::{DnsError, Resolver};
 use crate::net::unix::SocketFile;
-use crate::net::{drain, relay, tunnels};
+use crate::net::{drain, tunnels};
 use crate::policy::{self, Access, Decision, Policy, Target};
 
 /// The current policy generation. Listeners load it once per connection (or datagram
@@ -190,7 +190,7 @@ impl policy::Resolve for Metered {
             Ok(_) => "ok",
             Err(err) => err.kind(),
         };
-        metrics::histogram!("egress_dns_lookup_seconds", "result" => outcome)
+        metrics::histogram!(crate::metrics::DNS_LOOKUP_SECONDS, "result" => outcome)
             .record(start.elapsed().as_secs_f64());
         result
     }
@@ -308,7 +308,7 @@ pub async fn tunnel<F>(
     upstream: &TcpStream,
     relay: impl FnOnce(tunnels::Revoked) -> F,
 ) where
-    F: Future<Output = (relay::RelayStats, io::Result<()>)>,
+    F: Future<Output = (crate::audit::TunnelStats, io::Result<()>)>,
 {
     let Established {
         id,
@@ -317,7 +317,7 @@ pub async fn tunnel<F>(
         target,
         pinned,
     } = allowed;
-    let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
+    let gauge = metrics::gauge!(crate::metrics::ACTIVE_TUNNELS, "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
     let (stats, result, registration) = match upstream.peer_addr() {
@@ -334,7 +334,7 @@ pub async fn tunnel<F>(
             let (stats, result) = relay(registration.revoked()).await;
             (stats, result, Some(registration))
         }
-        Err(error) => (relay::RelayStats::default(), Err(error), None),
+        Err(error) => (crate::audit::TunnelStats::default(), Err(error), None),
     };
     if let Err(err) = result {
         tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
@@ -353,7 +353,6 @@ pub async fn tunnel<F>(
 mod tests {
     use super::*;
     use crate::config::DnsConfig;
-    use crate::net::relay;
     use crate::policy::{Action, PolicyOptions};
 
     fn policy(allow: &[&str]) -> Policy {
@@ -396,7 +395,7 @@ mod tests {
         };
         let relay = tunnel(&ctx, allowed, &upstream, |revoked| async {
             revoked.wait().await;
-            (relay::RelayStats::default(), Ok(()))
+            (crate::audit::TunnelStats::default(), Ok(()))
         });
         tokio::time::timeout(std::time::Duration::from_secs(5), relay)
             .await

@@ -5,7 +5,6 @@ pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod owner;
-pub mod relay;
 pub mod splice;
 pub mod tunnels;
 pub mod unix;
