@@ -17,7 +17,7 @@
 //! - [`socks5`]: the SOCKS5 listener (CONNECT and UDP ASSOCIATE) on top of [`net`].
 //! - [`server`] runs the listeners of one configuration; [`admin`] is its admin API and
 //!   Prometheus endpoint.
-//! - [`audit`] and [`cli`] at the edges.
+//! - [`audit`], [`metrics`] (every metric name, once) and [`cli`] at the edges.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
