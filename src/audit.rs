@@ -5,6 +5,8 @@
 //! Field names are constant and stable. Query strings and header values are never recorded:
 //! only the destination.
 
+mod stats;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::Write;
@@ -16,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::net::relay::RelayStats;
 use crate::policy::{Decision, Target};
-use crate::socks5::udp::UdpStats;
+
+pub use stats::{TunnelStats, UdpStats};
 
 /// How a destination was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -89,7 +91,7 @@ impl fmt::Display for Dest<'_> {
 /// policy generation closed it.
 #[derive(Clone, Copy, Debug)]
 pub struct Closed<'a> {
-    pub stats: RelayStats,
+    pub stats: TunnelStats,
     pub duration: Duration,
     /// The decision of the generation (a reload or `POST /mode`) that denied the open
     /// connection and closed it.
@@ -227,7 +229,7 @@ impl Events {
         let rule = d.rule().map(|r| &*r.pattern);
         let first = d.ips().first();
         metrics::counter!(
-            "egress_decisions_total",
+            crate::metrics::DECISIONS,
             "protocol" => protocol.as_str(),
             "verdict" => verdict,
             "reason" => reason
@@ -275,9 +277,9 @@ impl Events {
             duration,
             revoked,
         } = end;
-        metrics::counter!("egress_bytes_total", "protocol" => protocol.as_str(), "direction" => "up")
+        metrics::counter!(crate::metrics::BYTES, "protocol" => protocol.as_str(), "direction" => "up")
             .increment(stats.up);
-        metrics::counter!("egress_bytes_total", "protocol" => protocol.as_str(), "direction" => "down")
+        metrics::counter!(crate::metrics::BYTES, "protocol" => protocol.as_str(), "direction" => "down")
             .increment(stats.down);
         tracing::debug!(target: "egress_proxy::close", id, protocol = protocol.as_str(), %client, dest = %dest, up = stats.up, down = stats.down, ms = duration.as_millis() as u64);
         if self.audit.is_some() {
@@ -310,15 +312,15 @@ impl Events {
         idle_timeout: bool,
     ) {
         let protocol = Protocol::SocksUdp.as_str();
-        metrics::counter!("egress_bytes_total", "protocol" => protocol, "direction" => "up")
+        metrics::counter!(crate::metrics::BYTES, "protocol" => protocol, "direction" => "up")
             .increment(stats.bytes_up);
-        metrics::counter!("egress_bytes_total", "protocol" => protocol, "direction" => "down")
+        metrics::counter!(crate::metrics::BYTES, "protocol" => protocol, "direction" => "down")
             .increment(stats.bytes_down);
-        metrics::counter!("egress_udp_datagrams_total", "result" => "relayed")
+        metrics::counter!(crate::metrics::UDP_DATAGRAMS, "result" => "relayed")
             .increment(stats.sent);
-        metrics::counter!("egress_udp_datagrams_total", "result" => "denied")
+        metrics::counter!(crate::metrics::UDP_DATAGRAMS, "result" => "denied")
             .increment(stats.denied);
-        metrics::counter!("egress_udp_datagrams_total", "result" => "dropped")
+        metrics::counter!(crate::metrics::UDP_DATAGRAMS, "result" => "dropped")
             .increment(stats.dropped);
         tracing::debug!(target: "egress_proxy::close", protocol, %client, %relay, sent = stats.sent, received = stats.received, denied = stats.denied, dropped = stats.dropped, ms = duration.as_millis() as u64);
         if self.audit.is_some() {
@@ -391,7 +393,7 @@ impl Events {
         text.push(b'\n');
         if let Ok(mut out) = audit.lock() {
             if out.write_all(&text).and_then(|()| out.flush()).is_err() {
-                metrics::counter!("egress_audit_write_errors_total").increment(1);
+                metrics::counter!(crate::metrics::AUDIT_WRITE_ERRORS).increment(1);
             }
         }
     }
@@ -489,7 +491,7 @@ mod tests {
                 &done(policy.decide(&denied, Access::Tunnel)),
             );
         }
-        let stats = RelayStats {
+        let stats = TunnelStats {
             up: 10,
             down: 20,
             idle_timeout: false,

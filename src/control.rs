@@ -116,12 +116,12 @@ impl Control {
                     *current = Arc::new(config);
                 }
                 drop(mode);
-                metrics::counter!("egress_reloads_total", "result" => "ok").increment(1);
+                metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);
                 tracing::info!("policy reloaded");
                 Ok(())
             }
             Err(err) => {
-                metrics::counter!("egress_reloads_total", "result" => "error").increment(1);
+                metrics::counter!(crate::metrics::RELOADS, "result" => "error").increment(1);
                 tracing::error!(error = %err, "reload failed; keeping the running policy");
                 Err(err)
             }

@@ -213,7 +213,7 @@ impl policy::Resolve for Metered {
             Ok(_) => "ok",
             Err(err) => err.kind(),
         };
-        metrics::histogram!("egress_dns_lookup_seconds", "result" => outcome)
+        metrics::histogram!(crate::metrics::DNS_LOOKUP_SECONDS, "result" => outcome)
             .record(start.elapsed().as_secs_f64());
         result
     }

@@ -17,7 +17,7 @@
 //! - [`socks5`]: the SOCKS5 listener (CONNECT and UDP ASSOCIATE) on top of [`net`].
 //! - [`server`] runs the listeners of one configuration; [`admin`] is its admin API and
 //!   Prometheus endpoint.
-//! - [`audit`] and [`cli`] at the edges.
+//! - [`audit`], [`metrics`] (every metric name, once) and [`cli`] at the edges.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -30,6 +30,7 @@ pub mod decider;
 pub mod dns;
 pub mod gate;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub use egress_policy as policy;
 pub mod report;

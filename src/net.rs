@@ -6,7 +6,6 @@ pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod owner;
-pub mod relay;
 pub mod splice;
 pub mod tunnels;
 
@@ -136,7 +135,7 @@ pub async fn tunnel<F>(
     upstream: &TcpStream,
     relay: impl FnOnce(tunnels::Revoked) -> F,
 ) where
-    F: Future<Output = (relay::RelayStats, io::Result<()>)>,
+    F: Future<Output = (crate::audit::TunnelStats, io::Result<()>)>,
 {
     let Established {
         id,
@@ -145,7 +144,7 @@ pub async fn tunnel<F>(
         target,
         pinned,
     } = allowed;
-    let gauge = metrics::gauge!("egress_active_tunnels", "protocol" => protocol.as_str());
+    let gauge = metrics::gauge!(crate::metrics::ACTIVE_TUNNELS, "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
     let asked = pinned.decision().decided_by() == DecidedBy::Decider;
@@ -163,7 +162,7 @@ pub async fn tunnel<F>(
             let (stats, result) = relay(registration.revoked()).await;
             (stats, result, Some(registration))
         }
-        Err(error) => (relay::RelayStats::default(), Err(error), None),
+        Err(error) => (crate::audit::TunnelStats::default(), Err(error), None),
     };
     if let Err(err) = result {
         tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
@@ -184,7 +183,6 @@ mod tests {
     use crate::config::DnsConfig;
     use crate::dns::Resolver;
     use crate::gate::policy_handle;
-    use crate::net::relay;
     use crate::policy::Policy;
     use crate::policy::{Action, PolicyOptions};
 
@@ -228,7 +226,7 @@ mod tests {
         };
         let relay = tunnel(&ctx, allowed, &upstream, |revoked| async {
             revoked.wait().await;
-            (relay::RelayStats::default(), Ok(()))
+            (crate::audit::TunnelStats::default(), Ok(()))
         });
         tokio::time::timeout(std::time::Duration::from_secs(5), relay)
             .await

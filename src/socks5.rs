@@ -18,7 +18,7 @@
 /// Public so the fuzz targets (`fuzz/`) can drive the parsers directly.
 pub use crate::socks5_codec as codec;
 mod tcp;
-pub(crate) mod udp;
+mod udp;
 
 use std::future::Future;
 use std::io;

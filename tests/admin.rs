@@ -60,7 +60,7 @@ const DOMAINS: &str = "\"allowed.test\" = \"allow\"\n\"denied.test\" = \"deny\""
 
 impl Harness {
     async fn start() -> Harness {
-        Harness::start_with(admin::install_metrics()).await
+        Harness::start_with(egress_proxy::metrics::install()).await
     }
 
     async fn start_with(metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Self {

@@ -72,7 +72,7 @@ pub fn run(args: &ServeArgs) -> i32 {
     }
     let admin_options = AdminOptions {
         token: Arc::clone(&token.token),
-        metrics: admin::install_metrics(),
+        metrics: crate::metrics::install(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

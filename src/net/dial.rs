@@ -98,7 +98,7 @@ async fn timed<T>(
         Err(DialError::Timeout(_)) => "timeout",
         Err(DialError::Unreachable { .. }) => "error",
     };
-    metrics::histogram!("egress_connect_seconds", "result" => outcome)
+    metrics::histogram!(crate::metrics::CONNECT_SECONDS, "result" => outcome)
         .record(start.elapsed().as_secs_f64());
     result
 }

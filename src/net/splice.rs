@@ -12,8 +12,9 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::socket::{shutdown, Shutdown};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use super::relay::{Clock, RelayStats};
+use crate::audit::TunnelStats;
 
 /// Bytes asked of the kernel per splice call, and the size of a grown pipe.
 const CHUNK: usize = 1 << 20;
@@ -27,7 +28,7 @@ pub async fn relay_tcp(
     upstream: &TcpStream,
     idle: Duration,
     stop: impl Future<Output = ()>,
-) -> (RelayStats, io::Result<()>) {
+) -> (TunnelStats, io::Result<()>) {
     let clock = Clock::new();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let both = async {
@@ -41,12 +42,44 @@ pub async fn relay_tcp(
         () = clock.idle(idle) => (true, Ok(())),
         () = stop => (false, Ok(())),
     };
-    let stats = RelayStats {
+    let stats = TunnelStats {
         up: up.load(Ordering::Relaxed),
         down: down.load(Ordering::Relaxed),
         idle_timeout,
     };
     (stats, result)
+}
+
+/// Last activity, in milliseconds since the relay started: one atomic store per chunk moved,
+/// instead of resetting a timer.
+struct Clock {
+    start: Instant,
+    last: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing was touched for `idle`.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let seen = self.last.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.start + Duration::from_millis(seen) + idle).await;
+            if self.last.load(Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    }
 }
 
 async fn one_way(

@@ -148,7 +148,7 @@ impl Tunnels {
                 "closing a tunnel the new policy denies"
             );
             metrics::counter!(
-                "egress_tunnels_revoked_total",
+                crate::metrics::TUNNELS_REVOKED,
                 "protocol" => entry.protocol.as_str(),
                 "reason" => reason
             )

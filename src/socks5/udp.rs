@@ -27,7 +27,10 @@
 //! - The association ends with its control connection, or after `idle_timeout` without a
 //!   relayed datagram.
 
-use std::collections::HashMap;
+mod routes;
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -39,41 +42,18 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::codec::{self, UdpHeader};
-use crate::audit::Protocol;
-use crate::gate::Gate;
+use crate::audit::{Protocol, UdpStats};
 use crate::net::owner::{self, OwnerError};
 use crate::net::Ctx;
-use crate::policy::Policy;
 use crate::respond::Refusal;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use routes::{Route, Routes};
 
 /// Enough for any UDP payload.
 const BUF: usize = 64 * 1024;
 /// Room in front of a reply's payload for the longest header, so it is written in place.
 const HEADROOM: usize = codec::MAX_UDP_HEADER;
-/// Destinations remembered per association; past it the cache starts over.
-const MAX_DESTINATIONS: usize = 1024;
 /// Datagrams handled per wake-up before the other direction gets a turn.
 const BATCH: usize = 64;
-
-/// What went through one association.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpStats {
-    /// Client datagrams sent on to an allowed destination.
-    pub sent: u64,
-    /// Datagrams from a destination relayed back to the client.
-    pub received: u64,
-    /// Client datagrams to a destination the policy denied.
-    pub denied: u64,
-    /// Everything else dropped: a foreign source, a fragment, a malformed header, a reply
-    /// from an address we never sent to, a failed send.
-    pub dropped: u64,
-    /// Payload bytes of `sent` datagrams.
-    pub bytes_up: u64,
-    /// Payload bytes of `received` datagrams.
-    pub bytes_down: u64,
-}
 
 /// Why an association ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +97,7 @@ pub async fn associate(
         return;
     }
     let mut association = Association::new(ctx, client, source, owner, relay);
-    let gauge = metrics::gauge!("egress_udp_associations");
+    let gauge = metrics::gauge!(crate::metrics::UDP_ASSOCIATIONS);
     gauge.increment(1.0);
     let start = Instant::now();
     let end = association.run(&mut control, ctx.limits.idle_timeout).await;
@@ -181,13 +161,6 @@ struct Sockets {
     relay: UdpSocket,
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
-    /// Send to this checked address.
-    Allowed(SocketAddr),
-    Denied,
 }
 
 #[derive(Clone, Copy)]
@@ -389,7 +362,7 @@ impl<'a> Association<'a> {
                 Err(e) => return Err(e),
             };
             self.routes.refresh(&self.ctx.gate);
-            let Some(dest) = self.routes.by_source.get(&from) else {
+            let Some(dest) = self.routes.dest_of(from) else {
                 self.stats.dropped += 1;
                 continue;
             };
@@ -443,216 +416,4 @@ fn transient(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
-}
-
-/// Decisions for this association's destinations, valid for one policy generation.
-struct Routes {
-    generation: Arc<Policy>,
-    /// Keyed by ATYP..DST.PORT as the client wrote it, so a known destination costs one hash
-    /// and no canonicalisation.
-    by_dest: FastMap<Box<[u8]>, Route>,
-    /// Checked address → the destination as the client wrote it: labels replies, and drops
-    /// datagrams from anyone we did not send to.
-    by_source: FastMap<SocketAddr, Box<[u8]>>,
-}
-
-impl Routes {
-    fn new(generation: Arc<Policy>) -> Self {
-        Routes {
-            generation,
-            by_dest: FastMap::default(),
-            by_source: FastMap::default(),
-        }
-    }
-
-    /// After a reload, keeps the routes the new generation still allows to the same address
-    /// (decided again without DNS, as open tunnels are), so replies in flight are not lost;
-    /// the rest are forgotten and decided afresh on their next datagram.
-    fn refresh(&mut self, gate: &Gate) {
-        let current = gate.policy().load();
-        if Arc::ptr_eq(&current, &self.generation) {
-            return;
-        }
-        self.generation = Arc::clone(&current);
-        let policy = &self.generation;
-        let still_allowed = |dest: &[u8], addr: SocketAddr| {
-            codec::parse_dest(dest)
-                .and_then(|(host, port)| super::target(host, port).ok())
-                .is_some_and(|target| policy.recheck(&target, addr.ip()).is_allowed())
-        };
-        self.by_dest.retain(|dest, route| match *route {
-            Route::Allowed(addr) => still_allowed(dest, addr),
-            Route::Denied => false,
-        });
-        let by_dest = &self.by_dest;
-        self.by_source.retain(
-            |addr, dest| matches!(by_dest.get(dest), Some(Route::Allowed(kept)) if kept == addr),
-        );
-    }
-
-    fn get(&self, dest: &[u8]) -> Option<Route> {
-        self.by_dest.get(dest).copied()
-    }
-
-    fn insert(&mut self, dest: &[u8], route: Route) {
-        if self.by_dest.len() >= MAX_DESTINATIONS {
-            self.clear();
-        }
-        if let Route::Allowed(addr) = route {
-            self.by_source.insert(addr, dest.into());
-        }
-        self.by_dest.insert(dest.into(), route);
-    }
-
-    fn clear(&mut self) {
-        self.by_dest.clear();
-        self.by_source.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{DnsConfig, Limits};
-    use crate::dns::Resolver;
-    use crate::gate::policy_handle;
-    use crate::policy::{Action, PolicyOptions};
-
-    fn policy(allow: &[&str]) -> Policy {
-        let rules: Vec<(&str, Action)> = allow.iter().map(|&p| (p, Action::Allow)).collect();
-        Policy::from_rules(&rules, PolicyOptions::default()).expect("test rules compile")
-    }
-
-    fn gate(policy: Policy) -> Gate {
-        // IP destinations only: the resolver is never asked.
-        let dns = DnsConfig {
-            servers: vec!["127.0.0.1:9".parse().unwrap()],
-            ..DnsConfig::default()
-        };
-        Gate::new(policy_handle(policy), Resolver::new(&dns).unwrap())
-    }
-
-    #[test]
-    fn routes_are_bounded_and_forgotten_on_reload() {
-        let gate = gate(policy(&["127.0.0.1"]));
-        let mut routes = Routes::new(gate.current());
-        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
-        routes.insert(b"\x01\x7f\x00\x00\x01\x00\x07", Route::Allowed(addr));
-        routes.refresh(&gate);
-        assert_eq!(
-            routes.get(b"\x01\x7f\x00\x00\x01\x00\x07"),
-            Some(Route::Allowed(addr))
-        );
-        assert_eq!(routes.by_source.len(), 1);
-
-        for i in 0..MAX_DESTINATIONS as u16 {
-            routes.insert(&i.to_be_bytes(), Route::Denied);
-        }
-        // The last insert found the cache full: it started over with that one entry.
-        assert_eq!(routes.by_dest.len(), 1);
-        assert_eq!(routes.get(b"\x01\x7f\x00\x00\x01\x00\x07"), None);
-        assert!(routes.by_source.is_empty(), "the cache started over");
-
-        routes.insert(b"x", Route::Denied);
-        gate.policy().store(Arc::new(policy(&["127.0.0.2"])));
-        routes.refresh(&gate);
-        assert_eq!(routes.get(b"x"), None);
-        assert!(Arc::ptr_eq(&routes.generation, &gate.current()));
-    }
-
-    /// A reload keeps what the new policy still allows, so replies in flight reach the client;
-    /// what it denies, and every denial, is decided again.
-    #[test]
-    fn a_reload_keeps_the_routes_it_still_allows() {
-        let gate = gate(policy(&["127.0.0.1", "127.0.0.2"]));
-        let mut routes = Routes::new(gate.current());
-        let one: SocketAddr = "127.0.0.1:7".parse().unwrap();
-        let two: SocketAddr = "127.0.0.2:7".parse().unwrap();
-        let to_one = b"\x01\x7f\x00\x00\x01\x00\x07";
-        let to_two = b"\x01\x7f\x00\x00\x02\x00\x07";
-        let denied = b"\x01\x7f\x00\x00\x03\x00\x07";
-        routes.insert(to_one, Route::Allowed(one));
-        routes.insert(to_two, Route::Allowed(two));
-        routes.insert(denied, Route::Denied);
-
-        gate.policy()
-            .store(Arc::new(policy(&["127.0.0.1", "127.0.0.2"])));
-        routes.refresh(&gate);
-        assert_eq!(routes.get(to_one), Some(Route::Allowed(one)));
-        assert_eq!(routes.get(to_two), Some(Route::Allowed(two)));
-        assert_eq!(routes.get(denied), None, "a denial is decided again");
-        assert_eq!(routes.by_source.len(), 2);
-
-        gate.policy().store(Arc::new(policy(&["127.0.0.1"])));
-        routes.refresh(&gate);
-        assert_eq!(routes.get(to_one), Some(Route::Allowed(one)));
-        assert_eq!(routes.get(to_two), None);
-        assert_eq!(
-            routes.by_source.get(&one).map(|d| &d[..]),
-            Some(&to_one[..])
-        );
-        assert!(!routes.by_source.contains_key(&two));
-    }
-
-    #[tokio::test]
-    async fn counts_denied_foreign_and_fragmented_datagrams() {
-        let ctx = Ctx::new(gate(policy(&["127.0.0.1"])), Limits::default());
-        let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let relay_addr = relay.local_addr().unwrap();
-        let mut association =
-            Association::new(&ctx, client.local_addr().unwrap(), None, None, relay);
-        let to = |ip: [u8; 4], port: u16, frag: u8, payload: &[u8]| {
-            let mut d = vec![0, 0, frag, 1];
-            d.extend_from_slice(&ip);
-            d.extend_from_slice(&port.to_be_bytes());
-            d.extend_from_slice(payload);
-            d
-        };
-        let echo_port = echo.local_addr().unwrap().port();
-        let datagrams = [
-            (&client, to([127, 0, 0, 1], echo_port, 0, b"one")),
-            (&foreign, to([127, 0, 0, 1], echo_port, 0, b"foreign")),
-            (&client, to([127, 0, 0, 2], echo_port, 0, b"denied")),
-            (&client, to([127, 0, 0, 2], echo_port, 0, b"denied again")),
-            (&client, to([127, 0, 0, 1], echo_port, 1, b"fragment")),
-            (&client, vec![0, 0, 0, 9, 1]),
-            (&client, to([127, 0, 0, 1], echo_port, 0, b"two")),
-        ];
-        for (from, datagram) in &datagrams {
-            from.send_to(datagram, relay_addr).await.unwrap();
-        }
-        let mut buf = vec![0u8; BUF];
-        let all = datagrams.len() as u64;
-        let handle = async {
-            let mut handled = 0;
-            while handled < all {
-                association.sockets.relay.readable().await.unwrap();
-                association.relay_outbound(&mut buf).await.unwrap();
-                let s = association.stats;
-                handled = s.sent + s.denied + s.dropped;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), handle)
-            .await
-            .expect("every datagram handled");
-        assert_eq!(
-            association.stats,
-            UdpStats {
-                sent: 2,
-                received: 0,
-                denied: 2,
-                dropped: 3,
-                bytes_up: 6,
-                bytes_down: 0,
-            }
-        );
-        let mut got = [0u8; 16];
-        let (n, _) = echo.recv_from(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"one");
-        let (n, _) = echo.recv_from(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"two");
-    }
 }
