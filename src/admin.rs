@@ -39,7 +39,6 @@
 //! handlers are in `routes`.
 
 mod routes;
-pub mod token;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -61,7 +60,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::control::Control;
 
-pub use token::AdminToken;
+pub use crate::token::AdminToken;
 
 /// What the admin listener needs besides the running proxy.
 #[derive(Clone)]

@@ -38,3 +38,4 @@ mod respond;
 pub mod server;
 pub mod socks5;
 pub mod socks5_codec;
+pub mod token;

@@ -325,7 +325,7 @@ pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
         .admin
         .token_file
         .as_deref()
-        .and_then(crate::admin::token::exposure_warning);
+        .and_then(crate::token::exposure_warning);
     config
         .warnings
         .iter()

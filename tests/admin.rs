@@ -91,7 +91,7 @@ impl Harness {
             ..Sources::default()
         };
         let config = config::load(&sources).unwrap();
-        let token = admin::token::load_or_generate(&config.admin).unwrap();
+        let token = egress_proxy::token::load_or_generate(&config.admin).unwrap();
         assert!(!token.generated);
         assert_eq!(&*token.token, TOKEN);
         let server = Server::builder(config)
@@ -1073,7 +1073,7 @@ fn serve_binary_generates_a_token_and_serves_metrics() {
         token_file,
         runtime_dir.join("egress-proxy").join("admin-token")
     );
-    let token = admin::token::read_token_file(&token_file).unwrap();
+    let token = egress_proxy::token::read_token_file(&token_file).unwrap();
     assert!(!line.contains(&*token), "the token was logged: {line}");
     assert_mode(&token_file, 0o600);
     assert_mode(token_file.parent().unwrap(), 0o700);

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{token, State, BODY_TIMEOUT, MAX_BODY, MAX_CHECK_TARGETS};
+use super::{State, BODY_TIMEOUT, MAX_BODY, MAX_CHECK_TARGETS};
 use crate::policy::{Host, Mode, Target};
 use crate::report;
 
@@ -72,7 +72,7 @@ pub(super) async fn handle(req: Request<Incoming>, state: &Arc<State>, own: Sock
         return refusal;
     }
     let presented = bearer(&req);
-    let authenticated = presented.is_some_and(|t| token::matches(&state.token, t));
+    let authenticated = presented.is_some_and(|t| crate::token::matches(&state.token, t));
     let slots = if authenticated {
         &state.reserved
     } else {

@@ -9,7 +9,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
-use crate::admin::{self, AdminOptions};
+use crate::admin::AdminOptions;
 use crate::server::Server;
 
 /// How long open tunnels may keep running after SIGINT/SIGTERM.
@@ -51,7 +51,7 @@ pub fn run(args: &ServeArgs) -> i32 {
     for warning in crate::report::warnings(&config, &policy) {
         tracing::warn!("{warning}");
     }
-    let token = match admin::token::load_or_generate(&config.admin) {
+    let token = match crate::token::load_or_generate(&config.admin) {
         Ok(token) => token,
         Err(err) => {
             eprintln!("error: {err}");
@@ -66,7 +66,7 @@ pub fn run(args: &ServeArgs) -> i32 {
         .admin
         .token_file
         .as_deref()
-        .and_then(admin::token::exposure_warning)
+        .and_then(crate::token::exposure_warning)
     {
         tracing::warn!("{warning}");
     }
