@@ -42,13 +42,16 @@ pub struct Sources {
     pub profile: Option<String>,
     /// `--allow PATTERN` / `--deny PATTERN`, the last user layer.
     pub allow: Vec<String>,
+    /// `--deny PATTERN`, after the allows.
     pub deny: Vec<String>,
     /// `--dns-server IP:PORT`: replaces `[dns] servers` when not empty.
     pub dns_servers: Vec<SocketAddr>,
     /// `--http-listen`, `--socks-listen`, `--admin-listen`: part of the last user layer, so
     /// the loopback rules apply to them and requirements ports still win.
     pub http_listen: Option<SocketAddr>,
+    /// `--socks-listen`.
     pub socks_listen: Option<SocketAddr>,
+    /// `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
 }
 
@@ -57,25 +60,40 @@ pub struct Sources {
 pub struct Config {
     /// When false, `serve` and `run` refuse to start (never run a child unconstrained).
     pub enabled: bool,
+    /// `full`, or `limited` (reads over plain HTTP only).
     pub mode: Mode,
     /// Effective domain rules, user rules first then managed ones, with
     /// `managed_allowed_domains_only` already applied.
     pub rules: Vec<RuleSpec>,
     /// Effective Unix-socket entries (`none` already applied).
     pub unix_sockets: Vec<UnixSocketSpec>,
+    /// Allowed names may reach local (loopback, private, link-local, CGNAT, ULA) addresses.
     pub allow_local_binding: bool,
+    /// Run the SOCKS5 listener.
     pub enable_socks5: bool,
+    /// Serve SOCKS5 UDP ASSOCIATE.
     pub enable_socks5_udp: bool,
+    /// Accepted for Codex compatibility.
     pub allow_upstream_proxy: bool,
+    /// The HTTP listener (`proxy_url`).
     pub proxy_addr: SocketAddr,
+    /// The SOCKS5 listener (`socks_url`).
     pub socks_addr: SocketAddr,
+    /// The admin API (`admin_url`).
     pub admin_addr: SocketAddr,
+    /// The proxy listeners may bind a non-loopback address.
     pub dangerously_allow_non_loopback_proxy: bool,
+    /// The admin API may bind a non-loopback address.
     pub dangerously_allow_non_loopback_admin: bool,
+    /// Any Unix socket may be reached (deny entries still win).
     pub dangerously_allow_all_unix_sockets: bool,
+    /// `[dns]`.
     pub dns: DnsConfig,
+    /// `[limits]`.
     pub limits: Limits,
+    /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[log]`.
     pub log: LogConfig,
     /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
     /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
@@ -100,10 +118,13 @@ impl Config {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// `[dns]`: where names are resolved, and how answers are judged.
 pub struct DnsConfig {
     /// Empty means the system resolver configuration (`/etc/resolv.conf`).
     pub servers: Vec<SocketAddr>,
+    /// A lookup that takes longer fails (`dns-failed`).
     pub timeout: Duration,
+    /// What a name whose answers mix public and non-public addresses gets.
     pub multi_answer: MultiAnswer,
 }
 
@@ -122,11 +143,17 @@ impl Default for DnsConfig {
 /// file can make a listener panic; code that builds one by hand must stay within them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// How long a connection to an allowed destination may take.
     pub connect_timeout: Duration,
+    /// A tunnel or kept connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// How long a client may take to send its request head.
     pub header_timeout: Duration,
+    /// The largest request head accepted.
     pub max_header_bytes: usize,
+    /// Open client connections at most; the rest get `503 busy`.
     pub max_connections: usize,
+    /// Open SOCKS5 UDP associations at most.
     pub max_udp_associations: usize,
 }
 
@@ -144,20 +171,27 @@ impl Default for Limits {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `[admin]`.
 pub struct AdminConfig {
+    /// Where the bearer token is read from (generated when unset).
     pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How the text log is written.
 pub enum LogFormat {
     #[default]
+    /// One human-readable line per event.
     Text,
+    /// One JSON object per event.
     Json,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `[log]`.
 pub struct LogConfig {
+    /// Text or JSON.
     pub format: LogFormat,
     /// `-` or unset means stderr.
     pub audit: Option<PathBuf>,

@@ -14,10 +14,13 @@ use crate::policy::{Mode, Policy, PolicyError};
 
 /// Why a configuration could not be loaded, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     #[error(transparent)]
+    /// A file could not be read or parsed.
     Config(#[from] ConfigError),
     #[error(transparent)]
+    /// A rule does not compile.
     Policy(#[from] PolicyError),
     /// `serve` and `run` refuse to start, and a reload is refused, when the layered
     /// configuration says `enabled = false`: nothing ever carries traffic under a policy its
@@ -28,6 +31,7 @@ pub enum LoadError {
     )]
     NotEnabled,
     #[error("cannot set up DNS: {0}")]
+    /// The new `[dns]` settings cannot be used.
     Dns(#[from] DnsError),
     /// The server was built from a configuration in memory: there is nothing to re-read.
     #[error("this proxy was started from a configuration in memory; there are no files to reload")]
@@ -59,10 +63,12 @@ pub struct Control {
 }
 
 impl Control {
+    /// The policy generation new connections use.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
     }
 
+    /// The configuration that generation came from.
     pub fn config(&self) -> Arc<Config> {
         self.config
             .lock()
@@ -70,6 +76,7 @@ impl Control {
             .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
     }
 
+    /// Where decisions are reported (the blocked summary, recent denials).
     pub fn events(&self) -> &Arc<Events> {
         &self.events
     }

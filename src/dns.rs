@@ -26,6 +26,7 @@ use crate::config::DnsConfig;
 
 /// Why a lookup produced no address. The policy maps every variant to `dns-failed`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DnsError {
     /// The name does not exist (NXDOMAIN).
     #[error("nxdomain: no such name")]

@@ -24,15 +24,22 @@ use crate::socks5::{self, SocksOptions};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
+    /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
+        /// The address in the configuration.
         addr: SocketAddr,
+        /// The key that set it (`proxy_url`, `socks_url`, `admin_url`).
         key: &'static str,
+        /// Why.
         source: std::io::Error,
     },
+    /// The `[dns]` settings cannot be used.
     #[error("cannot set up DNS: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    /// A rule does not compile.
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
@@ -104,10 +111,13 @@ impl Builder {
 
 /// A started proxy.
 pub struct Server {
+    /// Where the HTTP proxy listens.
     pub http_addr: SocketAddr,
+    /// Where the SOCKS5 proxy listens, when it runs.
     pub socks_addr: Option<SocketAddr>,
     /// Where the admin API listens, when it was started.
     pub admin_addr: Option<SocketAddr>,
+    /// Reload, mode and the running policy.
     pub control: Arc<Control>,
     drain: DrainHandle,
     tasks: Vec<JoinHandle<()>>,

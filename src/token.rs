@@ -18,6 +18,7 @@ pub const TOKEN_FILE_NAME: &str = "admin-token";
 /// A token and where it came from.
 #[derive(Clone)]
 pub struct AdminToken {
+    /// The token itself (never logged).
     pub token: Arc<str>,
     /// The file the token was read from or written to.
     pub path: PathBuf,

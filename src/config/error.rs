@@ -13,16 +13,26 @@ use crate::policy::{escape_controls, Origin};
 /// `Display` is always exactly one line, prefixed with `path:line:col:` whenever a position is
 /// known, so `validate` output can be followed by editors and CI annotations.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A file could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// Why, from the operating system.
+        reason: String,
+    },
     /// A problem at a known position in a file.
     #[error("{path}:{line}:{col}: {message}")]
     At {
+        /// The file (or the name a text in memory was given).
         path: Arc<str>,
+        /// 1-based line.
         line: u32,
+        /// 1-based column.
         col: u32,
+        /// What is wrong there.
         message: String,
     },
     /// A problem without a single position (a flag, an unknown profile).
