@@ -2,7 +2,8 @@
 //! listener test starts from.
 //!
 //! The builder writes a policy file into a temporary directory and loads it the way `serve`
-//! does, so [`Proxy::rewrite`] can change the rules and reload. Every listener binds
+//! does, with [`ProxyBuilder::allow`] and [`ProxyBuilder::deny`] as `--allow` and `--deny`
+//! flags, so [`Proxy::rewrite`] can change the file and reload. Every listener binds
 //! 127.0.0.1:0 ([`egress_proxy::server::Builder::ephemeral`]); the JSON audit lines are kept
 //! in memory ([`Proxy::audit`]).
 //!
@@ -156,9 +157,11 @@ impl Proxy {
             .collect()
     }
 
-    /// Rewrites the policy file with `change` applied to the builder, and reloads it.
-    pub fn rewrite(&mut self, change: impl FnOnce(ProxyBuilder) -> ProxyBuilder) {
-        self.builder = change(self.builder.clone());
+    /// Replaces the extra TOML of [`ProxyBuilder::toml`] in the policy file and reloads it.
+    /// The rules of [`ProxyBuilder::allow`] and [`ProxyBuilder::deny`] are flags, as on the
+    /// command line: a reload keeps them.
+    pub fn rewrite(&mut self, extra: &str) {
+        self.builder.extra = format!("{extra}\n");
         let dns = self
             .builder
             .dns
@@ -191,13 +194,6 @@ impl ProxyBuilder {
 
     pub fn deny(mut self, pattern: &str) -> Self {
         self.deny.push(pattern.to_string());
-        self
-    }
-
-    /// Forgets every domain rule (for [`Proxy::rewrite`]).
-    pub fn no_rules(mut self) -> Self {
-        self.allow.clear();
-        self.deny.clear();
         self
     }
 
@@ -265,20 +261,13 @@ impl ProxyBuilder {
     }
 
     fn policy_text(&self, dns: Option<SocketAddr>) -> String {
-        let list = |patterns: &[String]| {
-            let quoted: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
-            quoted.join(", ")
-        };
         let mut text = format!(
             "enabled = true\nmode = \"{}\"\nallow_local_binding = {}\nenable_socks5_udp = {}\n\
-             dangerously_allow_all_unix_sockets = {}\nallowed_domains = [{}]\n\
-             denied_domains = [{}]\n{}",
+             dangerously_allow_all_unix_sockets = {}\n{}",
             self.mode.as_str(),
             self.allow_local_binding,
             self.udp,
             self.allow_all_unix,
-            list(&self.allow),
-            list(&self.deny),
             self.extra,
         );
         text.push_str("\n[unix_sockets]\n");
@@ -306,6 +295,8 @@ impl ProxyBuilder {
         std::fs::write(&policy_file, self.policy_text(dns)).unwrap();
         let sources = Sources {
             configs: vec![policy_file.clone()],
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
             ..Sources::default()
         };
         let mut config = config::load(&sources).expect("the test policy loads");

@@ -11,7 +11,6 @@ pub mod http;
 pub mod netns;
 pub mod origin;
 pub mod prometheus;
-pub mod proxy;
 pub mod reply;
 pub mod socks;
 pub mod unix_origin;
