@@ -23,13 +23,12 @@ use egress_proxy::report;
 use egress_proxy::server::Server;
 use serde_json::Value;
 use support::fake_dns::{Answer, FakeDns};
+use support::http::{exchange, read_reply, Reply, IO_TIMEOUT};
 use support::origin::HttpOrigin;
 use support::prometheus::sample;
-use support::reply::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN: &str = "test-token-0123456789";
 
 // ---------------------------------------------------------------------------------------------
@@ -199,50 +198,6 @@ impl Reply {
         );
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
     }
-}
-
-/// Sends `request` on a new connection and reads one response: the head, then as many body
-/// bytes as `Content-Length` says (none with `head_only`, for CONNECT and HEAD).
-async fn exchange(addr: SocketAddr, request: &str, head_only: bool) -> Reply {
-    let io = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        read_reply(&mut stream, head_only).await
-    };
-    tokio::time::timeout(IO_TIMEOUT, io)
-        .await
-        .unwrap_or_else(|_| panic!("no reply from {addr} to {request:?}"))
-}
-
-async fn read_reply(stream: &mut TcpStream, head_only: bool) -> Reply {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(
-            n > 0,
-            "connection closed before the response head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let mut reply = Reply::from_head(std::str::from_utf8(&buf[..head_end]).unwrap());
-    let mut body = buf[head_end..].to_vec();
-    if !head_only {
-        if let Some(length) = reply.content_length() {
-            while body.len() < length {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed inside the body");
-                body.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-    reply.body = String::from_utf8_lossy(&body).into_owned();
-    reply
 }
 
 // ---------------------------------------------------------------------------------------------

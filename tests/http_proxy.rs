@@ -25,8 +25,8 @@ use hyper::body::Frame;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use support::fake_dns::{Answer, FakeDns};
+use support::harness::{Proxy, ProxyBuilder};
 use support::origin::{HttpOrigin, TcpEcho};
-use support::proxy::{Proxy, ProxyBuilder};
 use support::unix_origin::UnixHttpOrigin;
 
 /// Every read and write in these tests gives up after this, so a hang is a failure, not a stall.
@@ -375,7 +375,7 @@ impl World {
     /// The standard policy, changed by `customize`.
     fn with(customize: impl FnOnce(ProxyBuilder) -> ProxyBuilder) -> World {
         let dns = FakeDns::start(zone());
-        let proxy = customize(standard(&dns)).start();
+        let proxy = customize(standard(&dns)).start_blocking();
         World {
             proxy,
             origin: HttpOrigin::start(),
@@ -519,7 +519,7 @@ fn curl_post_with_a_large_body_is_forwarded_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_request_body_is_streamed_not_buffered() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let (head_tx, head_rx) = tokio::sync::oneshot::channel::<String>();
     let origin = one_shot_origin(move |mut stream| {
         let head = read_until(&mut stream, b"\r\n\r\n");
@@ -579,7 +579,7 @@ async fn hyper_request_body_is_streamed_not_buffered() {
 #[test]
 fn response_body_is_streamed_not_buffered() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let origin = one_shot_origin(move |mut stream| {
         read_until(&mut stream, b"\r\n\r\n");
@@ -707,7 +707,7 @@ fn origin_closing_after_one_answer() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 #[test]
 fn a_kept_upstream_connection_closed_under_a_get_is_retried_once_on_a_new_one() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let (origin, seen) = origin_closing_after_one_answer();
     let mut client = connect(proxy.addr);
     for path in ["/first", "/second"] {
@@ -734,7 +734,7 @@ fn a_kept_upstream_connection_closed_under_a_get_is_retried_once_on_a_new_one() 
 #[test]
 fn a_post_is_never_sent_twice_when_the_kept_connection_closes_under_it() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let (origin, seen) = origin_closing_after_one_answer();
     let mut client = connect(proxy.addr);
     let port = origin.port();
@@ -791,7 +791,7 @@ fn connect_tunnel_echoes_bytes_both_ways() {
 #[test]
 fn connect_tunnel_passes_half_close_on() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let origin = one_shot_origin(|mut stream| {
         let mut got = Vec::new();
         stream.read_to_end(&mut got).unwrap();
@@ -841,7 +841,7 @@ fn hop_by_hop_and_proxy_headers_are_not_forwarded() {
 #[test]
 fn connect_tunnel_keeps_early_bytes_both_ways() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let origin = one_shot_origin(|mut stream| {
         stream.write_all(b"220 banner\r\n").unwrap();
         let mut early = [0u8; 5];
@@ -921,7 +921,7 @@ fn chunked_get_body_is_forwarded() {
 #[test]
 fn chunked_response_with_a_content_length_is_not_truncated() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let origin = one_shot_origin(|mut stream| {
         read_until(&mut stream, b"\r\n\r\n");
         stream
@@ -957,7 +957,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn broken_upstream_is_502_upstream_failed() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let garbage = one_shot_origin(|mut stream| {
         read_until(&mut stream, b"\r\n\r\n");
         let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
@@ -1016,7 +1016,7 @@ fn rebinding_name_is_dialled_only_at_the_address_that_was_checked() {
         .allow("rebind.test")
         .allow_local_binding(true)
         .dns(&dns)
-        .start();
+        .start_blocking();
     let url = format!("http://rebind.test:{}/first", origin.addr.port());
 
     let first = curl(&["-x", &proxy.url(), &url]).reply();
@@ -1058,7 +1058,7 @@ fn rebinding_name_in_a_connect_tunnel_is_dialled_only_at_the_checked_address() {
         .allow("rebind.test")
         .allow_local_binding(true)
         .dns(&dns)
-        .start();
+        .start_blocking();
     let target = format!("rebind.test:{}", echo.addr.port());
 
     let (mut stream, reply) = connect_tunnel(proxy.addr, &target);
@@ -1348,7 +1348,7 @@ fn invalid_hosts_are_400_invalid_host() {
 /// (`https`, `ws`, `wss`) is never forwarded (400) and is judged as the CONNECT a client sends.
 #[test]
 fn check_and_the_listener_agree_on_every_url() {
-    let proxy = Proxy::builder().deny("evil.test").start();
+    let proxy = Proxy::builder().deny("evil.test").start_blocking();
     let urls = [
         "http:///path",
         "http://",
@@ -1494,7 +1494,7 @@ fn unanswered_connect_is_504_connect_timeout() {
     let dns = FakeDns::start(zone());
     let proxy = standard(&dns)
         .limits(|l| l.connect_timeout = Duration::from_millis(500))
-        .start();
+        .start_blocking();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1714,7 +1714,7 @@ fn unix_world(customize: impl FnOnce(ProxyBuilder) -> ProxyBuilder) -> UnixWorld
             .deny_unix(root.join("denied.sock"))
             .allow_unix(root.join("alias-denied.sock")),
     )
-    .start();
+    .start_blocking();
     UnixWorld {
         proxy,
         ok,
@@ -1744,7 +1744,7 @@ fn an_allowed_unix_socket_nobody_listens_on_is_a_502_naming_the_path() {
     // A socket file with no listener behind it: connecting is refused.
     drop(std::os::unix::net::UnixListener::bind(&gone).unwrap());
     let u = UnixWorld {
-        proxy: Proxy::builder().allow_unix(&gone).start(),
+        proxy: Proxy::builder().allow_unix(&gone).start_blocking(),
         ..u
     };
     let reply = u.curl("gone.sock", &[]);
@@ -1896,7 +1896,7 @@ fn an_allowed_unix_socket_path_that_is_no_socket_is_denied() {
             .allow_unix(root.join("file.sock"))
             .allow_unix(root.join("dir.sock"))
             .allow_unix(root.join("missing.sock"))
-            .start(),
+            .start_blocking(),
         ..unix_world(|b| b)
     };
     for name in ["file.sock", "dir.sock", "missing.sock"] {
@@ -2309,7 +2309,7 @@ fn max_connections_counts_open_tunnels() {
 #[test]
 fn upstream_that_closes_is_not_reused() {
     let dns = FakeDns::start(zone());
-    let proxy = standard(&dns).start();
+    let proxy = standard(&dns).start_blocking();
     let listener = TcpListener::bind((LOOPBACK, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {

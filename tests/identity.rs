@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::bin::run;
+use support::harness::Proxy;
 use support::origin::HttpOrigin;
-use support::proxy::Proxy;
 use support::reply::Reply;
 
 /// `verdict reason rule` of one target under `--no-dns` and `args`.
@@ -379,7 +379,7 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
         .allow("localhost")
         .allow("::ffff:127.0.0.0/104")
         .deny("::ffff:127.0.0.0/104")
-        .start();
+        .start_blocking();
     let targets = [
         format!("localhost:{port}"),
         format!("127.0.0.1:{port}"),
@@ -405,7 +405,7 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     }
     assert_eq!(origin.connections(), 0);
     // The same origin is reachable when nothing denies it, so the zero above means something.
-    let open = Proxy::builder().allow("localhost").start();
+    let open = Proxy::builder().allow("localhost").start_blocking();
     let reply = exchange(
         &open,
         format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),

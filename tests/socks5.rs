@@ -5,22 +5,14 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use egress_proxy::audit::{Events, Protocol};
-use egress_proxy::config::{DnsConfig, Limits};
-use egress_proxy::dns::Resolver;
-use egress_proxy::gate::{policy_handle, Gate, PolicyHandle};
-use egress_proxy::net::drain::{self, DrainHandle};
-use egress_proxy::net::Ctx;
-use egress_proxy::policy::{Action, Mode, Origin, Policy, PolicyOptions, RuleSpec};
-use egress_proxy::socks5::{self, SocksOptions};
-use serde_json::Value;
+use egress_proxy::config::Limits;
+use egress_proxy::policy::Mode;
 use support::fake_dns::{Answer, FakeDns};
+use support::harness::{self, AuditLog};
 use support::origin::{HttpOrigin, TcpEcho, UdpEcho};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -68,76 +60,25 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// The harness proxy, seen from its SOCKS5 listener.
 struct Proxy {
+    /// The SOCKS5 listener.
     addr: SocketAddr,
-    policy: PolicyHandle,
-    events: Arc<Events>,
     audit: AuditLog,
-    drain: DrainHandle,
+    proxy: harness::Proxy,
     _dns: FakeDns,
-}
-
-/// The JSON audit lines the proxy wrote.
-#[derive(Clone, Default)]
-struct AuditLog(Arc<Mutex<Vec<u8>>>);
-
-impl Write for AuditLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AuditLog {
-    /// Every line with `"event": event`.
-    fn events(&self, event: &str) -> Vec<Value> {
-        let text = self.0.lock().unwrap().clone();
-        String::from_utf8(text)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .filter(|line| line["event"] == event)
-            .collect()
-    }
 }
 
 impl Proxy {
     /// (host, reason) of every denial recorded for `protocol`, oldest first.
-    fn denials(&self, protocol: Protocol) -> Vec<(String, &'static str)> {
-        self.events
-            .recent_denials()
-            .into_iter()
-            .filter(|d| d.protocol == protocol)
-            .map(|d| (d.host, d.reason))
-            .collect()
+    fn denials(&self, protocol: &str) -> Vec<(String, &'static str)> {
+        self.proxy.denials(protocol)
     }
 }
 
-fn rule(pattern: &str, action: Action) -> RuleSpec {
-    RuleSpec {
-        pattern: pattern.to_string(),
-        action,
-        origin: Origin::Api,
-        managed: false,
-    }
-}
-
-fn compile(setup: &Setup, self_addr: SocketAddr) -> Policy {
-    let rules: Vec<RuleSpec> = (setup.allow.iter().map(|p| rule(p, Action::Allow)))
-        .chain(setup.deny.iter().map(|p| rule(p, Action::Deny)))
-        .collect();
-    let options = PolicyOptions {
-        mode: setup.mode,
-        allow_local_binding: setup.allow_local_binding,
-        ..PolicyOptions::default()
-    };
-    Policy::new(&rules, &[], options)
-        .expect("test rules compile")
-        .with_self_addrs(&[self_addr])
+/// The setup's rules as policy-file keys, so a test can rewrite them and reload.
+fn rules_toml(allow: &[String], deny: &[String]) -> String {
+    format!("allowed_domains = {allow:?}\ndenied_domains = {deny:?}")
 }
 
 async fn start(setup: Setup) -> Proxy {
@@ -149,36 +90,20 @@ async fn start(setup: Setup) -> Proxy {
         ("udp.test", localhost.clone()),
         ("gone.test", Answer::NxDomain),
     ]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let policy = policy_handle(compile(&setup, addr));
-    let resolver = Resolver::new(&DnsConfig {
-        servers: vec![dns.addr],
-        ..DnsConfig::default()
-    })
-    .unwrap();
-    let audit = AuditLog::default();
-    let events = Arc::new(Events::new(Some(Box::new(audit.clone()))));
-    let (drain, watch) = drain::channel();
-    let ctx = Ctx::with_events(
-        Gate::new(policy.clone(), resolver),
-        setup.limits.clone(),
-        Arc::clone(&events),
-        watch.clone(),
-    );
-    let shutdown = async move { watch.stopping().await };
-    tokio::spawn(socks5::serve(
-        listener,
-        ctx,
-        SocksOptions { udp: setup.udp },
-        shutdown,
-    ));
+    let limits = setup.limits.clone();
+    let proxy = harness::Proxy::builder()
+        .toml(&rules_toml(&setup.allow, &setup.deny))
+        .allow_local_binding(setup.allow_local_binding)
+        .mode(setup.mode)
+        .udp(setup.udp)
+        .limits(|l| *l = limits)
+        .dns(&dns)
+        .start()
+        .await;
     Proxy {
-        addr,
-        policy,
-        events,
-        audit,
-        drain,
+        addr: proxy.socks_addr(),
+        audit: proxy.audit.clone(),
+        proxy,
         _dns: dns,
     }
 }
@@ -295,7 +220,7 @@ async fn curl_to_denied_and_unlisted_names_never_reaches_the_origin() {
     }
     assert_eq!(origin.request_count(), 0);
     assert_eq!(
-        proxy.denials(Protocol::SocksTcp),
+        proxy.denials("socks-tcp"),
         [
             ("denied.test".to_string(), "deny-rule"),
             ("unlisted.test".to_string(), "not-allowed")
@@ -316,7 +241,7 @@ async fn curl_to_an_allowed_name_resolving_to_loopback_is_blocked_without_local_
     out.assert_refused(NOT_ALLOWED);
     assert_eq!(origin.request_count(), 0);
     assert_eq!(
-        proxy.denials(Protocol::SocksTcp),
+        proxy.denials("socks-tcp"),
         [("allowed.test".to_string(), "dns-non-public:loopback")]
     );
 }
@@ -330,7 +255,7 @@ async fn curl_to_a_name_that_does_not_resolve_gets_host_unreachable() {
     out.assert_refused(HOST_UNREACHABLE);
     assert_eq!(origin.request_count(), 0);
     assert_eq!(
-        proxy.denials(Protocol::SocksTcp),
+        proxy.denials("socks-tcp"),
         [("gone.test".to_string(), "dns-failed")]
     );
 }
@@ -348,7 +273,7 @@ async fn limited_mode_blocks_socks() {
     out.assert_refused(NOT_ALLOWED);
     assert_eq!(origin.request_count(), 0);
     assert_eq!(
-        proxy.denials(Protocol::SocksTcp),
+        proxy.denials("socks-tcp"),
         [("allowed.test".to_string(), "method-not-allowed")]
     );
 }
@@ -572,7 +497,7 @@ async fn invalid_names_are_denied_as_invalid_host() {
     let (code, _) = ask(&proxy, 1, Dest::Name(b"allowed.test"), 0).await;
     assert_eq!(code, NOT_ALLOWED);
     assert_eq!(echo.connections(), 0);
-    let denials = proxy.denials(Protocol::SocksTcp);
+    let denials = proxy.denials("socks-tcp");
     assert_eq!(denials.len(), names.len() + 1);
     assert!(denials.iter().all(|(_, reason)| *reason == "invalid-host"));
     still_serves(&proxy, &echo).await;
@@ -672,7 +597,7 @@ async fn the_proxy_itself_is_never_a_destination() {
     let (code, _) = ask(&proxy, 1, Dest::V4([127, 0, 0, 1]), proxy.addr.port()).await;
     assert_eq!(code, NOT_ALLOWED);
     assert_eq!(
-        proxy.denials(Protocol::SocksTcp),
+        proxy.denials("socks-tcp"),
         [("127.0.0.1".to_string(), "self-connection")]
     );
 }
@@ -972,7 +897,7 @@ async fn udp_to_denied_destinations_never_arrives() {
     assert_eq!(echo.datagrams(), 1);
     // Each destination was decided, and reported, once.
     assert_eq!(
-        proxy.denials(Protocol::SocksUdp),
+        proxy.denials("socks-udp"),
         [
             ("denied.test".to_string(), "deny-rule"),
             ("unlisted.test".to_string(), "not-allowed"),
@@ -1177,15 +1102,10 @@ async fn udp_decisions_are_rechecked_after_a_reload() {
     let a = associate(&proxy, true).await;
     a.round_trip(Dest::Name(b"udp.test"), port, b"before").await;
 
-    let self_addr = proxy.addr;
-    let reload = |allow: &[&str]| {
-        let setup = Setup {
-            allow: strings(allow),
-            ..Setup::default()
-        };
-        proxy
-            .policy
-            .store(std::sync::Arc::new(compile(&setup, self_addr)));
+    let mut proxy = proxy;
+    let mut reload = |allow: &[&str]| {
+        let deny = Setup::default().deny;
+        proxy.proxy.rewrite(&rules_toml(&strings(allow), &deny));
     };
     reload(&["allowed.test"]);
     a.send(&datagram(0, Dest::Name(b"udp.test"), port, b"after"))
@@ -1209,19 +1129,30 @@ async fn shutdown_stops_accepting_and_waits_for_tunnels_and_associations() {
     echo_through(&mut tunnel, b"twelve bytes").await;
     let association = associate(&proxy, true).await;
 
-    proxy.drain.stop();
+    let Proxy {
+        addr,
+        audit,
+        proxy: server,
+        _dns,
+    } = proxy;
+    let shutdown = tokio::spawn(server.shutdown(STEP));
     let deadline = Instant::now() + STEP;
-    while TcpStream::connect(proxy.addr).await.is_ok() {
+    while TcpStream::connect(addr).await.is_ok() {
         assert!(Instant::now() < deadline, "still accepting after stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(proxy.drain.wait(Duration::from_millis(200)).await, 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the tunnel"
+    );
     echo_through(&mut tunnel, b"still open").await;
 
     drop(tunnel);
     drop(association);
-    assert_eq!(proxy.drain.wait(STEP).await, 0);
-    let closes = proxy.audit.events("close");
+    assert_eq!(within("shutdown", shutdown).await.unwrap(), 0);
+    let closes = audit.events("close");
+
     assert_eq!(closes.len(), 2, "{closes:?}");
     assert_eq!(
         closes

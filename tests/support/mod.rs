@@ -6,9 +6,11 @@
 
 pub mod bin;
 pub mod fake_dns;
+pub mod harness;
+pub mod http;
 pub mod netns;
 pub mod origin;
 pub mod prometheus;
-pub mod proxy;
 pub mod reply;
+pub mod socks;
 pub mod unix_origin;
