@@ -26,14 +26,20 @@ pub use stats::{TunnelStats, UdpStats};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
+    /// A plain-HTTP request through the forward proxy.
     Http,
+    /// An HTTP CONNECT tunnel.
     Connect,
+    /// A SOCKS5 CONNECT.
     SocksTcp,
+    /// A SOCKS5 UDP ASSOCIATE destination.
     SocksUdp,
+    /// A plain-HTTP request to a Unix socket (`x-unix-socket`).
     Unix,
 }
 
 impl Protocol {
+    /// As the audit line and the metrics write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
@@ -54,7 +60,9 @@ impl fmt::Display for Protocol {
 /// What was asked for, before or after canonicalisation.
 #[derive(Clone, Copy, Debug)]
 pub enum Dest<'a> {
+    /// A canonical destination.
     Target(&'a Target<'a>),
+    /// A Unix socket path, as requested.
     Unix(&'a Path),
     /// Input that never became a target (invalid host), as received.
     Raw(&'a str),
@@ -91,7 +99,9 @@ impl fmt::Display for Dest<'_> {
 /// policy generation closed it.
 #[derive(Clone, Copy, Debug)]
 pub struct Closed<'a> {
+    /// Bytes each way.
     pub stats: TunnelStats,
+    /// How long it was open.
     pub duration: Duration,
     /// The decision of the generation (a reload or `POST /mode`) that denied the open
     /// connection and closed it.
@@ -101,11 +111,17 @@ pub struct Closed<'a> {
 /// One recent denial, as `/blocked` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Blocked {
+    /// When (RFC 3339, UTC).
     pub time: String,
+    /// The listener.
     pub protocol: Protocol,
+    /// The host as decided (or the input, for an invalid host).
     pub host: String,
+    /// The port, when there was one.
     pub port: Option<u16>,
+    /// The reason code.
     pub reason: &'static str,
+    /// The rule that decided, if one did.
     pub rule: Option<String>,
 }
 

@@ -25,7 +25,7 @@ pub const EXIT_USAGE: i32 = 2;
     version,
     about = "Egress proxy for sandboxed commands: every destination is checked against a domain policy"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }

@@ -1,25 +1,33 @@
 //! egress-proxy: an egress proxy that sandboxed commands must go through to reach the network.
 //!
+//! # Using it as a library
+//!
+//! [`server::Server::builder`] runs a whole configuration in-process (a [`config::Config`]
+//! from [`config::load`] or [`config::load_texts`]); [`decider`] is the hook that asks the
+//! embedder about destinations no rule matched; [`control`] reloads and switches modes while it
+//! runs; [`dns::Resolver`] is the resolver the listeners use. The policy engine alone is
+//! [`policy`] (the `egress-policy` crate, which has no runtime or OS dependency).
+//!
 //! # Layout
 //!
-//! The modules follow the path of one connection:
+//! The modules follow the path of one connection, each depending only on those before it:
 //!
-//! - [`config`]: TOML files (native, Codex `config.toml`, `requirements.toml`) and flags, layered
-//!   into one immutable [`config::Config`].
-//! - [`policy`]: the engine other sandboxes embed. It knows nothing about sockets:
-//!   [`policy::host`] canonicalises hosts, [`policy::matcher`] matches compiled domain rules,
-//!   [`policy::classifier`] names IP ranges, [`policy::unix`] decides Unix sockets by identity, and
-//!   [`policy::Policy`] turns all of it into one [`policy::Decision`] with a stable reason code.
-//! - [`dns`]: resolves names with hickory, once per connection; [`policy::Policy::check_resolved`]
-//!   then classifies every answer and hands back the exact addresses a listener may dial.
-//! - [`net`]: what listeners share: the gate (decide, resolve once, classify), the dialler
-//!   that connects only to checked addresses, the relay, the accept loop.
-//! - [`socks5`]: the SOCKS5 listener (CONNECT and UDP ASSOCIATE) on top of [`net`].
-//! - [`server`] runs the listeners of one configuration; [`admin`] is its admin API and
-//!   Prometheus endpoint.
-//! - [`audit`], [`metrics`] (every metric name, once) and [`cli`] at the edges.
+//! - `config`: TOML files (native, Codex `config.toml`, `requirements.toml`) and flags, layered
+//!   into one immutable [`config::Config`]; [`config::Config::policy`] compiles the engine.
+//! - [`policy`]: canonicalisation, matching, classification and the one pipeline
+//!   ([`policy::authorize`]: decide, resolve once, classify every answer).
+//! - `dns`: the hickory resolver behind [`policy::Resolve`].
+//! - `audit` and `metrics`: the decision and close lines, every metric name once.
+//! - `gate`: the pipeline over the current policy generation and resolver; the only maker of a
+//!   pinned destination, with the embedder's `decider`.
+//! - `net`: what listeners share: the connection context that records each decision once,
+//!   the dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
+//! - `respond`: every refusal's HTTP answer and SOCKS5 code, side by side.
+//! - `http`, `socks5` (with `socks5_codec`): the listeners.
+//! - `control` (reload, mode), `admin` (its API, with `token`), `server` (starts it all),
+//!   `report` (what `check` and `validate` print) and `cli` at the edges.
 #![forbid(unsafe_code)]
-#![deny(rust_2018_idioms)]
+#![deny(missing_docs, rust_2018_idioms)]
 
 pub mod admin;
 pub mod audit;
@@ -28,14 +36,18 @@ pub mod config;
 pub mod control;
 pub mod decider;
 pub mod dns;
-pub mod gate;
-pub mod http;
+mod gate;
+mod http;
 pub mod metrics;
-pub mod net;
+mod net;
 pub use egress_policy as policy;
 pub mod report;
 mod respond;
 pub mod server;
-pub mod socks5;
+mod socks5;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod socks5_codec;
+#[cfg(not(feature = "fuzzing"))]
+mod socks5_codec;
 pub mod token;

@@ -41,6 +41,7 @@ pub struct Ctx {
 impl Ctx {
     /// A context that reports to a fresh [`Events`] with no audit file and is never drained
     /// (for tests that stop by dropping the runtime).
+    #[cfg(test)]
     pub fn new(gate: Gate, limits: Limits) -> Self {
         let (_handle, drain) = drain::channel();
         Ctx::with_events(gate, limits, Arc::new(Events::default()), drain)

@@ -95,6 +95,7 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
 }
 
 impl Outcome {
+    /// Whether the target would be let through.
     pub fn is_allowed(&self) -> bool {
         match &self.verdict {
             Judged::Decided(decision) => decision.is_allowed(),
@@ -285,6 +286,7 @@ pub(crate) fn rules_json(policy: &Policy) -> Vec<JsonRule<'_>> {
         .collect()
 }
 
+/// The effective policy as `validate --json` prints it and `/config` serves it.
 pub fn effective_json(config: &Config, policy: &Policy) -> String {
     let doc = JsonPolicy {
         enabled: config.enabled,

@@ -16,7 +16,7 @@
 //! resolver, outside the policy.
 
 /// Public so the fuzz targets (`fuzz/`) can drive the parsers directly.
-pub use crate::socks5_codec as codec;
+use crate::socks5_codec as codec;
 mod tcp;
 mod udp;
 
