@@ -6,7 +6,7 @@
 #![no_main]
 
 use egress_proxy::config::{load_texts, Sources};
-use egress_proxy::policy::{Access, Policy, Target};
+use egress_proxy::policy::{Access, Target};
 use libfuzzer_sys::fuzz_target;
 
 /// Destinations decided against every policy that compiles: a name, a local name, addresses.
@@ -36,14 +36,20 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => config,
         Err(e) => return one_line(&e.to_string()),
     };
-    let policy = match Policy::from_config(&config) {
+    let policy = match config.policy() {
         Ok(policy) => policy,
         Err(e) => return one_line(&e.to_string()),
     };
     for target in TARGETS {
         let target = Target::parse_authority(target, None).expect("valid target");
         let _ = policy.decide(&target, Access::Tunnel);
-        let _ = policy.decide(&target, Access::Http { method: "GET", body: false });
+        let _ = policy.decide(
+            &target,
+            Access::Http {
+                method: "GET",
+                body: false,
+            },
+        );
     }
 });
 

@@ -20,11 +20,10 @@
 use std::net::IpAddr;
 
 use arbitrary::{Result, Unstructured};
-use egress_proxy::policy::classifier::{embedded_v4, net_class};
-use egress_proxy::policy::host::{canonicalize, Host, Target};
-use egress_proxy::policy::matcher::{AllowKind, Matcher, RuleInfo};
-use egress_proxy::policy::pattern::{Pattern, PatternKind};
-use egress_proxy::policy::{Action, Origin};
+use egress_policy::fuzzing::{embedded_v4, net_class, AllowKind, Matcher};
+use egress_policy::host::canonicalize;
+use egress_policy::pattern::{Pattern, PatternKind};
+use egress_policy::{Action, Host, Origin, RuleInfo, Target};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 

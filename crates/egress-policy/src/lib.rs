@@ -57,6 +57,27 @@ pub use unix::FileId;
 use matcher::{AllowKind, Matcher};
 use unix::{UnixSocketMap, UnixVerdict};
 
+/// Internals the differential fuzz targets compare with a reference model. Not API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    pub use crate::matcher::{AllowKind, Match, Matcher};
+    use crate::IpClass;
+
+    /// Forwards to the crate-private helper: `classifier` is a public module, so making the
+    /// helper `pub` there would publish it without the feature.
+    pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+        crate::classifier::embedded_v4(ip)
+    }
+
+    /// Forwards to the crate-private helper, for the same reason as [`embedded_v4`].
+    pub fn net_class(net: ipnet::IpNet) -> Option<IpClass> {
+        crate::classifier::net_class(net)
+    }
+}
+
 /// Engine settings that are not rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyOptions {

@@ -49,7 +49,7 @@ pub type RuleRef = Arc<RuleInfo>;
 /// literal or a CIDR inside one local class) can open a local destination when
 /// `allow_local_binding` is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AllowKind {
+pub enum AllowKind {
     Exact,
     Wildcard,
 }
@@ -73,9 +73,9 @@ impl Entry {
 
 /// The result of a lookup: rule indices into [`Matcher::rule`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Match {
-    pub(crate) deny: Option<u32>,
-    pub(crate) allow: Option<(u32, AllowKind)>,
+pub struct Match {
+    pub deny: Option<u32>,
+    pub allow: Option<(u32, AllowKind)>,
 }
 
 impl Match {
@@ -94,7 +94,7 @@ const MAPPED: std::net::Ipv6Addr = Ipv4Addr::UNSPECIFIED.to_ipv6_mapped();
 
 /// Every rule of a policy generation, compiled into lookup tables.
 #[derive(Debug, Default)]
-pub(crate) struct Matcher {
+pub struct Matcher {
     rules: Vec<RuleRef>,
     names: Names,
     ips: Table<IpAddr>,
@@ -132,7 +132,7 @@ fn pick<'e>(
 
 impl Matcher {
     /// Adds a compiled pattern and returns its rule index.
-    pub(crate) fn insert(&mut self, pattern: &Pattern, info: RuleInfo) -> u32 {
+    pub fn insert(&mut self, pattern: &Pattern, info: RuleInfo) -> u32 {
         let rule = u32::try_from(self.rules.len()).expect("fewer than 2^32 rules");
         let action = info.action;
         self.rules.push(Arc::new(info));
@@ -206,7 +206,7 @@ impl Matcher {
     }
 
     /// Looks up a canonical name on a port.
-    pub(crate) fn match_name(&self, host: &str, port: u16) -> Match {
+    pub fn match_name(&self, host: &str, port: u16) -> Match {
         let port = Some(port);
         let mut m = Match::default();
         let mut glob_allow = None;
@@ -247,7 +247,7 @@ impl Matcher {
     /// Looks up an IP destination (or a resolved address) on a port. IPv4-mapped IPv6 is
     /// matched as IPv4; a deny rule also catches the IPv4 address inside NAT64, 6to4 and
     /// IPv4-compatible forms, so no spelling of a denied address slips past it.
-    pub(crate) fn match_ip(&self, ip: IpAddr, port: u16) -> Match {
+    pub fn match_ip(&self, ip: IpAddr, port: u16) -> Match {
         let ip = ip.to_canonical();
         let port = Some(port);
         let mut m = self.match_ip_tables(ip, port);
