@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::{Arbitrary, Unstructured};
-use egress_proxy::socks5::codec::{
+use egress_proxy::socks5_codec::{
     parse_greeting, parse_request, parse_udp_header, write_udp_header, Addr, Command, Greeting,
     GreetingError, Reply, Request, RequestError, UdpHeaderError, MAX_UDP_HEADER,
 };

@@ -50,7 +50,9 @@ pub type RuleRef = Arc<RuleInfo>;
 /// `allow_local_binding` is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllowKind {
+    /// An exact name, IP or a CIDR inside one local class: may open that local address.
     Exact,
+    /// A wildcard, a global `*` or a wide CIDR: public addresses only.
     Wildcard,
 }
 
@@ -74,7 +76,9 @@ impl Entry {
 /// The result of a lookup: rule indices into [`Matcher::rule`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Match {
+    /// The deny rule that matched, if any.
     pub deny: Option<u32>,
+    /// The allow rule that matched, with its kind.
     pub allow: Option<(u32, AllowKind)>,
 }
 
