@@ -134,6 +134,14 @@ fn check_bracketed_ipv6_targets_and_port_scoped_rules() {
     assert_eq!(hosts(&out), [("::1".into(), 9090.into())]);
 }
 
+/// `check --allow * --json TARGETS`: the exit code, stderr and one JSON line per target.
+fn judge_every(dns: &FakeDns, targets: &[&str]) -> (i32, String, Vec<Value>) {
+    let (code, out, err) = check(dns, &[&["--allow", "*", "--json"][..], targets].concat());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), targets.len(), "{out}");
+    (code, err, lines)
+}
+
 #[test]
 fn check_legacy_ipv4_forms_are_the_dotted_quad_and_wildcards_grant_no_local_exception() {
     let dns = FakeDns::start(vec![]);
@@ -145,12 +153,8 @@ fn check_legacy_ipv4_forms_are_the_dotted_quad_and_wildcards_grant_no_local_exce
         "0x7f000001",
         "http://0x7f.0.0.1/",
     ];
-    let mut args = vec!["--allow", "*", "--json"];
-    args.extend_from_slice(&forms);
-    let (code, out, err) = check(&dns, &args);
+    let (code, err, lines) = judge_every(&dns, &forms);
     assert_eq!((code, err.as_str()), (1, ""));
-    let lines = json_lines(&out);
-    assert_eq!(lines.len(), forms.len());
     for (line, form) in lines.iter().zip(forms) {
         assert_eq!(line["target"], form);
         assert_eq!(line["host"], "127.0.0.1", "{form}");
@@ -197,12 +201,8 @@ fn check_invalid_hosts_are_invalid_host() {
         "*.example.com",
         "",
     ];
-    let mut args = vec!["--allow", "*", "--json"];
-    args.extend_from_slice(&bad);
-    let (code, out, _) = check(&dns, &args);
+    let (code, _, lines) = judge_every(&dns, &bad);
     assert_eq!(code, 1);
-    let lines = json_lines(&out);
-    assert_eq!(lines.len(), bad.len());
     for (line, input) in lines.iter().zip(bad) {
         assert_eq!(
             *line,

@@ -7,7 +7,7 @@
 mod cli;
 mod support;
 
-use cli::{owned, validate_json, verdicts, Files};
+use cli::{judge, owned, validate_json, Files};
 use support::bin::run;
 
 #[test]
@@ -53,32 +53,20 @@ denied_domains = [\"shared.test\"]
 ",
     );
     let targets = ["shared.test", "dev.test", "ci.test"];
-    let mut args = vec!["check", "--no-dns", "--json", "--config", &p];
-    args.extend_from_slice(&targets);
-    let (code, out, err) = run(&args);
+    let (code, err, got) = judge(&[&["--config", &p][..], &targets].concat());
     assert_eq!((code, err.as_str()), (1, ""));
     assert_eq!(
-        verdicts(&out),
+        got,
         owned(&[
             ("shared.test", "allow", "allowed"),
             ("dev.test", "allow", "allowed"),
             ("ci.test", "block", "not-allowed"),
         ])
     );
-    let mut args = vec![
-        "check",
-        "--no-dns",
-        "--json",
-        "--config",
-        &p,
-        "--profile",
-        "ci",
-    ];
-    args.extend_from_slice(&targets);
-    let (code, out, _) = run(&args);
+    let (code, _, got) = judge(&[&["--config", &p, "--profile", "ci"][..], &targets].concat());
     assert_eq!(code, 1);
     assert_eq!(
-        verdicts(&out),
+        got,
         owned(&[
             ("shared.test", "block", "deny-rule"),
             ("dev.test", "block", "not-allowed"),
@@ -125,10 +113,7 @@ denied_domains = [\"evil.test\"]
         "evil.test",
         "flag.test",
     ];
-    let mut args = vec![
-        "check",
-        "--no-dns",
-        "--json",
+    let flags = [
         "--config",
         &user,
         "--allow",
@@ -136,12 +121,12 @@ denied_domains = [\"evil.test\"]
         "--allow",
         "evil.test",
     ];
-    args.extend_from_slice(&targets);
+    let mut args = [&flags[..], &targets].concat();
     // Without the requirements the user's rules (and the flags) apply.
-    let (code, out, _) = run(&args);
+    let (code, _, got) = judge(&args);
     assert_eq!(code, 1);
     assert_eq!(
-        verdicts(&out),
+        got,
         owned(&[
             ("user.test", "allow", "allowed"),
             ("admin.test", "block", "not-allowed"),
@@ -153,10 +138,10 @@ denied_domains = [\"evil.test\"]
     );
     // With them only managed allows count; managed and user denies still win.
     args.extend_from_slice(&["--requirements", &req]);
-    let (code, out, err) = run(&args);
+    let (code, err, got) = judge(&args);
     assert_eq!((code, err.as_str()), (1, ""));
     assert_eq!(
-        verdicts(&out),
+        got,
         owned(&[
             ("user.test", "block", "not-allowed"),
             ("admin.test", "allow", "allowed"),
@@ -190,20 +175,11 @@ fn requirements_without_managed_only_add_managed_denies_that_win() {
         "r.toml",
         "[experimental_network]\ndenied_domains = [\"gist.github.com\"]\n",
     );
-    let (code, out, _) = run(&[
-        "check",
-        "--no-dns",
-        "--json",
-        "--requirements",
-        &req,
-        "--allow",
-        "**.github.com",
-        "api.github.com",
-        "gist.github.com",
-    ]);
+    let allow = ["--requirements", &req, "--allow", "**.github.com"];
+    let (code, _, got) = judge(&[&allow[..], &["api.github.com", "gist.github.com"]].concat());
     assert_eq!(code, 1);
     assert_eq!(
-        verdicts(&out),
+        got,
         owned(&[
             ("api.github.com", "allow", "allowed"),
             ("gist.github.com", "block", "deny-rule"),
@@ -242,10 +218,7 @@ fn allow_and_deny_flags_work_with_no_file() {
         "{out}"
     );
     // No rule at all: everything is blocked.
-    let (code, out, _) = run(&["check", "--no-dns", "--json", "example.com"]);
+    let (code, _, got) = judge(&["example.com"]);
     assert_eq!(code, 1);
-    assert_eq!(
-        verdicts(&out),
-        owned(&[("example.com", "block", "not-allowed")])
-    );
+    assert_eq!(got, owned(&[("example.com", "block", "not-allowed")]));
 }

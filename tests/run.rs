@@ -6,6 +6,8 @@
 //! the origin listens on 127.0.0.1. Every run has a deadline; on expiry its whole process group
 //! is killed and the test fails.
 
+#[path = "support/cli.rs"]
+mod cli;
 mod support;
 
 use std::collections::BTreeMap;
@@ -13,18 +15,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cli::Files;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use support::bin::BIN;
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::HttpOrigin;
-
-const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
 /// No run in this file needs more than a fraction of this.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -137,12 +138,6 @@ impl Running {
 
 fn run(args: &[&str]) -> Output {
     Running::start(command(args)).finish()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path: PathBuf = dir.join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path.to_str().expect("UTF-8 temp path").to_string()
 }
 
 /// `NAME=VALUE` lines of `env` into a map (values here never contain newlines).
@@ -316,8 +311,8 @@ fn no_proxy_list_is_passed_to_every_no_proxy_variable() {
 
 #[test]
 fn without_socks5_all_proxy_is_the_http_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "p.toml", "enable_socks5 = false\n");
+    let files = Files::new();
+    let config = files.write("p.toml", "enable_socks5 = false\n");
     let out = run(&["run", "--config", &config, "--allow", "x.test", "--", "env"]);
     assert_eq!(out.code, 0, "{out:?}");
     let (_, socks) = assert_child_env(&parse_env(&out.stdout), false, "");
@@ -326,15 +321,13 @@ fn without_socks5_all_proxy_is_the_http_url() {
 
 #[test]
 fn listener_urls_and_requirements_ports_are_ignored() {
-    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
     // Fixed ports that `run` must not use: a second `run` would collide with the first.
-    let config = write(
-        dir.path(),
+    let config = files.write(
         "p.toml",
         "proxy_url = 'http://127.0.0.1:3128'\nsocks_url = 'socks5://127.0.0.1:8081'\n",
     );
-    let req = write(
-        dir.path(),
+    let req = files.write(
         "r.toml",
         "[experimental_network]\nhttp_port = 3128\nsocks_port = 8081\n",
     );
@@ -394,8 +387,8 @@ fn missing_command_is_127_with_one_clear_line() {
 
 #[test]
 fn non_executable_command_is_126() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "script.sh", "#!/bin/sh\necho hi\n");
+    let files = Files::new();
+    let path = files.write("script.sh", "#!/bin/sh\necho hi\n");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(&["run", "--allow", "x.test", "--", &path]);
     assert_eq!(out.code, 126, "{out:?}");
@@ -429,13 +422,9 @@ fn stdio_is_inherited() {
 
 #[test]
 fn disabled_policy_refuses_and_never_runs_the_child() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "p.toml",
-        "enabled = false\nallowed_domains = ['x.test']\n",
-    );
-    let marker = dir.path().join("child-ran");
+    let files = Files::new();
+    let config = files.write("p.toml", "enabled = false\nallowed_domains = ['x.test']\n");
+    let marker = files.dir().join("child-ran");
     let script = format!("touch '{}'", marker.display());
     let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
     assert_eq!(out.code, 2, "{out:?}");
@@ -449,9 +438,9 @@ fn disabled_policy_refuses_and_never_runs_the_child() {
 
 #[test]
 fn config_error_is_one_line_exit_2_and_the_child_never_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "p.toml", "no_such_key = 1\n");
-    let marker = dir.path().join("child-ran");
+    let files = Files::new();
+    let config = files.write("p.toml", "no_such_key = 1\n");
+    let marker = files.dir().join("child-ran");
     let script = format!("touch '{}'", marker.display());
     let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
     assert_eq!(out.code, 2, "{out:?}");
@@ -532,7 +521,7 @@ fn a_child_that_does_not_catch_sigterm_dies_of_it() {
 struct World {
     dns: FakeDns,
     origin: HttpOrigin,
-    _dir: tempfile::TempDir,
+    _files: Files,
     config: String,
 }
 
@@ -544,16 +533,15 @@ impl World {
             ("denied.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
         ]);
         let origin = HttpOrigin::start();
-        let dir = tempfile::tempdir().unwrap();
-        let config = write(
-            dir.path(),
+        let files = Files::new();
+        let config = files.write(
             "p.toml",
             "allow_local_binding = true\nallowed_domains = ['allowed.test', 'denied.test']\n",
         );
         World {
             dns,
             origin,
-            _dir: dir,
+            _files: files,
             config,
         }
     }
@@ -679,8 +667,8 @@ fn quiet_suppresses_the_summary() {
 #[test]
 fn audit_log_records_the_childs_decisions() {
     let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
+    let files = Files::new();
+    let audit = files.dir().join("audit.jsonl");
     let audit_arg = audit.to_str().unwrap();
     let url = world.url("allowed.test", "/a");
     let out = world.run(

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ impl Files {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("write test file");
         path.to_str().expect("UTF-8 temp path").to_string()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The path of `name` in the directory, written or not.
@@ -79,6 +84,14 @@ pub fn verdicts(stdout: &str) -> Vec<(String, String, String)> {
             (s("target"), s("verdict"), s("reason"))
         })
         .collect()
+}
+
+/// `check --no-dns --json ARGS`: the exit code, stderr and [`verdicts`].
+pub fn judge(args: &[&str]) -> (i32, String, Vec<(String, String, String)>) {
+    let mut all = vec!["check", "--no-dns", "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(&all);
+    (code, err, verdicts(&out))
 }
 
 /// `rows` as the owned tuples [`verdicts`] returns.
