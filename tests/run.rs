@@ -420,40 +420,39 @@ fn stdio_is_inherited() {
     assert_eq!(out.stderr, "to-stderr\n");
 }
 
+/// `run ARGS -- sh -c 'touch MARKER'`, which must refuse with exit 2 and one stderr line before
+/// the child runs; that line.
+fn refused_to_start(files: &Files, args: &[&str]) -> String {
+    let marker = files.dir().join("child-ran");
+    let script = format!("touch '{}'", marker.display());
+    let out = run(&[&["run"][..], args, &["--", "sh", "-c", &script]].concat());
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
+    assert!(
+        !marker.exists(),
+        "the child ran although `run {args:?}` refused"
+    );
+    out.stderr
+}
+
 #[test]
 fn disabled_policy_refuses_and_never_runs_the_child() {
     let files = Files::new();
     let config = files.write("p.toml", "enabled = false\nallowed_domains = ['x.test']\n");
-    let marker = files.dir().join("child-ran");
-    let script = format!("touch '{}'", marker.display());
-    let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(out.stderr.contains("not enabled"), "{:?}", out.stderr);
-    assert!(
-        !marker.exists(),
-        "the child ran although the policy is disabled"
-    );
+    let stderr = refused_to_start(&files, &["--config", &config]);
+    assert!(stderr.contains("not enabled"), "{stderr:?}");
 }
 
 #[test]
 fn config_error_is_one_line_exit_2_and_the_child_never_runs() {
     let files = Files::new();
     let config = files.write("p.toml", "no_such_key = 1\n");
-    let marker = files.dir().join("child-ran");
-    let script = format!("touch '{}'", marker.display());
-    let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(out.stderr.starts_with("error: "), "{:?}", out.stderr);
-    assert!(out.stderr.contains("no_such_key"), "{:?}", out.stderr);
-    assert!(!marker.exists());
+    let stderr = refused_to_start(&files, &["--config", &config]);
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    assert!(stderr.contains("no_such_key"), "{stderr:?}");
 
     // A bad pattern is a config error as well.
-    let out = run(&["run", "--allow", "api.*.com", "--", "sh", "-c", &script]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(!marker.exists());
+    refused_to_start(&files, &["--allow", "api.*.com"]);
 }
 
 #[test]
