@@ -1,7 +1,7 @@
 //! Where a policy comes from, as the built binary sees it: Codex `config.toml` shapes and
 //! profiles, a managed `requirements.toml` over the user's file, and `--allow`/`--deny` with no
 //! file at all (SPEC section 2). The rules these layers compile to are unit-tested in
-//! `src/config/layer.rs`; these tests check the same semantics end to end.
+//! `src/config/tests/`; these tests check the same semantics end to end, through `check`.
 
 #[path = "support/cli.rs"]
 mod cli;

@@ -10,6 +10,7 @@ mod serve;
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,20 @@ fn signals_right_after_the_startup_lines_are_handled() {
 // SIGHUP reload
 // ---------------------------------------------------------------------------------------------
 
+/// The log line of a reload that was refused.
+const KEPT: &str = "reload failed; keeping the running policy";
+
+/// Writes `text` to `policy` (removes it for `None`), sends SIGHUP and returns the first log
+/// line containing `outcome`.
+fn reload(serve: &mut Serve, policy: &Path, text: Option<&str>, outcome: &str) -> String {
+    match text {
+        Some(text) => std::fs::write(policy, text).unwrap(),
+        None => std::fs::remove_file(policy).unwrap(),
+    }
+    serve.signal(Signal::SIGHUP);
+    serve.wait_for_line(outcome)
+}
+
 #[test]
 fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     let dir = Dir::new();
@@ -79,6 +94,13 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
         ),
     );
     let mut serve = Serve::start(&policy, &[], &dir.runtime());
+    // What a refused reload leaves: the tightened policy of the first reload.
+    let kept = |serve: &Serve| {
+        let still = proxy_get(serve.http, &at("allowed.test"));
+        assert_eq!(still.status, 403);
+        assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
+        assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+    };
 
     let ok = proxy_get(serve.http, &at("allowed.test"));
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -86,15 +108,8 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     assert_eq!(origin.request_count(), 1);
 
     // Tighten: allowed.test is now denied by a rule; other.test stays allowed.
-    std::fs::write(
-        &policy,
-        policy_text(
-            &dns,
-            "",
-            "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"",
-        ),
-    )
-    .unwrap();
+    let tight = "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"";
+    std::fs::write(&policy, policy_text(&dns, "", tight)).unwrap();
     serve.signal(Signal::SIGHUP);
     // The reload runs on the server's own task: wait until the new policy decides.
     let deadline = Instant::now() + DEADLINE;
@@ -120,18 +135,16 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
 
     // Broken: an unknown key. Had it been applied, allowed.test would pass and other.test
     // would be denied.
+    let flipped = policy_text(
+        &dns,
+        "",
+        "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"",
+    );
     let broken = format!(
         "enabled = true\nbogus_key = 1\n{}",
-        policy_text(
-            &dns,
-            "",
-            "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\""
-        )
-        .trim_start_matches("enabled = true\n")
+        flipped.trim_start_matches("enabled = true\n")
     );
-    std::fs::write(&policy, broken).unwrap();
-    serve.signal(Signal::SIGHUP);
-    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    let failed = reload(&mut serve, &policy, Some(&broken), KEPT);
     assert!(failed.contains(" ERROR "), "{failed}");
     let location = format!("{}:2:1: ", policy.display());
     assert!(
@@ -139,45 +152,23 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
         "the error names {location:?}: {failed}"
     );
     assert!(failed.contains("bogus_key"), "{failed}");
-    let still = proxy_get(serve.http, &at("allowed.test"));
-    assert_eq!(still.status, 403);
-    assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
-    assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+    kept(&serve);
 
     // A file that switches the policy off is refused like a broken one (start-up refuses it).
-    std::fs::write(
-        &policy,
-        policy_text(
-            &dns,
-            "",
-            "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"",
-        )
-        .replace("enabled = true", "enabled = false"),
-    )
-    .unwrap();
-    serve.signal(Signal::SIGHUP);
-    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    let off = flipped.replace("enabled = true", "enabled = false");
+    let failed = reload(&mut serve, &policy, Some(&off), KEPT);
     assert!(failed.contains("not enabled"), "{failed}");
-    let still = proxy_get(serve.http, &at("allowed.test"));
-    assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
-    assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+    kept(&serve);
 
     // A syntax error and a missing file are refused the same way.
-    std::fs::write(&policy, "[domains\n").unwrap();
-    serve.signal(Signal::SIGHUP);
-    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    let failed = reload(&mut serve, &policy, Some("[domains\n"), KEPT);
     assert!(
         failed.contains(&format!("{}:1:", policy.display())),
         "{failed}"
     );
-    std::fs::remove_file(&policy).unwrap();
-    serve.signal(Signal::SIGHUP);
-    let failed = serve.wait_for_line("reload failed; keeping the running policy");
+    let failed = reload(&mut serve, &policy, None, KEPT);
     assert!(failed.contains(&policy.display().to_string()), "{failed}");
-    let still = proxy_get(serve.http, &at("allowed.test"));
-    assert_eq!(still.status, 403);
-    assert_eq!(still.header("x-proxy-reason"), Some("deny-rule"));
-    assert_eq!(proxy_get(serve.http, &at("other.test")).status, 200);
+    kept(&serve);
     assert!(
         serve.try_wait().is_none(),
         "a bad reload must not stop serve"
@@ -204,9 +195,12 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     );
 
     // A good file again is picked up again.
-    std::fs::write(&policy, allowed_only(&dns)).unwrap();
-    serve.signal(Signal::SIGHUP);
-    serve.wait_for_line("policy reloaded");
+    reload(
+        &mut serve,
+        &policy,
+        Some(&allowed_only(&dns)),
+        "policy reloaded",
+    );
     assert_eq!(proxy_get(serve.http, &at("allowed.test")).status, 200);
     let other = proxy_get(serve.http, &at("other.test"));
     assert_eq!(other.status, 403);
