@@ -10,6 +10,7 @@ mod serve;
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::origin::{HttpOrigin, TcpEcho};
 use support::prometheus::sample;
+use support::reply::Reply;
 
 use serve::{
     admin_get, admin_post, allowed_only, audit_when, command, connect, connect_tunnel, echo,
@@ -79,20 +81,42 @@ fn reload(serve: &mut Serve, policy: &Path, text: Option<&str>, outcome: &str) -
     serve.wait_for_line(outcome)
 }
 
+/// The reload test's policies: the first, the tightened one, and one that would open
+/// allowed.test again and deny other.test.
+const OPEN: &str =
+    "\"allowed.test\" = \"allow\"\n\"other.test\" = \"allow\"\n\"denied.test\" = \"deny\"";
+const TIGHT: &str = "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"";
+const FLIPPED: &str = "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"";
+
+/// The first reply to a GET of `authority` that is not a `200`, or the last one at the deadline:
+/// a reload runs on the server's own task, so the new policy decides a moment after SIGHUP.
+fn first_refusal(serve: &Serve, authority: &str) -> Reply {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let reply = proxy_get(serve.http, authority);
+        if reply.status != 200 || Instant::now() >= deadline {
+            return reply;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `egress_reloads_total` with `result="ok"` and with `result="error"`, and the `/metrics` text.
+fn reload_counts(admin: SocketAddr) -> (Option<f64>, Option<f64>, String) {
+    let metrics = admin_get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    let count = |result| sample(&metrics.body, "egress_reloads_total", &[("result", result)]);
+    let (ok, error) = (count("ok"), count("error"));
+    (ok, error, metrics.body)
+}
+
 #[test]
 fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     let dir = Dir::new();
     let dns = fake_dns();
     let origin = HttpOrigin::start();
     let at = |host: &str| format!("{host}:{}", origin.addr.port());
-    let policy = dir.write(
-        "policy.toml",
-        &policy_text(
-            &dns,
-            "",
-            "\"allowed.test\" = \"allow\"\n\"other.test\" = \"allow\"\n\"denied.test\" = \"deny\"",
-        ),
-    );
+    let policy = dir.write("policy.toml", &policy_text(&dns, "", OPEN));
     let mut serve = Serve::start(&policy, &[], &dir.runtime());
     // What a refused reload leaves: the tightened policy of the first reload.
     let kept = |serve: &Serve| {
@@ -108,18 +132,9 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     assert_eq!(origin.request_count(), 1);
 
     // Tighten: allowed.test is now denied by a rule; other.test stays allowed.
-    let tight = "\"allowed.test\" = \"deny\"\n\"other.test\" = \"allow\"";
-    std::fs::write(&policy, policy_text(&dns, "", tight)).unwrap();
+    std::fs::write(&policy, policy_text(&dns, "", TIGHT)).unwrap();
     serve.signal(Signal::SIGHUP);
-    // The reload runs on the server's own task: wait until the new policy decides.
-    let deadline = Instant::now() + DEADLINE;
-    let denied = loop {
-        let reply = proxy_get(serve.http, &at("allowed.test"));
-        if reply.status != 200 || Instant::now() >= deadline {
-            break reply;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let denied = first_refusal(&serve, &at("allowed.test"));
     assert_eq!(denied.status, 403, "{denied:?}\n{}", serve.stderr());
     assert_eq!(denied.header("x-proxy-reason"), Some("deny-rule"));
     assert_eq!(denied.header("x-proxy-error"), Some("blocked-by-denylist"));
@@ -135,11 +150,7 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
 
     // Broken: an unknown key. Had it been applied, allowed.test would pass and other.test
     // would be denied.
-    let flipped = policy_text(
-        &dns,
-        "",
-        "\"allowed.test\" = \"allow\"\n\"other.test\" = \"deny\"",
-    );
+    let flipped = policy_text(&dns, "", FLIPPED);
     let broken = format!(
         "enabled = true\nbogus_key = 1\n{}",
         flipped.trim_start_matches("enabled = true\n")
@@ -175,24 +186,8 @@ fn sighup_reload_tightens_the_policy_and_a_broken_file_keeps_it() {
     );
 
     // The reload counters of this process: one ok, four errors.
-    let metrics = admin_get(serve.admin, "/metrics");
-    assert_eq!(metrics.status, 200);
-    assert_eq!(
-        sample(&metrics.body, "egress_reloads_total", &[("result", "ok")]),
-        Some(1.0),
-        "{}",
-        metrics.body
-    );
-    assert_eq!(
-        sample(
-            &metrics.body,
-            "egress_reloads_total",
-            &[("result", "error")]
-        ),
-        Some(4.0),
-        "{}",
-        metrics.body
-    );
+    let (ok, error, metrics) = reload_counts(serve.admin);
+    assert_eq!((ok, error), (Some(1.0), Some(4.0)), "{metrics}");
 
     // A good file again is picked up again.
     reload(
