@@ -136,6 +136,11 @@ impl Running {
     }
 }
 
+/// `run --allow x.test -- sh -c SCRIPT`, not started yet.
+fn sh(script: &str) -> Command {
+    command(&["run", "--allow", "x.test", "--", "sh", "-c", script])
+}
+
 fn run(args: &[&str]) -> Output {
     Running::start(command(args)).finish()
 }
@@ -355,7 +360,7 @@ fn listener_urls_and_requirements_ports_are_ignored() {
 #[test]
 fn exit_code_is_the_childs() {
     for (script, want) in [("exit 0", 0), ("exit 7", 7), ("exit 255", 255)] {
-        let out = run(&["run", "--allow", "x.test", "--", "sh", "-c", script]);
+        let out = Running::start(sh(script)).finish();
         assert_eq!(out.code, want, "{script}: {out:?}");
     }
 }
@@ -363,7 +368,7 @@ fn exit_code_is_the_childs() {
 #[test]
 fn child_killed_by_a_signal_gives_128_plus_the_signal() {
     for (script, want) in [("kill -TERM $$", 143), ("kill -KILL $$", 137)] {
-        let out = run(&["run", "--allow", "x.test", "--", "sh", "-c", script]);
+        let out = Running::start(sh(script)).finish();
         assert_eq!(out.code, want, "{script}: {out:?}");
     }
 }
@@ -400,15 +405,7 @@ fn non_executable_command_is_126() {
 
 #[test]
 fn stdio_is_inherited() {
-    let mut cmd = command(&[
-        "run",
-        "--allow",
-        "x.test",
-        "--",
-        "sh",
-        "-c",
-        "cat; echo to-stderr >&2",
-    ]);
+    let mut cmd = sh("cat; echo to-stderr >&2");
     cmd.stdin(Stdio::piped());
     let mut running = Running::start(cmd);
     let mut stdin = running.child.stdin.take().unwrap();
@@ -471,9 +468,7 @@ fn missing_command_is_a_usage_error() {
 fn forwarded(signal: Signal, code: i32) -> i32 {
     let name = signal.as_str().trim_start_matches("SIG");
     let script = format!("trap 'exit {code}' {name}; echo ready; while :; do sleep 0.05; done");
-    let running = Running::start(command(&[
-        "run", "--allow", "x.test", "--", "sh", "-c", &script,
-    ]));
+    let running = Running::start(sh(&script));
     assert_eq!(running.next_line(), "ready\n", "the child did not start");
     kill(running.pid(), signal).expect("signal egress-proxy");
     running.finish().code
@@ -497,15 +492,7 @@ fn sigint_sighup_and_sigquit_are_forwarded_to_the_child() {
 
 #[test]
 fn a_child_that_does_not_catch_sigterm_dies_of_it() {
-    let running = Running::start(command(&[
-        "run",
-        "--allow",
-        "x.test",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; while :; do sleep 0.05; done",
-    ]));
+    let running = Running::start(sh("echo ready; while :; do sleep 0.05; done"));
     assert_eq!(running.next_line(), "ready\n");
     kill(running.pid(), Signal::SIGTERM).unwrap();
     assert_eq!(running.finish().code, 128 + Signal::SIGTERM as i32);
