@@ -1,17 +1,13 @@
 //! `egress-proxy serve --audit-log FILE` (SPEC section 7): one decision line per request, one
 //! close line per tunnel with its byte counts, and never a query string or a header value.
 
-#[path = "support/serve.rs"]
-mod serve;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener};
 use std::thread;
 
 use serde_json::Value;
 
-use serve::{
+use crate::serve::{
     audit_when, connect, connect_tunnel, fake_dns, loopback_policy, read_reply, Dir, Serve,
     IO_TIMEOUT,
 };

@@ -3,12 +3,8 @@
 //! file at all (SPEC section 2). The rules these layers compile to are unit-tested in
 //! `src/config/tests/`; these tests check the same semantics end to end, through `check`.
 
-#[path = "support/cli.rs"]
-mod cli;
-mod support;
-
-use cli::{judge, owned, validate_json, Files};
-use support::bin::run;
+use crate::cli::{judge, owned, validate_json, Files};
+use crate::support::bin::run;
 
 #[test]
 fn codex_network_proxy_shorthand_toggles_enabled() {

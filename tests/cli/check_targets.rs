@@ -2,15 +2,11 @@
 //! legacy IPv4 spellings, invalid hosts, and which rule a target is judged by. No test here
 //! needs a DNS answer: the fake server is only there so that nothing reaches a real one.
 
-#[path = "support/cli.rs"]
-mod cli;
-mod support;
-
 use serde_json::Value;
 
-use cli::{check, hosts, json_lines, owned, v4, verdicts};
-use support::bin::run;
-use support::fake_dns::{Answer, FakeDns};
+use crate::cli::{check, hosts, json_lines, owned, v4, verdicts};
+use crate::support::bin::run;
+use crate::support::fake_dns::{Answer, FakeDns};
 
 /// A TARGET that parses whole as an IPv6 address is that address on port 443; `[v6]:port`
 /// still names a port, and `::1:80` is the address `::1:80`, not `::1` port 80.

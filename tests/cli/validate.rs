@@ -1,14 +1,10 @@
 //! `egress-proxy validate` through the built binary (SPEC section 3): the effective policy in
 //! text and JSON, its warnings, and the exact `file:line:col` of every rejected file.
 
-#[path = "support/cli.rs"]
-mod cli;
-mod support;
-
 use serde_json::Value;
 
-use cli::{validate_json, warning_lines, Files};
-use support::bin::run;
+use crate::cli::{validate_json, warning_lines, Files};
+use crate::support::bin::run;
 
 #[test]
 fn validate_prints_the_effective_policy() {

@@ -5,23 +5,19 @@
 //! Everything stays on loopback: listeners on 127.0.0.1, names answered by a fake DNS server
 //! with 127.0.0.1, origins on 127.0.0.1 (see `support/serve.rs`).
 
-#[path = "support/serve.rs"]
-mod serve;
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::origin::{HttpOrigin, TcpEcho};
+use crate::support::prometheus::sample;
+use crate::support::reply::Reply;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::origin::{HttpOrigin, TcpEcho};
-use support::prometheus::sample;
-use support::reply::Reply;
 
-use serve::{
+use crate::serve::{
     admin_get, admin_post, allowed_only, audit_when, command, connect, connect_tunnel, echo,
     ephemeral_args, expect_closed, fake_dns, loopback_policy, policy_text, proxy_get, read_reply,
     socks_tunnel, tunnel_policy, wait_refused, Dir, Serve, DEADLINE, GRACE,

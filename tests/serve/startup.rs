@@ -5,10 +5,6 @@
 //! Everything stays on loopback: listeners on 127.0.0.1, names answered by a fake DNS server
 //! with 127.0.0.1 (see `support/serve.rs`).
 
-#[path = "support/serve.rs"]
-mod serve;
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::mpsc;
@@ -17,11 +13,11 @@ use std::thread;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use serve::{
+use crate::serve::{
     admin_get, allowed_only, command, connect, ephemeral_args, fake_dns, free_port, policy_text,
     proxy_get, start_failure, Dir, KillOnDrop, Serve, DEADLINE, EPHEMERAL,
 };
-use support::bin::BIN;
+use crate::support::bin::BIN;
 
 // ---------------------------------------------------------------------------------------------
 // Startup
@@ -498,7 +494,7 @@ for _ in $(seq 100); do grep -q 'policy reloaded' "$DIR/serve.log" && break; sle
 connect 10.254.0.2 3128
 kill $pid
 "#;
-    let (code, out, err) = support::netns::run(
+    let (code, out, err) = crate::support::netns::run(
         script,
         &[
             ("BIN", BIN),

@@ -5,17 +5,13 @@
 //! `check` never connects, so a fake answer of 10.0.0.1 or 93.184.216.34 is only classified,
 //! never dialled.
 
-#[path = "support/cli.rs"]
-mod cli;
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use cli::{check, json_lines, owned, run_within, v4, verdicts, Files};
-use support::bin::run;
-use support::fake_dns::{Answer, FakeDns};
+use crate::cli::{check, json_lines, owned, run_within, v4, verdicts, Files};
+use crate::support::bin::run;
+use crate::support::fake_dns::{Answer, FakeDns};
 
 const ALLOWED_EXPLAIN: &str = "allowed: an allow rule matches and no deny rule does";
 const REBIND_EXPLAIN: &str = "the name resolves to a non-public address (DNS-rebinding defence)";
