@@ -1,7 +1,7 @@
-//! A `serve` process of the built binary for the `serve_*` tests: started in its own process
-//! group with the listeners on 127.0.0.1:0, its stderr read line by line, signalled, and talked
-//! to over raw HTTP/1.1 and SOCKS5 on std sockets. Included with `#[path]` by the files that use
-//! it, so it is not part of `support` itself.
+//! A `serve` process of the built binary for the tests in `tests/serve/`: started in its own
+//! process group with the listeners on 127.0.0.1:0, its stderr read line by line, signalled, and
+//! talked to over raw HTTP/1.1 and SOCKS5 on std sockets. Included with `#[path]` by
+//! `tests/serve/main.rs`, so it is not part of `support` itself.
 //!
 //! Every wait has a deadline, and a failing test kills the whole group (SIGKILL) when it unwinds,
 //! so a hang is a failure, never a stall. The listeners' addresses come from the startup log
