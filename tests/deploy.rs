@@ -72,6 +72,14 @@ fn listener_port(policy: &str, key: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// The ports of a policy's HTTP and SOCKS5 listeners, which a firewall or an image opens.
+fn proxy_ports(policy: &str) -> (u16, u16) {
+    (
+        listener_port(policy, "proxy_url"),
+        listener_port(policy, "socks_url"),
+    )
+}
+
 #[test]
 fn systemd_unit_verifies_with_a_low_exposure_score() {
     if !installed("systemd-analyze") {
@@ -202,11 +210,8 @@ fn systemd_exec_start_flags_start_a_gateway() {
 fn nftables_rules_parse_and_open_exactly_the_proxy_ports() {
     let rules = read("deploy/egress-gateway.nft");
     let policy = read("policy/dev-box.toml");
-    let ports = format!(
-        "define PROXY_PORTS = {{ {}, {} }}",
-        listener_port(&policy, "proxy_url"),
-        listener_port(&policy, "socks_url")
-    );
+    let (http, socks) = proxy_ports(&policy);
+    let ports = format!("define PROXY_PORTS = {{ {http}, {socks} }}");
     assert!(
         rules.lines().any(|l| l == ports),
         "the firewall opens the dev-box listener ports ({ports})"
@@ -269,11 +274,8 @@ fn containerfile_lints_and_copies_only_what_its_context_has() {
         .expect("numeric uid");
     assert_ne!(uid, 0, "the image runs as non-root");
     let policy = read("deploy/container-policy.toml");
-    let expose = format!(
-        "EXPOSE {} {}",
-        listener_port(&policy, "proxy_url"),
-        listener_port(&policy, "socks_url")
-    );
+    let (http, socks) = proxy_ports(&policy);
+    let expose = format!("EXPOSE {http} {socks}");
     assert!(
         containerfile.lines().any(|l| l == expose),
         "the image exposes its policy's listeners ({expose})"

@@ -6,6 +6,8 @@
 //! the origin listens on 127.0.0.1. Every run has a deadline; on expiry its whole process group
 //! is killed and the test fails.
 
+#[path = "support/cli.rs"]
+mod cli;
 mod support;
 
 use std::collections::BTreeMap;
@@ -13,18 +15,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cli::Files;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use support::bin::BIN;
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::HttpOrigin;
-
-const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
 /// No run in this file needs more than a fraction of this.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -135,14 +136,13 @@ impl Running {
     }
 }
 
-fn run(args: &[&str]) -> Output {
-    Running::start(command(args)).finish()
+/// `run --allow x.test -- sh -c SCRIPT`, not started yet.
+fn sh(script: &str) -> Command {
+    command(&["run", "--allow", "x.test", "--", "sh", "-c", script])
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path: PathBuf = dir.join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path.to_str().expect("UTF-8 temp path").to_string()
+fn run(args: &[&str]) -> Output {
+    Running::start(command(args)).finish()
 }
 
 /// `NAME=VALUE` lines of `env` into a map (values here never contain newlines).
@@ -316,8 +316,8 @@ fn no_proxy_list_is_passed_to_every_no_proxy_variable() {
 
 #[test]
 fn without_socks5_all_proxy_is_the_http_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "p.toml", "enable_socks5 = false\n");
+    let files = Files::new();
+    let config = files.write("p.toml", "enable_socks5 = false\n");
     let out = run(&["run", "--config", &config, "--allow", "x.test", "--", "env"]);
     assert_eq!(out.code, 0, "{out:?}");
     let (_, socks) = assert_child_env(&parse_env(&out.stdout), false, "");
@@ -326,15 +326,13 @@ fn without_socks5_all_proxy_is_the_http_url() {
 
 #[test]
 fn listener_urls_and_requirements_ports_are_ignored() {
-    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
     // Fixed ports that `run` must not use: a second `run` would collide with the first.
-    let config = write(
-        dir.path(),
+    let config = files.write(
         "p.toml",
         "proxy_url = 'http://127.0.0.1:3128'\nsocks_url = 'socks5://127.0.0.1:8081'\n",
     );
-    let req = write(
-        dir.path(),
+    let req = files.write(
         "r.toml",
         "[experimental_network]\nhttp_port = 3128\nsocks_port = 8081\n",
     );
@@ -362,7 +360,7 @@ fn listener_urls_and_requirements_ports_are_ignored() {
 #[test]
 fn exit_code_is_the_childs() {
     for (script, want) in [("exit 0", 0), ("exit 7", 7), ("exit 255", 255)] {
-        let out = run(&["run", "--allow", "x.test", "--", "sh", "-c", script]);
+        let out = Running::start(sh(script)).finish();
         assert_eq!(out.code, want, "{script}: {out:?}");
     }
 }
@@ -370,7 +368,7 @@ fn exit_code_is_the_childs() {
 #[test]
 fn child_killed_by_a_signal_gives_128_plus_the_signal() {
     for (script, want) in [("kill -TERM $$", 143), ("kill -KILL $$", 137)] {
-        let out = run(&["run", "--allow", "x.test", "--", "sh", "-c", script]);
+        let out = Running::start(sh(script)).finish();
         assert_eq!(out.code, want, "{script}: {out:?}");
     }
 }
@@ -394,8 +392,8 @@ fn missing_command_is_127_with_one_clear_line() {
 
 #[test]
 fn non_executable_command_is_126() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "script.sh", "#!/bin/sh\necho hi\n");
+    let files = Files::new();
+    let path = files.write("script.sh", "#!/bin/sh\necho hi\n");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(&["run", "--allow", "x.test", "--", &path]);
     assert_eq!(out.code, 126, "{out:?}");
@@ -407,15 +405,7 @@ fn non_executable_command_is_126() {
 
 #[test]
 fn stdio_is_inherited() {
-    let mut cmd = command(&[
-        "run",
-        "--allow",
-        "x.test",
-        "--",
-        "sh",
-        "-c",
-        "cat; echo to-stderr >&2",
-    ]);
+    let mut cmd = sh("cat; echo to-stderr >&2");
     cmd.stdin(Stdio::piped());
     let mut running = Running::start(cmd);
     let mut stdin = running.child.stdin.take().unwrap();
@@ -427,44 +417,39 @@ fn stdio_is_inherited() {
     assert_eq!(out.stderr, "to-stderr\n");
 }
 
-#[test]
-fn disabled_policy_refuses_and_never_runs_the_child() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "p.toml",
-        "enabled = false\nallowed_domains = ['x.test']\n",
-    );
-    let marker = dir.path().join("child-ran");
+/// `run ARGS -- sh -c 'touch MARKER'`, which must refuse with exit 2 and one stderr line before
+/// the child runs; that line.
+fn refused_to_start(files: &Files, args: &[&str]) -> String {
+    let marker = files.dir().join("child-ran");
     let script = format!("touch '{}'", marker.display());
-    let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
+    let out = run(&[&["run"][..], args, &["--", "sh", "-c", &script]].concat());
     assert_eq!(out.code, 2, "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(out.stderr.contains("not enabled"), "{:?}", out.stderr);
     assert!(
         !marker.exists(),
-        "the child ran although the policy is disabled"
+        "the child ran although `run {args:?}` refused"
     );
+    out.stderr
+}
+
+#[test]
+fn disabled_policy_refuses_and_never_runs_the_child() {
+    let files = Files::new();
+    let config = files.write("p.toml", "enabled = false\nallowed_domains = ['x.test']\n");
+    let stderr = refused_to_start(&files, &["--config", &config]);
+    assert!(stderr.contains("not enabled"), "{stderr:?}");
 }
 
 #[test]
 fn config_error_is_one_line_exit_2_and_the_child_never_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "p.toml", "no_such_key = 1\n");
-    let marker = dir.path().join("child-ran");
-    let script = format!("touch '{}'", marker.display());
-    let out = run(&["run", "--config", &config, "--", "sh", "-c", &script]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(out.stderr.starts_with("error: "), "{:?}", out.stderr);
-    assert!(out.stderr.contains("no_such_key"), "{:?}", out.stderr);
-    assert!(!marker.exists());
+    let files = Files::new();
+    let config = files.write("p.toml", "no_such_key = 1\n");
+    let stderr = refused_to_start(&files, &["--config", &config]);
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    assert!(stderr.contains("no_such_key"), "{stderr:?}");
 
     // A bad pattern is a config error as well.
-    let out = run(&["run", "--allow", "api.*.com", "--", "sh", "-c", &script]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(!marker.exists());
+    refused_to_start(&files, &["--allow", "api.*.com"]);
 }
 
 #[test]
@@ -483,9 +468,7 @@ fn missing_command_is_a_usage_error() {
 fn forwarded(signal: Signal, code: i32) -> i32 {
     let name = signal.as_str().trim_start_matches("SIG");
     let script = format!("trap 'exit {code}' {name}; echo ready; while :; do sleep 0.05; done");
-    let running = Running::start(command(&[
-        "run", "--allow", "x.test", "--", "sh", "-c", &script,
-    ]));
+    let running = Running::start(sh(&script));
     assert_eq!(running.next_line(), "ready\n", "the child did not start");
     kill(running.pid(), signal).expect("signal egress-proxy");
     running.finish().code
@@ -509,15 +492,7 @@ fn sigint_sighup_and_sigquit_are_forwarded_to_the_child() {
 
 #[test]
 fn a_child_that_does_not_catch_sigterm_dies_of_it() {
-    let running = Running::start(command(&[
-        "run",
-        "--allow",
-        "x.test",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; while :; do sleep 0.05; done",
-    ]));
+    let running = Running::start(sh("echo ready; while :; do sleep 0.05; done"));
     assert_eq!(running.next_line(), "ready\n");
     kill(running.pid(), Signal::SIGTERM).unwrap();
     assert_eq!(running.finish().code, 128 + Signal::SIGTERM as i32);
@@ -532,7 +507,7 @@ fn a_child_that_does_not_catch_sigterm_dies_of_it() {
 struct World {
     dns: FakeDns,
     origin: HttpOrigin,
-    _dir: tempfile::TempDir,
+    _files: Files,
     config: String,
 }
 
@@ -544,16 +519,15 @@ impl World {
             ("denied.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
         ]);
         let origin = HttpOrigin::start();
-        let dir = tempfile::tempdir().unwrap();
-        let config = write(
-            dir.path(),
+        let files = Files::new();
+        let config = files.write(
             "p.toml",
             "allow_local_binding = true\nallowed_domains = ['allowed.test', 'denied.test']\n",
         );
         World {
             dns,
             origin,
-            _dir: dir,
+            _files: files,
             config,
         }
     }
@@ -679,8 +653,8 @@ fn quiet_suppresses_the_summary() {
 #[test]
 fn audit_log_records_the_childs_decisions() {
     let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
+    let files = Files::new();
+    let audit = files.dir().join("audit.jsonl");
     let audit_arg = audit.to_str().unwrap();
     let url = world.url("allowed.test", "/a");
     let out = world.run(
