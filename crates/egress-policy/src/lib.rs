@@ -255,6 +255,8 @@ impl Policy {
         self.decide_by(target, access, Some(allowed))
     }
 
+    // Inlined into both callers, so `decide` (`asked` = None) pays nothing for the decider.
+    #[inline(always)]
     fn decide_by<'a>(
         &'a self,
         target: &'a Target<'_>,
@@ -286,13 +288,9 @@ impl Policy {
                 return Step::Done(Decision::block(Reason::NotAllowed, None).at(port).by(by));
             }
         };
-        let step = match &target.host {
-            Host::Ip(ip) => Step::Done(self.decide_ip(ip.to_canonical(), port, rule, kind)),
+        match &target.host {
+            Host::Ip(ip) => Step::Done(self.decide_ip(ip.to_canonical(), port, rule, kind).by(by)),
             Host::Name(name) => self.decide_name(name, port, rule, kind, by),
-        };
-        match step {
-            Step::Done(decision) => Step::Done(decision.by(by)),
-            pending => pending,
         }
     }
 
@@ -324,13 +322,8 @@ impl Policy {
             } else {
                 AllowKind::Wildcard
             };
-            return Step::Done(self.check_answers(
-                rule,
-                port,
-                &LOCALHOST,
-                kind,
-                Reason::NonPublicIp,
-            ));
+            let decision = self.check_answers(rule, port, &LOCALHOST, kind, Reason::NonPublicIp);
+            return Step::Done(decision.by(by));
         }
         Step::Resolve(Pending {
             policy: self,
