@@ -15,4 +15,5 @@ pub mod origin;
 pub mod prometheus;
 pub mod reply;
 pub mod socks;
+pub mod socks_world;
 pub mod unix_origin;
