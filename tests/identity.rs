@@ -7,16 +7,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 use support::bin::run;
 use support::harness::Proxy;
+use support::http::blocking::{connect_tunnel, raw_request};
 use support::origin::HttpOrigin;
-use support::reply::Reply;
 
 /// `verdict reason rule` of one target under `--no-dns` and `args`.
 fn decide(args: &[&str], target: &str) -> String {
@@ -352,21 +349,6 @@ fn a_blocked_literal_never_suggests_the_rule_that_is_already_there() {
     assert!(out.contains("non-public-ip:loopback: the address is not public; only an allow rule naming it exactly"), "{out}");
 }
 
-fn exchange(proxy: &Proxy, request: String) -> Reply {
-    let mut stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
-        head.push(byte[0]);
-    }
-    let _ = stream.shutdown(Shutdown::Both);
-    Reply::from_head(&String::from_utf8(head).unwrap())
-}
-
 /// The same holes through a real listener: forward requests and CONNECT tunnels to
 /// `localhost` and to the mapped spelling of 127.0.0.1 never reach the origin. (The translated
 /// spelling is judged by `check` only: if its classification regressed, a listener here would
@@ -386,14 +368,11 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
         format!("[::ffff:127.0.0.1]:{port}"),
     ];
     for target in &targets {
-        let get = exchange(
-            &proxy,
-            format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        let get = raw_request(
+            proxy.addr,
+            format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
         );
-        let tunnel = exchange(
-            &proxy,
-            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-        );
+        let (_, tunnel) = connect_tunnel(proxy.addr, target);
         for reply in [get, tunnel] {
             assert_eq!(reply.status, 403, "{target}");
             assert_eq!(
@@ -406,9 +385,10 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     assert_eq!(origin.connections(), 0);
     // The same origin is reachable when nothing denies it, so the zero above means something.
     let open = Proxy::builder().allow("localhost").start_blocking();
-    let reply = exchange(
-        &open,
-        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+    let reply = raw_request(
+        open.addr,
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+            .as_bytes(),
     );
     assert_eq!(reply.status, 200);
 }
