@@ -207,9 +207,8 @@ fn curl_keep_alive_reuses_the_client_and_upstream_connections() {
             &w.url("allowed.test", "/two"),
         ],
     );
-    assert_eq!(out.exit, Some(0), "{}", out.stderr);
     // curl opened one connection to the proxy and reused it for the second request...
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1\n200 0\n");
+    out.assert_stdout("200 1\n200 0\n");
     // ...and the proxy reused its one upstream connection.
     assert_eq!(w.origin.request_count(), 2);
     assert_eq!(w.origin.connections(), 1);

@@ -27,11 +27,7 @@ async fn curl_socks5_hostname_reaches_an_allowed_name() {
     let proxy = start(Setup::default()).await;
     let url = format!("http://allowed.test:{}/hello", origin.addr.port());
     let out = curl::run_async(Via::Socks5Hostname(proxy.addr), &[&url]).await;
-    assert_eq!(out.exit, Some(0), "{}", out.stderr);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "origin saw GET /hello body=0"
-    );
+    out.assert_stdout("origin saw GET /hello body=0");
     assert_eq!(origin.request_count(), 1);
 }
 
@@ -53,11 +49,7 @@ async fn curl_socks5_resolving_locally_needs_the_address_allowed() {
     };
     let proxy = start(setup).await;
     let out = curl::run_async(Via::Socks5(proxy.addr), &["--resolve", &resolve, &url]).await;
-    assert_eq!(out.exit, Some(0), "{}", out.stderr);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "origin saw GET /local body=0"
-    );
+    out.assert_stdout("origin saw GET /local body=0");
     assert_eq!(origin.request_count(), 1);
 }
 
@@ -80,54 +72,51 @@ async fn curl_to_denied_and_unlisted_names_never_reaches_the_origin() {
     );
 }
 
+/// curl through a proxy started with `setup` to `name` on the origin's port is refused with
+/// `code`, never reaches the origin, and is recorded as one denial for `reason`.
+async fn assert_curl_refused(setup: Setup, name: &str, code: u8, reason: &'static str) {
+    let origin = HttpOrigin::start();
+    let proxy = start(setup).await;
+    let url = format!("http://{name}:{}/", origin.addr.port());
+    let out = curl::run_async(Via::Socks5Hostname(proxy.addr), &[&url]).await;
+    out.assert_socks_refused(code);
+    assert_eq!(origin.request_count(), 0);
+    assert_eq!(proxy.denials("socks-tcp"), [(name.to_string(), reason)]);
+}
+
 #[tokio::test]
 async fn curl_to_an_allowed_name_resolving_to_loopback_is_blocked_without_local_binding() {
-    let origin = HttpOrigin::start();
-    let proxy = start(Setup {
+    let setup = Setup {
         allow_local_binding: false,
         ..Setup::default()
-    })
+    };
+    assert_curl_refused(
+        setup,
+        "allowed.test",
+        NOT_ALLOWED,
+        "dns-non-public:loopback",
+    )
     .await;
-    let url = format!("http://allowed.test:{}/", origin.addr.port());
-    let out = curl::run_async(Via::Socks5Hostname(proxy.addr), &[&url]).await;
-    out.assert_socks_refused(NOT_ALLOWED);
-    assert_eq!(origin.request_count(), 0);
-    assert_eq!(
-        proxy.denials("socks-tcp"),
-        [("allowed.test".to_string(), "dns-non-public:loopback")]
-    );
 }
 
 #[tokio::test]
 async fn curl_to_a_name_that_does_not_resolve_gets_host_unreachable() {
-    let origin = HttpOrigin::start();
-    let proxy = start(Setup::default()).await;
-    let url = format!("http://gone.test:{}/", origin.addr.port());
-    let out = curl::run_async(Via::Socks5Hostname(proxy.addr), &[&url]).await;
-    out.assert_socks_refused(HOST_UNREACHABLE);
-    assert_eq!(origin.request_count(), 0);
-    assert_eq!(
-        proxy.denials("socks-tcp"),
-        [("gone.test".to_string(), "dns-failed")]
-    );
+    assert_curl_refused(
+        Setup::default(),
+        "gone.test",
+        HOST_UNREACHABLE,
+        "dns-failed",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn limited_mode_blocks_socks() {
-    let origin = HttpOrigin::start();
-    let proxy = start(Setup {
+    let setup = Setup {
         mode: Mode::Limited,
         ..Setup::default()
-    })
-    .await;
-    let url = format!("http://allowed.test:{}/", origin.addr.port());
-    let out = curl::run_async(Via::Socks5Hostname(proxy.addr), &[&url]).await;
-    out.assert_socks_refused(NOT_ALLOWED);
-    assert_eq!(origin.request_count(), 0);
-    assert_eq!(
-        proxy.denials("socks-tcp"),
-        [("allowed.test".to_string(), "method-not-allowed")]
-    );
+    };
+    assert_curl_refused(setup, "allowed.test", NOT_ALLOWED, "method-not-allowed").await;
 }
 
 #[tokio::test]

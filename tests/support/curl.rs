@@ -124,6 +124,20 @@ impl Output {
         }
     }
 
+    /// curl succeeded and printed exactly `want`.
+    #[track_caller]
+    pub fn assert_stdout(&self, want: &str) {
+        assert_eq!(self.exit, Some(0), "{}", self.stderr);
+        assert_eq!(String::from_utf8_lossy(&self.stdout), want);
+    }
+
+    /// curl failed and said `what` on stderr.
+    #[track_caller]
+    pub fn assert_failed_with(&self, what: &str) {
+        assert_ne!(self.exit, Some(0));
+        assert!(self.stderr.contains(what), "{}", self.stderr);
+    }
+
     /// The SOCKS5 reply code curl reports: "Can't complete SOCKS5 connection to NAME. (CODE)".
     pub fn socks_reply_code(&self) -> Option<u8> {
         let (_, tail) = self
