@@ -31,6 +31,16 @@ fn decide(args: &[&str], target: &str) -> String {
     )
 }
 
+/// `(check arguments, target, what `decide` says)`.
+type Case<'a> = (&'a [&'a str], &'a str, &'a str);
+
+#[track_caller]
+fn assert_decisions(cases: &[Case]) {
+    for (args, target, want) in cases {
+        assert_eq!(decide(args, target), *want, "{args:?} {target}");
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -46,7 +56,7 @@ fn localhost_stands_for_its_addresses_and_meets_ip_deny_rules() {
         "requirements.toml",
         "[experimental_network]\ndenied_domains = ['127.0.0.0/8']\n",
     );
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "localhost"],
             "localhost:8999",
@@ -112,14 +122,12 @@ fn localhost_stands_for_its_addresses_and_meets_ip_deny_rules() {
             "block non-public-ip:loopback app.localhost",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
 fn mapped_cidrs_match_the_ipv4_addresses_they_map() {
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "127.0.0.1", "--deny", "::ffff:127.0.0.0/104"],
             "127.0.0.1:80",
@@ -151,9 +159,7 @@ fn mapped_cidrs_match_the_ipv4_addresses_they_map() {
             "allow allowed 8.8.8.8",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
@@ -205,7 +211,7 @@ fn only_a_cidr_inside_one_local_class_is_a_local_exception() {
 
 #[test]
 fn ipv4_translated_addresses_are_their_ipv4() {
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "*"],
             "[::ffff:0:7f00:1]:80",
@@ -227,9 +233,7 @@ fn ipv4_translated_addresses_are_their_ipv4() {
             "allow allowed *",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
