@@ -1,21 +1,17 @@
 //! CONNECT tunnels through the HTTP listener: bytes both ways, half-closes, early bytes, the
 //! idle timeout, the pinned address, and the slot an open tunnel holds.
 
-mod support;
-
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown};
+use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::curl::{self, Via};
-use support::fake_dns::{Answer, FakeDns};
-use support::harness::Proxy;
-use support::http::blocking::{connect, connect_tunnel, expect_close, get, read_head};
-use support::http::IO_TIMEOUT;
-use support::http_world::{assert_still_serving, one_shot_origin, standard, zone, World, LOOPBACK};
-use support::origin::TcpEcho;
+use crate::support::curl::{self, Via};
+use crate::support::fake_dns::FakeDns;
+use crate::support::http::blocking::{connect, connect_tunnel, expect_close, get, read_head};
+use crate::support::http::IO_TIMEOUT;
+use crate::support::http_world::{assert_still_serving, one_shot_origin, standard, zone, World};
 
 #[test]
 fn curl_proxytunnel_connect_reaches_the_origin() {
@@ -106,40 +102,6 @@ fn idle_tunnel_is_closed_after_the_idle_timeout() {
     let started = Instant::now();
     assert_eq!(expect_close(&mut stream), b"");
     assert!(started.elapsed() < Duration::from_secs(4));
-}
-
-#[test]
-fn rebinding_name_in_a_connect_tunnel_is_dialled_only_at_the_checked_address() {
-    let dns = FakeDns::start(vec![(
-        "rebind.test",
-        Answer::Sequence(vec![
-            Answer::A(vec![LOOPBACK]),
-            Answer::A(vec![Ipv4Addr::new(127, 0, 0, 2)]),
-        ]),
-    )]);
-    let echo = TcpEcho::start();
-    let proxy = Proxy::builder()
-        .allow("rebind.test")
-        .allow_local_binding(true)
-        .dns(&dns)
-        .start_blocking();
-    let target = format!("rebind.test:{}", echo.addr.port());
-
-    let (mut stream, reply) = connect_tunnel(proxy.addr, &target);
-    assert_eq!(reply.status, 200, "{reply:?}");
-    stream.write_all(b"ping").unwrap();
-    let mut pong = [0u8; 4];
-    stream.read_exact(&mut pong).unwrap();
-    assert_eq!(&pong, b"ping");
-    assert_eq!(dns.queries("rebind.test"), 2);
-
-    let (_, reply) = connect_tunnel(proxy.addr, &target);
-    assert_eq!(
-        (reply.status, reply.header("x-proxy-error")),
-        (502, Some("connect-refused")),
-        "{reply:?}"
-    );
-    assert_eq!(echo.connections(), 1);
 }
 
 /// The client resets its tunnel; the proxy closes the upstream side and others carry on.

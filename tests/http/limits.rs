@@ -1,7 +1,5 @@
-//! Requests the HTTP listener must survive or refuse cleanly: half-closed, malformed,
-//! oversize, slow, and one more than the connection cap.
-
-mod support;
+//! The limits of the HTTP listener and the requests it must survive or refuse cleanly:
+//! header size and timeout, the connection cap, half-closed and malformed requests.
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -9,11 +7,11 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::http::blocking::{
+use crate::support::http::blocking::{
     connect, expect_close, get, raw_request, read_reply, try_read_reply,
 };
-use support::http::IO_TIMEOUT;
-use support::http_world::{assert_still_serving, World};
+use crate::support::http::IO_TIMEOUT;
+use crate::support::http_world::{assert_still_serving, World};
 
 /// A client that sends its request and shuts down its write side still gets the whole
 /// answer: a denial and a forwarded response.

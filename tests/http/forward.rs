@@ -2,8 +2,6 @@
 //! client reach a loopback origin, with bodies streamed, framing kept honest, hop-by-hop
 //! headers dropped and upstream connections reused only while they are alive.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -13,16 +11,16 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
+use crate::support::curl::{self, Via};
+use crate::support::fake_dns::FakeDns;
+use crate::support::http::blocking::{connect, get, raw_request, read_head, read_reply};
+use crate::support::http::IO_TIMEOUT;
+use crate::support::http_world::{one_shot_origin, read_until, standard, zone, World, LOOPBACK};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Frame;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use support::curl::{self, Via};
-use support::fake_dns::FakeDns;
-use support::http::blocking::{connect, get, raw_request, read_head, read_reply};
-use support::http::IO_TIMEOUT;
-use support::http_world::{one_shot_origin, read_until, standard, zone, World, LOOPBACK};
 
 #[test]
 fn curl_get_through_the_proxy_reaches_the_origin() {

@@ -3,20 +3,18 @@
 //! loopback origins that count what reaches them, so a policy bug shows up as a count, never
 //! as traffic leaving the machine.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use egress_proxy::config::Limits;
-use egress_proxy::policy::Mode;
-use support::curl::{self, Via};
-use support::origin::{HttpOrigin, TcpEcho};
-use support::socks::{
+use crate::support::curl::{self, Via};
+use crate::support::origin::{HttpOrigin, TcpEcho};
+use crate::support::socks::{
     ask, echo_through, greet, read_reply, request, rest, within, Dest, GENERAL_FAILURE,
     HOST_UNREACHABLE, NOT_ALLOWED, STEP,
 };
-use support::socks_world::{start, still_serves, strings, Setup};
+use crate::support::socks_world::{start, still_serves, strings, Setup};
+use egress_proxy::config::Limits;
+use egress_proxy::policy::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};

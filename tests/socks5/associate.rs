@@ -2,18 +2,16 @@
 //! decisions, who may use an association, how associations end, and the listener's shutdown
 //! waiting for tunnels and associations alike.
 
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
-use egress_proxy::config::Limits;
-use support::origin::{TcpEcho, UdpEcho};
-use support::socks::{
+use crate::support::origin::{TcpEcho, UdpEcho};
+use crate::support::socks::{
     ask, associate, datagram, echo_through, rest, within, Association, Dest, GENERAL_FAILURE, STEP,
 };
-use support::socks_world::{rules_toml, start, strings, Proxy, Setup};
+use crate::support::socks_world::{rules_toml, start, strings, Proxy, Setup};
+use egress_proxy::config::Limits;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout, Instant};
 

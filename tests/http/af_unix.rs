@@ -1,19 +1,17 @@
 //! Requests the HTTP listener forwards to Unix sockets (`x-unix-socket`): the allow and deny
 //! lists judge the socket a path finally names, however it is linked or swapped.
 
-mod support;
-
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::curl::{self, Via};
+use crate::support::harness::{Proxy, ProxyBuilder};
+use crate::support::http::blocking::raw_request;
+use crate::support::http_world::{assert_denial_body, assert_verdict};
+use crate::support::reply::Reply;
+use crate::support::unix_origin::UnixHttpOrigin;
 use egress_proxy::policy::Mode;
-use support::curl::{self, Via};
-use support::harness::{Proxy, ProxyBuilder};
-use support::http::blocking::raw_request;
-use support::http_world::{assert_denial_body, assert_verdict};
-use support::reply::Reply;
-use support::unix_origin::UnixHttpOrigin;
 
 struct UnixWorld {
     proxy: Proxy,
