@@ -7,16 +7,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 use support::bin::run;
 use support::harness::Proxy;
+use support::http::blocking::{connect_tunnel, raw_request};
 use support::origin::HttpOrigin;
-use support::reply::Reply;
 
 /// `verdict reason rule` of one target under `--no-dns` and `args`.
 fn decide(args: &[&str], target: &str) -> String {
@@ -34,6 +31,16 @@ fn decide(args: &[&str], target: &str) -> String {
     )
 }
 
+/// `(check arguments, target, what `decide` says)`.
+type Case<'a> = (&'a [&'a str], &'a str, &'a str);
+
+#[track_caller]
+fn assert_decisions(cases: &[Case]) {
+    for (args, target, want) in cases {
+        assert_eq!(decide(args, target), *want, "{args:?} {target}");
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -49,7 +56,7 @@ fn localhost_stands_for_its_addresses_and_meets_ip_deny_rules() {
         "requirements.toml",
         "[experimental_network]\ndenied_domains = ['127.0.0.0/8']\n",
     );
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "localhost"],
             "localhost:8999",
@@ -115,14 +122,12 @@ fn localhost_stands_for_its_addresses_and_meets_ip_deny_rules() {
             "block non-public-ip:loopback app.localhost",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
 fn mapped_cidrs_match_the_ipv4_addresses_they_map() {
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "127.0.0.1", "--deny", "::ffff:127.0.0.0/104"],
             "127.0.0.1:80",
@@ -154,9 +159,7 @@ fn mapped_cidrs_match_the_ipv4_addresses_they_map() {
             "allow allowed 8.8.8.8",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
@@ -208,7 +211,7 @@ fn only_a_cidr_inside_one_local_class_is_a_local_exception() {
 
 #[test]
 fn ipv4_translated_addresses_are_their_ipv4() {
-    let cases: &[(&[&str], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--allow", "*"],
             "[::ffff:0:7f00:1]:80",
@@ -230,9 +233,7 @@ fn ipv4_translated_addresses_are_their_ipv4() {
             "allow allowed *",
         ),
     ];
-    for (args, target, want) in cases {
-        assert_eq!(decide(args, target), *want, "{args:?} {target}");
-    }
+    assert_decisions(cases);
 }
 
 #[test]
@@ -352,21 +353,6 @@ fn a_blocked_literal_never_suggests_the_rule_that_is_already_there() {
     assert!(out.contains("non-public-ip:loopback: the address is not public; only an allow rule naming it exactly"), "{out}");
 }
 
-fn exchange(proxy: &Proxy, request: String) -> Reply {
-    let mut stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
-        head.push(byte[0]);
-    }
-    let _ = stream.shutdown(Shutdown::Both);
-    Reply::from_head(&String::from_utf8(head).unwrap())
-}
-
 /// The same holes through a real listener: forward requests and CONNECT tunnels to
 /// `localhost` and to the mapped spelling of 127.0.0.1 never reach the origin. (The translated
 /// spelling is judged by `check` only: if its classification regressed, a listener here would
@@ -386,14 +372,11 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
         format!("[::ffff:127.0.0.1]:{port}"),
     ];
     for target in &targets {
-        let get = exchange(
-            &proxy,
-            format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        let get = raw_request(
+            proxy.addr,
+            format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
         );
-        let tunnel = exchange(
-            &proxy,
-            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-        );
+        let (_, tunnel) = connect_tunnel(proxy.addr, target);
         for reply in [get, tunnel] {
             assert_eq!(reply.status, 403, "{target}");
             assert_eq!(
@@ -406,9 +389,10 @@ fn the_listener_denies_every_spelling_of_a_denied_loopback_origin() {
     assert_eq!(origin.connections(), 0);
     // The same origin is reachable when nothing denies it, so the zero above means something.
     let open = Proxy::builder().allow("localhost").start_blocking();
-    let reply = exchange(
-        &open,
-        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+    let reply = raw_request(
+        open.addr,
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+            .as_bytes(),
     );
     assert_eq!(reply.status, 200);
 }

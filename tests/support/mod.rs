@@ -5,12 +5,15 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod curl;
 pub mod fake_dns;
 pub mod harness;
 pub mod http;
+pub mod http_world;
 pub mod netns;
 pub mod origin;
 pub mod prometheus;
 pub mod reply;
 pub mod socks;
+pub mod socks_world;
 pub mod unix_origin;

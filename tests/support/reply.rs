@@ -41,6 +41,15 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// `(status, x-proxy-error, x-proxy-reason)`: what a denial is judged by.
+    pub fn verdict(&self) -> (u16, Option<&str>, Option<&str>) {
+        (
+            self.status,
+            self.header("x-proxy-error"),
+            self.header("x-proxy-reason"),
+        )
+    }
+
     pub fn content_length(&self) -> Option<usize> {
         self.header("content-length")
             .map(|v| v.parse().expect("numeric Content-Length"))

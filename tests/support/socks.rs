@@ -2,11 +2,11 @@
 //! and UDP datagram headers, for tests that must see exactly what the proxy answered.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 
 /// The longest any single step may take before the test fails.
@@ -106,4 +106,71 @@ pub async fn ask(addr: SocketAddr, cmd: u8, dest: Dest<'_>, port: u16) -> (u8, T
     stream.write_all(&request(cmd, dest, port)).await.unwrap();
     let (code, _) = read_reply(&mut stream).await;
     (code, stream)
+}
+
+/// Everything the proxy sends until it closes (a reset counts as closed).
+pub async fn rest(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = within("close", stream.read_to_end(&mut got)).await;
+    got
+}
+
+/// An echo round trip through a tunnel.
+pub async fn echo_through(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).await.unwrap();
+    let mut got = vec![0u8; payload.len()];
+    within("echo", stream.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, payload);
+}
+
+/// An association: its control connection, the client socket and the relay address.
+pub struct Association {
+    pub control: TcpStream,
+    pub socket: UdpSocket,
+    pub relay: SocketAddr,
+}
+
+/// Opens an association with the listener at `addr`; the request names the client socket's port when `name_port`.
+pub async fn associate(addr: SocketAddr, name_port: bool) -> Association {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = if name_port {
+        socket.local_addr().unwrap().port()
+    } else {
+        0
+    };
+    let mut control = greet(addr).await;
+    control
+        .write_all(&request(3, Dest::V4([0, 0, 0, 0]), port))
+        .await
+        .unwrap();
+    let (code, relay) = read_reply(&mut control).await;
+    assert_eq!(code, 0, "UDP ASSOCIATE refused");
+    assert_eq!(relay.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    Association {
+        control,
+        socket,
+        relay,
+    }
+}
+
+impl Association {
+    pub async fn send(&self, datagram: &[u8]) {
+        self.socket.send_to(datagram, self.relay).await.unwrap();
+    }
+
+    pub async fn recv(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = within("UDP reply", self.socket.recv_from(&mut buf))
+            .await
+            .unwrap();
+        assert_eq!(from, self.relay);
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends to `dest` and expects the echo under a header naming `dest` as written.
+    pub async fn round_trip(&self, dest: Dest<'_>, port: u16, payload: &[u8]) {
+        self.send(&datagram(0, dest, port, payload)).await;
+        assert_eq!(self.recv().await, datagram(0, dest, port, payload));
+    }
 }
