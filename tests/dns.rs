@@ -3,7 +3,8 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use egress_proxy::config::DnsConfig;
 use egress_proxy::dns::{DnsError, Resolver};

@@ -1,7 +1,8 @@
 //! The admin listener's connections: idle ones cannot lock the operator out, requests with
 //! the token have reserved slots, and shutdown closes the idle ones.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::harness::{policy_text, Harness, TOKEN};
 use crate::support::fake_dns::{Answer, FakeDns};

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::support::curl::{self, Via};
 use crate::support::harness::{Proxy, ProxyBuilder};

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::support::curl::{self, Via};
 use crate::support::fake_dns::FakeDns;

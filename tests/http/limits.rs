@@ -5,7 +5,8 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::support::http::blocking::{
     connect, expect_close, get, raw_request, read_reply, try_read_reply,

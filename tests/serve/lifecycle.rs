@@ -9,7 +9,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::support::origin::{HttpOrigin, TcpEcho};
 use crate::support::prometheus::sample;
