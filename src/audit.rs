@@ -158,13 +158,32 @@ impl Default for Events {
     }
 }
 
+/// What every audit line starts with.
 #[derive(Serialize)]
-struct DecisionLine<'a> {
+struct Envelope {
     time: String,
     event: &'static str,
     id: u64,
     protocol: Protocol,
     client: SocketAddr,
+}
+
+impl Envelope {
+    fn now(event: &'static str, id: u64, protocol: Protocol, client: SocketAddr) -> Self {
+        Envelope {
+            time: rfc3339(SystemTime::now()),
+            event,
+            id,
+            protocol,
+            client,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionLine<'a> {
+    #[serde(flatten)]
+    envelope: Envelope,
     host: String,
     port: Option<u16>,
     verdict: &'static str,
@@ -178,11 +197,8 @@ struct DecisionLine<'a> {
 
 #[derive(Serialize)]
 struct CloseLine<'a> {
-    time: String,
-    event: &'static str,
-    id: u64,
-    protocol: Protocol,
-    client: SocketAddr,
+    #[serde(flatten)]
+    envelope: Envelope,
     host: String,
     port: Option<u16>,
     bytes_up: u64,
@@ -204,11 +220,8 @@ struct CloseLine<'a> {
 /// have their own lines.
 #[derive(Serialize)]
 struct UdpCloseLine {
-    time: String,
-    event: &'static str,
-    id: u64,
-    protocol: Protocol,
-    client: SocketAddr,
+    #[serde(flatten)]
+    envelope: Envelope,
     relay: SocketAddr,
     datagrams_up: u64,
     datagrams_down: u64,
@@ -261,11 +274,7 @@ impl Events {
         }
         if self.audit.is_some() {
             self.write(&DecisionLine {
-                time: rfc3339(SystemTime::now()),
-                event: "decision",
-                id,
-                protocol,
-                client,
+                envelope: Envelope::now("decision", id, protocol, client),
                 host: dest.host(),
                 port: dest.port(),
                 verdict,
@@ -300,11 +309,7 @@ impl Events {
         tracing::debug!(target: "egress_proxy::close", id, protocol = protocol.as_str(), %client, dest = %dest, up = stats.up, down = stats.down, ms = duration.as_millis() as u64);
         if self.audit.is_some() {
             self.write(&CloseLine {
-                time: rfc3339(SystemTime::now()),
-                event: "close",
-                id,
-                protocol,
-                client,
+                envelope: Envelope::now("close", id, protocol, client),
                 host: dest.host(),
                 port: dest.port(),
                 bytes_up: stats.up,
@@ -340,12 +345,9 @@ impl Events {
             .increment(stats.dropped);
         tracing::debug!(target: "egress_proxy::close", protocol, %client, %relay, sent = stats.sent, received = stats.received, denied = stats.denied, dropped = stats.dropped, ms = duration.as_millis() as u64);
         if self.audit.is_some() {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             self.write(&UdpCloseLine {
-                time: rfc3339(SystemTime::now()),
-                event: "close",
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                protocol: Protocol::SocksUdp,
-                client,
+                envelope: Envelope::now("close", id, Protocol::SocksUdp, client),
                 relay,
                 datagrams_up: stats.sent,
                 datagrams_down: stats.received,

@@ -171,10 +171,14 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
-    #[tokio::test]
-    async fn splices_both_ways_with_half_close() {
-        let (mut client, client_side) = pair().await;
-        let (upstream_side, mut origin) = pair().await;
+    /// A client and an origin socket with the relay spliced between them.
+    async fn relayed() -> (
+        TcpStream,
+        TcpStream,
+        tokio::task::JoinHandle<(TunnelStats, io::Result<()>)>,
+    ) {
+        let (client, client_side) = pair().await;
+        let (upstream_side, origin) = pair().await;
         let task = tokio::spawn(async move {
             relay_tcp(
                 &client_side,
@@ -184,6 +188,12 @@ mod tests {
             )
             .await
         });
+        (client, origin, task)
+    }
+
+    #[tokio::test]
+    async fn splices_both_ways_with_half_close() {
+        let (mut client, mut origin, task) = relayed().await;
         let big = vec![7u8; 3 << 20];
         let writer = tokio::spawn(async move {
             client.write_all(&big).await.unwrap();
@@ -225,17 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_ends_the_relay_with_its_counts() {
-        let (mut client, client_side) = pair().await;
-        let (upstream_side, mut origin) = pair().await;
-        let task = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
-                &upstream_side,
-                Duration::from_secs(30),
-                pending(),
-            )
-            .await
-        });
+        let (mut client, mut origin, task) = relayed().await;
         client.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
         origin.read_exact(&mut got).await.unwrap();
