@@ -146,7 +146,7 @@ impl Gate {
         access: Access<'_>,
     ) -> Result<Pinned, Denied> {
         let generation = self.policy.load_full();
-        let resolver = Metered(self.resolver.load_full());
+        let resolver = Metered(&self.resolver);
         let step = match (generation.decide(target, access), &self.asker) {
             (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
                 let allowed = asker.ask(protocol.as_str(), client, target).await;
@@ -201,14 +201,17 @@ pub(crate) async fn pin(
 }
 
 /// The listeners' resolver, timing each lookup into `egress_dns_lookup_seconds`.
-struct Metered(Arc<Resolver>);
+/// It loads the current resolver only when a name needs one, so an IP literal or a denial
+/// costs no reference count.
+struct Metered<'a>(&'a ResolverHandle);
 
-impl policy::Resolve for Metered {
+impl policy::Resolve for Metered<'_> {
     type Error = DnsError;
 
     async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         let start = tokio::time::Instant::now();
-        let result = self.0.lookup(name).await;
+        let resolver = self.0.load_full();
+        let result = resolver.lookup(name).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.kind(),
