@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::policy::Target;
+use crate::policy::{Host, Target};
 
 /// What the decider is asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +113,12 @@ impl Asker {
         client: SocketAddr,
         target: &Target<'_>,
     ) -> bool {
-        let key = (target.host.plain(), target.port);
+        // Keyed by identity: a mapped IPv6 spelling of an IPv4 address is that address.
+        let host = match &target.host {
+            Host::Ip(ip) => ip.to_canonical().to_string(),
+            Host::Name(name) => name.to_string(),
+        };
+        let key = (host, target.port);
         let cell = self.slot(&key);
         let question = Question {
             protocol,
@@ -147,6 +152,11 @@ impl Asker {
             answers.retain(|_, slot| now.duration_since(slot.asked) < cache_for);
         }
         let answer = Arc::new(OnceCell::new());
+        if answers.len() >= MAX_KEPT {
+            // Still full of standing answers (a client walking through fresh names): ask
+            // without keeping, so the cache cannot grow without bound.
+            return answer;
+        }
         let slot = Slot {
             asked: now,
             answer: Arc::clone(&answer),
@@ -212,11 +222,22 @@ mod tests {
             2,
             "another port is another destination"
         );
+        assert!(asker.ask("connect", CLIENT, &target("192.0.2.1:80")).await);
+        assert!(
+            asker
+                .ask("connect", CLIENT, &target("[::ffff:192.0.2.1]:80"))
+                .await
+        );
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            3,
+            "a mapped address is the same destination"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(asker.ask("connect", CLIENT, &a).await);
         assert_eq!(
             asked.load(Ordering::SeqCst),
-            3,
+            4,
             "asked again once the answer expired"
         );
     }
@@ -234,6 +255,24 @@ mod tests {
             asked.load(Ordering::SeqCst),
             2,
             "a timeout is not an answer to keep"
+        );
+    }
+
+    /// A client walking through fresh names cannot grow the cache past its bound: once it is
+    /// full of standing answers, new ones are asked but not kept.
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_is_bounded() {
+        let (asker, _) = counting(true, Duration::ZERO);
+        for i in 0..MAX_KEPT + 100 {
+            let _ = asker.slot(&(format!("n{i}.test"), 443));
+        }
+        assert_eq!(asker.answers.lock().unwrap().len(), MAX_KEPT);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let _ = asker.slot(&("fresh.test".into(), 443));
+        assert_eq!(
+            asker.answers.lock().unwrap().len(),
+            1,
+            "expired answers make room"
         );
     }
 }
