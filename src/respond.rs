@@ -78,7 +78,7 @@ pub fn category(reason: Reason) -> &'static str {
 /// The HTTP answer to `refusal`.
 pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
     let mut body = String::from("egress-proxy: ");
-    let (status, error, reason) = match refusal {
+    let (status, error) = match refusal {
         Refusal::Denied { dest, denied } => {
             let d = &denied.decision;
             let reason = d.reason();
@@ -98,7 +98,7 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
                 }
                 None => body.push_str("; rule: none"),
             }
-            (status, category(reason), Some(reason.code()))
+            return answer(status, category(reason), Some(reason.code()), body);
         }
         Refusal::Dial { error, .. } => {
             let (status, code) = match error {
@@ -106,26 +106,28 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
                 DialError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect-refused"),
                 DialError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
             };
-            let _ = write!(body, "{refusal}");
-            (status, code, None)
+            (status, code)
         }
         Refusal::BadRequest(_) | Refusal::Command(_) | Refusal::Request(_) => {
-            let _ = write!(body, "{refusal}");
-            (StatusCode::BAD_REQUEST, "bad-request", None)
+            (StatusCode::BAD_REQUEST, "bad-request")
         }
         Refusal::UnrequestedUpgrade { .. } | Refusal::Upstream { .. } => {
-            let _ = write!(body, "{refusal}");
-            (StatusCode::BAD_GATEWAY, "upstream-failed", None)
+            (StatusCode::BAD_GATEWAY, "upstream-failed")
         }
-        Refusal::Busy => {
-            let _ = write!(body, "{refusal}");
-            (StatusCode::SERVICE_UNAVAILABLE, "busy", None)
-        }
-        Refusal::Local(_) | Refusal::Owner(_) => {
-            let _ = write!(body, "{refusal}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
-        }
+        Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        Refusal::Local(_) | Refusal::Owner(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
+    // Every other refusal's body is its one-line description.
+    let _ = write!(body, "{refusal}");
+    answer(status, error, None, body)
+}
+
+fn answer(
+    status: StatusCode,
+    error: &'static str,
+    reason: Option<&'static str>,
+    mut body: String,
+) -> HttpAnswer {
     body.push('\n');
     HttpAnswer {
         status,
