@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Real package clients through `egress-proxy run` on the network this machine has.
+
+Not part of CI: it reaches the public package registries. It names no registry host itself:
+every host and range it uses is learned at run time from the proxy's own live blocked line
+(`egress-proxy: blocked CONNECT host:port — reason (hint)`) that the client's first, failing
+run printed. For each client (cargo with a fresh CARGO_HOME and one small dependency,
+`pip download --no-deps`, `npm view`, and curl of the host pip was blocked from):
+
+1. `run --config policy/dev-box.toml -- CLIENT`: whatever is blocked is reported live. On a
+   network whose resolver answers from a special-purpose range, the reason is
+   `dns-non-public:<class>` and the hint names the range to declare.
+2. `run --config policy/dev-box.toml [--public-range R] -- CLIENT` works with no other flag.
+3. The same with `--deny HOST` (the host step 1 named) fails, and the live line says
+   `deny-rule` while the client still runs.
+
+    python3 integration/real_network.py [--bin target/release/egress-proxy] [-k cargo]
+
+Prints one line per step and `N passed, N failed`; exit status 1 on any failure.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POLICY = os.path.join(ROOT, "policy", "dev-box.toml")
+TIMEOUT = 240
+
+#: `egress-proxy: blocked CONNECT host:443 — reason (hint)`; the hint is optional.
+BLOCKED = re.compile(
+    r"^egress-proxy: blocked (?P<proto>\S+) (?P<host>\S+?):(?P<port>\d+) \S+ "
+    r"(?P<reason>[a-z:-]+)(?: \((?P<hint>.*)\))?$",
+    re.M,
+)
+RANGE = re.compile(r"--public-range (\S+)")
+
+
+def clients(work):
+    """Each client: a name, its command, and the directory and environment it runs in."""
+    project = os.path.join(work, "crate")
+    os.makedirs(os.path.join(project, "src"))
+    with open(os.path.join(project, "Cargo.toml"), "w") as f:
+        f.write('[package]\nname = "probe"\nversion = "0.1.0"\nedition = "2021"\n\n')
+        f.write('[dependencies]\nitoa = "1"\n')
+    with open(os.path.join(project, "src", "main.rs"), "w") as f:
+        f.write("fn main() {}\n")
+    cargo_home = os.path.join(work, "cargo-home")
+    npm_cache = os.path.join(work, "npm-cache")
+    return [
+        ("cargo fetch", ["cargo", "fetch"], project, {"CARGO_HOME": cargo_home}),
+        (
+            "pip download",
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+             "-d", os.path.join(work, "wheels"), "six==1.16.0"],
+            work,
+            {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        ),
+        (
+            "npm view",
+            ["npm", "view", "is-number@7.0.0", "version", "--cache", npm_cache],
+            work,
+            {},
+        ),
+    ]
+
+
+class Run:
+    def __init__(self, args):
+        self.bin = args.bin
+        self.passed = 0
+        self.failed = 0
+
+    def expect(self, label, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok    {label}")
+        else:
+            self.failed += 1
+            print(f"FAIL  {label}\n{detail}")
+
+    def run(self, flags, cmd, cwd, env):
+        full = [self.bin, "run", "--config", POLICY, *flags, "--", *cmd]
+        environment = {**os.environ, **env}
+        start = time.monotonic()
+        result = subprocess.run(
+            full, cwd=cwd, env=environment, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        result.seconds = time.monotonic() - start
+        return result
+
+    def client(self, name, cmd, cwd, env, curl_hosts):
+        first = self.run([], cmd, cwd, env)
+        lines = list(BLOCKED.finditer(first.stderr))
+        declare = []
+        if first.returncode == 0:
+            self.expect(f"{name}: works under dev-box.toml alone", True)
+        else:
+            self.expect(
+                f"{name}: blocked with a live line", bool(lines), first.stderr[-2000:]
+            )
+            if not lines:
+                return
+            ranges = sorted({m for l in lines for m in RANGE.findall(l.group("hint") or "")})
+            declare = [flag for r in ranges for flag in ("--public-range", r)]
+            print(f"      learned: {[(l['host'], l['reason']) for l in lines]} ranges {ranges}")
+        second = self.run(declare, cmd, cwd, env)
+        self.expect(
+            f"{name}: works with {' '.join(declare) or 'no flag'} ({second.seconds:.1f} s)",
+            second.returncode == 0,
+            second.stderr[-2000:],
+        )
+        host = lines[0]["host"] if lines else None
+        if host is None:
+            return
+        if name.startswith("pip"):
+            curl_hosts.append((host, lines[0]["port"], declare))
+        third = self.run([*declare, "--deny", host], cmd, cwd, env)
+        denied = [l for l in BLOCKED.finditer(third.stderr) if l["host"] == host]
+        self.expect(
+            f"{name}: --deny of the host it needed fails with a live deny-rule line",
+            third.returncode != 0 and any(l["reason"] == "deny-rule" for l in denied),
+            third.stderr[-2000:],
+        )
+
+    def curl(self, host, port, declare, work):
+        url = f"https://{host}:{port}/"
+        cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url]
+        result = self.run(declare, cmd, work, {})
+        self.expect(
+            f"curl: an HTTPS answer from the host pip used ({result.stdout.strip()})",
+            result.returncode == 0 and result.stdout.strip().isdigit(),
+            result.stderr[-2000:],
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "egress-proxy"))
+    parser.add_argument("-k", dest="only", help="run only the clients whose name contains this")
+    args = parser.parse_args()
+    run = Run(args)
+    work = tempfile.mkdtemp(prefix="egress-real-")
+    try:
+        curl_hosts = []
+        for name, cmd, cwd, env in clients(work):
+            if args.only and args.only not in name:
+                continue
+            if shutil.which(cmd[0]) is None:
+                print(f"skip  {name}: {cmd[0]} is not installed")
+                continue
+            run.client(name, cmd, cwd, env, curl_hosts)
+        for host, port, declare in curl_hosts:
+            run.curl(host, port, declare, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{run.passed} passed, {run.failed} failed")
+    sys.exit(1 if run.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
