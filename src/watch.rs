@@ -108,7 +108,7 @@ async fn run(control: Arc<Control>, sources: Sources, mut watched: Watched, wake
             // Watches first, then the read: a change after the read has an event to wake us.
             watched.sync(&sources);
             if control.reload_if_changed().is_none() {
-                tracing::debug!("the watched directories changed; the policy files did not");
+                tracing::debug!("no policy file changed; not reloading");
             }
             watched
         })
