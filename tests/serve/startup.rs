@@ -84,7 +84,7 @@ fn json_log_format_startup_lines() {
     args.extend_from_slice(EPHEMERAL);
     let mut child = KillOnDrop(command(&args, &dir.runtime()).spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+    let lines = BufReader::new(stderr).lines();
     let mut messages = Vec::new();
     let (send, recv) = mpsc::channel();
     thread::spawn(move || {
