@@ -1,7 +1,6 @@
 //! What can change while the proxy runs: the policy generation (reload, `POST /mode`), the
 //! resolver and the configuration they came from. The admin API, the signal handlers and the
-//! file watch ([`crate::watch`]) depend on this module, not on the server that started the
-//! listeners.
+//! file watch depend on this module, not on the server that started the listeners.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

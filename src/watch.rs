@@ -60,6 +60,10 @@ pub(crate) fn start(
         failing: BTreeSet::new(),
     };
     watched.sync(&sources);
+    if watched.dirs.is_empty() {
+        // Each failure was logged; without a watched directory no event would ever come.
+        return None;
+    }
     let dirs: Vec<String> = watched
         .dirs
         .iter()
