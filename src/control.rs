@@ -1,9 +1,11 @@
 //! What can change while the proxy runs: the policy generation (reload, `POST /mode`), the
-//! resolver and the configuration they came from. The admin API and the signal handlers
-//! depend on this module, not on the server that started the listeners.
+//! resolver and the configuration they came from. The admin API, the signal handlers and the
+//! file watch depend on this module, not on the server that started the listeners.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::audit::Events;
 use crate::config::{self, Config, ConfigError, Sources};
@@ -60,6 +62,32 @@ pub struct Control {
     pub(crate) events: Arc<Events>,
     /// The listeners' open tunnels, re-decided by every new generation.
     pub(crate) tunnels: Arc<Tunnels>,
+    /// What the policy files held when a reload last read them (`None` until the first reload
+    /// or the file watch's first look). Held for a whole reload, so reloads run one at a time
+    /// and a slower one never installs an older read over a newer one.
+    pub(crate) inputs: Mutex<Option<Inputs>>,
+}
+
+/// The bytes of every policy file (`--config` files, then `--requirements`), or why one could
+/// not be read: what the file watch compares, so an event that changes no policy input
+/// (another file in the same directory, a rewrite with the same bytes) does not reload.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Inputs(Vec<Result<Vec<u8>, io::ErrorKind>>);
+
+impl Inputs {
+    /// Reads every policy file of `sources` now, through any symlinks.
+    pub(crate) fn read(sources: &Sources) -> Inputs {
+        Inputs(
+            policy_files(sources)
+                .map(|path| std::fs::read(path).map_err(|e| e.kind()))
+                .collect(),
+        )
+    }
+}
+
+/// The files a configuration is loaded from, in load order.
+pub(crate) fn policy_files(sources: &Sources) -> impl Iterator<Item = &PathBuf> {
+    sources.configs.iter().chain(&sources.requirements)
 }
 
 impl Control {
@@ -91,6 +119,40 @@ impl Control {
     /// refuses too), leaves the running policy in place: the proxy never fails open.
     /// Listener addresses and `[limits]` are fixed at start; a change is logged.
     pub fn reload(&self) -> Result<(), LoadError> {
+        let mut inputs = self.lock_inputs();
+        if let Some(sources) = &self.sources {
+            *inputs = Some(Inputs::read(sources));
+        }
+        self.reload_held()
+    }
+
+    /// [`Control::reload`] when a policy file holds something else than the last reload read
+    /// (`None`: nothing changed, nothing was reloaded). The file watch's way in: events say
+    /// that a directory changed, this says whether the policy did. Before any reload there is
+    /// no earlier read, so the first look compares what the files load to with the running
+    /// configuration, which was loaded before the watch began: an edit in between is not lost.
+    pub(crate) fn reload_if_changed(&self) -> Option<Result<(), LoadError>> {
+        let sources = self.sources.as_ref()?;
+        let mut inputs = self.lock_inputs();
+        let now = Inputs::read(sources);
+        let changed = match inputs.as_ref() {
+            Some(before) => *before != now,
+            None => !matches!(config::load(sources), Ok(config) if config == *self.config()),
+        };
+        *inputs = Some(now);
+        if !changed {
+            return None;
+        }
+        tracing::info!("a policy file changed on disk; reloading");
+        Some(self.reload_held())
+    }
+
+    fn lock_inputs(&self) -> MutexGuard<'_, Option<Inputs>> {
+        self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reload itself; the caller holds [`Control::inputs`].
+    fn reload_held(&self) -> Result<(), LoadError> {
         let running = self.config();
         let sources = self.sources.as_ref().ok_or(LoadError::NoFiles);
         let result = sources.and_then(load).and_then(|(config, policy)| {

@@ -24,8 +24,9 @@
 //!   the dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
 //! - `respond`: every refusal's HTTP answer and SOCKS5 code, side by side.
 //! - `http`, `socks5` (with `socks5_codec`): the listeners.
-//! - `control` (reload, mode), `admin` (its API, with `token`), `server` (starts it all),
-//!   `report` (what `check` and `validate` print) and `cli` at the edges.
+//! - `control` (reload, mode; `watch` reloads on a file change), `admin` (its API, with
+//!   `token`), `server` (starts it all), `report` (what `check` and `validate` print) and
+//!   `cli` at the edges.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rust_2018_idioms)]
 
@@ -51,3 +52,4 @@ pub mod socks5_codec;
 #[cfg(not(feature = "fuzzing"))]
 mod socks5_codec;
 pub mod token;
+mod watch;

@@ -84,7 +84,10 @@ fn describe() {
         UDP_DATAGRAMS,
         "Client datagrams of closed UDP associations: relayed, denied by policy, dropped (fragments, malformed, foreign source)"
     );
-    describe_counter!(RELOADS, "Policy reloads (SIGHUP or POST /reload) by result");
+    describe_counter!(
+        RELOADS,
+        "Policy reloads (SIGHUP, POST /reload or a policy file change) by result"
+    );
     describe_histogram!(
         DNS_LOOKUP_SECONDS,
         Unit::Seconds,

@@ -52,6 +52,7 @@ pub struct Builder {
     audit: Option<Box<dyn Write + Send>>,
     admin: Option<AdminOptions>,
     asker: Option<Asker>,
+    watch: bool,
 }
 
 impl Builder {
@@ -62,10 +63,19 @@ impl Builder {
         self
     }
 
-    /// The files a reload (SIGHUP, `POST /reload`) re-reads. Without them a reload is
+    /// The files a reload (SIGHUP, `POST /reload`, a [`Builder::watch`]) re-reads. Without them a reload is
     /// refused: a configuration built in memory has nothing to re-read.
     pub fn reload_from(mut self, sources: Sources) -> Self {
         self.sources = Some(sources);
+        self
+    }
+
+    /// Also reloads when one of the [`Builder::reload_from`] files changes on disk (off
+    /// unless asked for; `serve` asks unless `--no-watch`). The first look after start
+    /// compares what the files load to with the configuration given here, so one that differs
+    /// from its files (changed in memory, or edited since) is reloaded from them.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
         self
     }
 
@@ -133,6 +143,7 @@ impl Server {
             audit: None,
             admin: None,
             asker: None,
+            watch: false,
         }
     }
 
@@ -143,6 +154,7 @@ impl Server {
             audit,
             admin,
             asker,
+            watch,
             ..
         } = builder;
         let http = bind(config.proxy_addr, "proxy_url").await?;
@@ -209,7 +221,14 @@ impl Server {
             config: Mutex::new(Arc::new(config)),
             events,
             tunnels: Arc::clone(&ctx.tunnels),
+            inputs: Mutex::new(None),
         });
+        if watch {
+            tasks.extend(crate::watch::start(
+                Arc::clone(&control),
+                stopping(drain.clone()),
+            ));
+        }
         if let (Some(listener), Some(admin_options)) = (admin_listener, admin) {
             tasks.push(tokio::spawn(admin::serve(
                 listener,

@@ -344,6 +344,8 @@ mount = next(m for m in c["volumeMounts"] if config.startswith(m["mountPath"] + 
 volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
 cm = next(m for m in by["ConfigMap"] if m["metadata"]["name"] == volume["configMap"]["name"])
 if config.rsplit("/", 1)[1] not in cm["data"]: fail(f"{config} is not a key of the ConfigMap")
+if "subPath" in mount: fail("the policy is mounted with subPath, which never updates")
+if "--no-watch" in args: fail("the pods do not reload a ConfigMap update")
 ports = {p["name"]: p["containerPort"] for p in c["ports"]}
 if sorted(ports.values()) != sorted(int(a) for a in sys.argv[2:]):
     fail(f"container ports {ports} are not the policy's listeners {sys.argv[2:]}")

@@ -198,7 +198,8 @@ pub fn run(args: &RunArgs) -> i32 {
         }
     };
     let code = runtime.block_on(async move {
-        // No admin API for `run`: the child could reach it on loopback.
+        // No admin API for `run`: the child could reach it on loopback. No file watch either:
+        // a child that can write the policy files must not widen its own policy mid-run.
         let builder = Server::builder(config).policy(policy).reload_from(sources);
         let server = match super::start(builder, audit, EXIT_INTERNAL).await {
             Ok(server) => server,

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Admin API listener (overrides `admin_url`).
     #[arg(long = "admin-listen", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Do not reload when a policy file changes on disk (SIGHUP and `POST /reload` still do).
+    #[arg(long = "no-watch")]
+    no_watch: bool,
 }
 
 pub fn run(args: &ServeArgs) -> i32 {
@@ -97,6 +100,7 @@ pub fn run(args: &ServeArgs) -> i32 {
         let builder = Server::builder(config)
             .policy(policy)
             .reload_from(sources)
+            .watch(!args.no_watch)
             .admin(admin_options);
         let server = match super::start(builder, audit, 1).await {
             Ok(server) => server,

@@ -1,5 +1,5 @@
 //! `egress-proxy serve` through the built binary (SPEC sections 3 and 7): starting up, a running
-//! server's reloads, signals and shutdown, and its audit log. One test binary with a module per
+//! server's reloads (signals and file changes), shutdown, and its audit log. One test binary with a module per
 //! behaviour, so the short tests run beside the drain tests' ten-second grace.
 
 mod audit;
@@ -9,3 +9,4 @@ mod serve;
 mod startup;
 #[path = "../support/mod.rs"]
 mod support;
+mod watch;

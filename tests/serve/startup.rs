@@ -84,27 +84,29 @@ fn json_log_format_startup_lines() {
     args.extend_from_slice(EPHEMERAL);
     let mut child = KillOnDrop(command(&args, &dir.runtime()).spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+    let lines = BufReader::new(stderr).lines();
     let mut messages = Vec::new();
     let (send, recv) = mpsc::channel();
     thread::spawn(move || {
-        for _ in 0..3 {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    let _ = send.send(line);
-                }
-                _ => return,
+        for line in lines.map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
             }
         }
     });
-    for _ in 0..3 {
+    // Every startup line is JSON; those with an `addr` are the three listeners, the admin
+    // API's last. (The file watch's line has no `addr`.)
+    while messages.len() < 3 {
         let line = recv
             .recv_timeout(DEADLINE)
-            .expect("three JSON startup lines");
+            .expect("three JSON startup lines with an addr");
         let value: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
         assert_eq!(value["level"], "INFO", "{line}");
-        let addr: SocketAddr = value["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        let Some(addr) = value["fields"]["addr"].as_str() else {
+            continue;
+        };
+        let addr: SocketAddr = addr.parse().unwrap();
         assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
         assert_ne!(addr.port(), 0);
         messages.push(value["fields"]["message"].as_str().unwrap().to_string());
