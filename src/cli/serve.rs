@@ -15,6 +15,11 @@ use crate::server::Server;
 /// How long open tunnels may keep running after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// For how long after start-up allowed decisions are logged at INFO (later at DEBUG, unless
+/// `--log-allowed`): long enough for someone trying the gateway to see traffic flow, short
+/// enough that a busy gateway's log is not one line per request.
+const ALLOWED_AT_INFO_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -30,6 +35,10 @@ pub struct ServeArgs {
     /// Admin API listener (overrides `admin_url`).
     #[arg(long = "admin-listen", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Log every allowed decision at INFO. Without it only those of the first 10 seconds
+    /// after start-up are; later ones are DEBUG (denials are always WARN).
+    #[arg(long = "log-allowed")]
+    log_allowed: bool,
 }
 
 pub fn run(args: &ServeArgs) -> i32 {
@@ -51,29 +60,6 @@ pub fn run(args: &ServeArgs) -> i32 {
     for warning in crate::report::warnings(&config, &policy) {
         tracing::warn!("{warning}");
     }
-    let token = match crate::token::load_or_generate(&config.admin) {
-        Ok(token) => token,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return if config.admin.token_file.is_some() {
-                EXIT_USAGE
-            } else {
-                1
-            };
-        }
-    };
-    if let Some(warning) = config
-        .admin
-        .token_file
-        .as_deref()
-        .and_then(crate::token::exposure_warning)
-    {
-        tracing::warn!("{warning}");
-    }
-    let admin_options = AdminOptions {
-        token: Arc::clone(&token.token),
-        metrics: crate::metrics::install(),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,7 +72,8 @@ pub fn run(args: &ServeArgs) -> i32 {
     };
     runtime.block_on(async move {
         // Installed before any listener line is logged: a supervisor that
-        // signals as soon as it sees the startup lines must not kill us.
+        // signals as soon as it sees the startup lines must not kill us. Also before a token
+        // is generated, so a signal cannot leave it behind.
         let signals = match Signals::install() {
             Ok(signals) => signals,
             Err(err) => {
@@ -94,14 +81,47 @@ pub fn run(args: &ServeArgs) -> i32 {
                 return 1;
             }
         };
+        let token = match crate::token::load_or_generate(&config.admin) {
+            Ok(token) => token,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return if config.admin.token_file.is_some() {
+                    EXIT_USAGE
+                } else {
+                    1
+                };
+            }
+        };
+        // Dropped on every way out of here, a failed start included.
+        let _remove_token = token.removed_on_drop();
+        if let Some(warning) = config
+            .admin
+            .token_file
+            .as_deref()
+            .and_then(crate::token::exposure_warning)
+        {
+            tracing::warn!("{warning}");
+        }
+        let admin_options = AdminOptions {
+            token: Arc::clone(&token.token),
+            metrics: crate::metrics::install(),
+        };
         let builder = Server::builder(config)
             .policy(policy)
             .reload_from(sources)
-            .admin(admin_options);
+            .admin(admin_options)
+            .log_allowed_at_info(true);
         let server = match super::start(builder, audit, 1).await {
             Ok(server) => server,
             Err(code) => return code,
         };
+        if !args.log_allowed {
+            let events = Arc::clone(server.control.events());
+            tokio::spawn(async move {
+                tokio::time::sleep(ALLOWED_AT_INFO_FOR).await;
+                events.log_allowed_at_info(false);
+            });
+        }
         if let Some(addr) = server.admin_addr {
             let source = if token.generated {
                 "generated"

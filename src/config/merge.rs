@@ -164,8 +164,22 @@ impl Merged {
 /// `full` leaves a user's `limited` in place (the most restrictive mode wins, the same reading
 /// as managed denies beating user allows).
 fn keep_stricter_mode(user: &Option<Set<Mode>>, managed: &mut Option<Set<Mode>>) {
-    let user_limited = matches!(user, Some(Set { value: Mode::Limited, .. }));
-    if user_limited && matches!(managed, Some(Set { value: Mode::Full, .. })) {
+    let user_limited = matches!(
+        user,
+        Some(Set {
+            value: Mode::Limited,
+            ..
+        })
+    );
+    if user_limited
+        && matches!(
+            managed,
+            Some(Set {
+                value: Mode::Full,
+                ..
+            })
+        )
+    {
         *managed = None;
     }
 }

@@ -96,9 +96,16 @@ fn codex_listener_urls_without_scheme_or_port() {
     assert_eq!(got.admin_addr, addr("127.0.0.1:8080"));
     let native = "proxy_url = 'localhost:3128'\nsocks_url = '[::1]'\n";
     let got = ok(&[("n.toml", native)], None, &flags());
-    assert_eq!((got.proxy_addr, got.socks_addr), (addr("127.0.0.1:3128"), addr("[::1]:8081")));
     assert_eq!(
-        err(&[("n.toml", "proxy_url = 'proxy.internal'")], None, &flags()),
+        (got.proxy_addr, got.socks_addr),
+        (addr("127.0.0.1:3128"), addr("[::1]:8081"))
+    );
+    assert_eq!(
+        err(
+            &[("n.toml", "proxy_url = 'proxy.internal'")],
+            None,
+            &flags()
+        ),
         "n.toml:1:13: `proxy_url` host must be an IP address or `localhost`, got `proxy.internal`"
     );
 }

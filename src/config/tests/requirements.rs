@@ -116,10 +116,17 @@ fn managed_mode_only_narrows() {
             req.as_deref().map(|r| ("r.toml", r)),
             &flags(),
         );
-        assert_eq!(got.mode, want, "user {user_mode:?}, managed {managed_mode:?}");
+        assert_eq!(
+            got.mode, want,
+            "user {user_mode:?}, managed {managed_mode:?}"
+        );
     }
     assert_eq!(
-        err(&[], Some(("r.toml", "experimental_network.mode = 'read-only'\n")), &flags()),
+        err(
+            &[],
+            Some(("r.toml", "experimental_network.mode = 'read-only'\n")),
+            &flags()
+        ),
         "r.toml:1:29: `mode`: unknown variant `read-only`, expected `full` or `limited`"
     );
 }
