@@ -92,7 +92,10 @@ fn proxy_ports(policy: &str) -> (u16, u16) {
 
 #[test]
 fn systemd_unit_verifies_with_a_low_exposure_score() {
-    if !installed("systemd-analyze", "`systemd-analyze verify` and `security` of the unit") {
+    if !installed(
+        "systemd-analyze",
+        "`systemd-analyze verify` and `security` of the unit",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -135,10 +135,26 @@ fn curl_to_a_denied_name_sees_the_reason_and_stderr_names_the_rule() {
     let out = world.run(&[], &["curl", "-q", "-sS", "-i", &url]);
     assert_eq!(out.code, 0, "curl without -f exits 0 on a 403: {out:?}");
     let head = out.stdout.to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 403"), "not a 403: {:?}", out.stdout);
-    assert!(head.contains("x-proxy-reason: deny-rule"), "{:?}", out.stdout);
-    assert!(head.contains("x-proxy-error: blocked-by-denylist"), "{:?}", out.stdout);
-    assert!(head.contains("content-type: text/plain"), "{:?}", out.stdout);
+    assert!(
+        head.starts_with("http/1.1 403"),
+        "not a 403: {:?}",
+        out.stdout
+    );
+    assert!(
+        head.contains("x-proxy-reason: deny-rule"),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        head.contains("x-proxy-error: blocked-by-denylist"),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        head.contains("content-type: text/plain"),
+        "{:?}",
+        out.stdout
+    );
     assert_eq!(world.origin.request_count(), 0, "the origin was reached");
     let port = world.origin.addr.port();
     let dest = format!("denied.test:{port}");
@@ -157,7 +173,8 @@ fn curl_to_a_denied_name_sees_the_reason_and_stderr_names_the_rule() {
         out.stderr
     );
     assert!(
-        out.stderr.contains("\negress-proxy: blocked 1 destination:\n"),
+        out.stderr
+            .contains("\negress-proxy: blocked 1 destination:\n"),
         "{:?}",
         out.stderr
     );
@@ -231,7 +248,11 @@ fn quiet_prints_neither_the_line_nor_the_summary() {
     let other = format!("http://other.test:{}/", world.origin.addr.port());
     let out = world.run(
         &["--quiet"],
-        &["sh", "-c", &format!("curl -q -s -o /dev/null '{url}'; curl -q -s -o /dev/null '{other}'")],
+        &[
+            "sh",
+            "-c",
+            &format!("curl -q -s -o /dev/null '{url}'; curl -q -s -o /dev/null '{other}'"),
+        ],
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stderr, "");
@@ -251,15 +272,17 @@ fn a_rule_files_path_reaches_stderr_but_never_the_client() {
     std::fs::write(&policy, "denied_domains = ['allowed.test']\n").unwrap();
     let policy = policy.to_str().unwrap();
     let url = world.url("allowed.test", "/x");
-    let script = format!(
-        "curl -q -sS '{url}'; echo; curl -q -sS -H 'Accept: application/json' '{url}'"
-    );
+    let script =
+        format!("curl -q -sS '{url}'; echo; curl -q -sS -H 'Accept: application/json' '{url}'");
     let out = world.run(&["--config", policy], &["sh", "-c", &script]);
     assert_eq!(out.code, 0, "{out:?}");
     let (text, json) = out.stdout.split_once('\n').expect("two bodies");
     let json = json.trim_start_matches('\n');
     for body in [text, json] {
-        assert!(!body.contains("secret-dir"), "the client saw the path: {body:?}");
+        assert!(
+            !body.contains("secret-dir"),
+            "the client saw the path: {body:?}"
+        );
     }
     assert!(
         text.contains("rule deny `allowed.test` (a policy file)"),
@@ -275,7 +298,11 @@ fn a_rule_files_path_reaches_stderr_but_never_the_client() {
     assert_eq!(json["rule"], "allowed.test");
     assert_eq!(json["error"], "blocked-by-denylist");
     let where_ = format!("rule deny `allowed.test` ({policy}:1:19)");
-    assert!(live_lines(&out.stderr)[0].contains(&where_), "{:?}", out.stderr);
+    assert!(
+        live_lines(&out.stderr)[0].contains(&where_),
+        "{:?}",
+        out.stderr
+    );
     assert_eq!(
         summary(&out.stderr),
         [row(&format!("allowed.test:{port}"), "deny-rule", &where_)]
@@ -286,7 +313,8 @@ fn a_rule_files_path_reaches_stderr_but_never_the_client() {
 #[test]
 fn a_bad_request_answers_json_when_asked() {
     let world = World::new();
-    let script = "curl -q -sS -H 'Accept: application/json' -x \"$HTTP_PROXY\" 'ftp://allowed.test/'";
+    let script =
+        "curl -q -sS -H 'Accept: application/json' -x \"$HTTP_PROXY\" 'ftp://allowed.test/'";
     let out = world.run(&[], &["sh", "-c", script]);
     let json: serde_json::Value = serde_json::from_str(out.stdout.trim_end())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {out:?}"));
@@ -313,7 +341,8 @@ fn npm_reads_the_proxy_without_a_warning() {
     let home = files.dir().to_str().unwrap().to_string();
     let script = "npm config get proxy; npm config get https-proxy; echo \"$HTTP_PROXY\"";
     let mut cmd = command(&["run", "--allow", "x.test", "--", "sh", "-c", script]);
-    cmd.env("HOME", &home).env("npm_config_cache", format!("{home}/cache"));
+    cmd.env("HOME", &home)
+        .env("npm_config_cache", format!("{home}/cache"));
     let out = Running::start(cmd).finish();
     assert_eq!(out.code, 0, "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -321,7 +350,11 @@ fn npm_reads_the_proxy_without_a_warning() {
     assert!(lines[2].starts_with("http://127.0.0.1:"), "{out:?}");
     assert_eq!(lines[0], lines[2], "npm's proxy: {out:?}");
     assert_eq!(lines[1], lines[2], "npm's https-proxy: {out:?}");
-    assert!(!out.stderr.contains("Unknown env config"), "{:?}", out.stderr);
+    assert!(
+        !out.stderr.contains("Unknown env config"),
+        "{:?}",
+        out.stderr
+    );
 }
 
 /// `run` has no admin API and so no token: it leaves nothing in the runtime or temp directory.

@@ -10,6 +10,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::AdminOptions;
+use crate::config::{Config, Sources};
+use crate::policy::Policy;
 use crate::server::Server;
 
 /// How long open tunnels may keep running after SIGINT/SIGTERM.
@@ -70,76 +72,85 @@ pub fn run(args: &ServeArgs) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(async move {
-        // Installed before any listener line is logged: a supervisor that
-        // signals as soon as it sees the startup lines must not kill us. Also before a token
-        // is generated, so a signal cannot leave it behind.
-        let signals = match Signals::install() {
-            Ok(signals) => signals,
-            Err(err) => {
-                eprintln!("error: cannot install signal handlers: {err}");
-                return 1;
-            }
-        };
-        let token = match crate::token::load_or_generate(&config.admin) {
-            Ok(token) => token,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return if config.admin.token_file.is_some() {
-                    EXIT_USAGE
-                } else {
-                    1
-                };
-            }
-        };
-        // Dropped on every way out of here, a failed start included.
-        let _remove_token = token.removed_on_drop();
-        if let Some(warning) = config
-            .admin
-            .token_file
-            .as_deref()
-            .and_then(crate::token::exposure_warning)
-        {
-            tracing::warn!("{warning}");
+    runtime.block_on(gateway(args, config, policy, sources, audit))
+}
+
+/// Runs the gateway on the runtime until SIGINT/SIGTERM; the exit code.
+async fn gateway(
+    args: &ServeArgs,
+    config: Config,
+    policy: Policy,
+    sources: Sources,
+    audit: Option<Box<dyn std::io::Write + Send>>,
+) -> i32 {
+    // Installed before any listener line is logged: a supervisor that
+    // signals as soon as it sees the startup lines must not kill us. Also before a token
+    // is generated, so a signal cannot leave it behind.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("error: cannot install signal handlers: {err}");
+            return 1;
         }
-        let admin_options = AdminOptions {
-            token: Arc::clone(&token.token),
-            metrics: crate::metrics::install(),
-        };
-        let builder = Server::builder(config)
-            .policy(policy)
-            .reload_from(sources)
-            .admin(admin_options)
-            .log_allowed_at_info(true);
-        let server = match super::start(builder, audit, 1).await {
-            Ok(server) => server,
-            Err(code) => return code,
-        };
-        if !args.log_allowed {
-            let events = Arc::clone(server.control.events());
-            tokio::spawn(async move {
-                tokio::time::sleep(ALLOWED_AT_INFO_FOR).await;
-                events.log_allowed_at_info(false);
-            });
-        }
-        if let Some(addr) = server.admin_addr {
-            let source = if token.generated {
-                "generated"
+    };
+    let token = match crate::token::load_or_generate(&config.admin) {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return if config.admin.token_file.is_some() {
+                EXIT_USAGE
             } else {
-                "token_file"
+                1
             };
-            tracing::info!(
-                %addr,
-                token_file = %token.path.display(),
-                token_source = source,
-                "admin API listening; POST calls need the bearer token in token_file"
-            );
         }
-        signals.run_until_stopped(&server).await;
-        tracing::info!("shutting down: no longer accepting connections");
-        server.shutdown(GRACE).await;
-        0
-    })
+    };
+    // Dropped on every way out of here, a failed start included.
+    let _remove_token = token.removed_on_drop();
+    if let Some(warning) = config
+        .admin
+        .token_file
+        .as_deref()
+        .and_then(crate::token::exposure_warning)
+    {
+        tracing::warn!("{warning}");
+    }
+    let admin_options = AdminOptions {
+        token: Arc::clone(&token.token),
+        metrics: crate::metrics::install(),
+    };
+    let builder = Server::builder(config)
+        .policy(policy)
+        .reload_from(sources)
+        .admin(admin_options)
+        .log_allowed_at_info(true);
+    let server = match super::start(builder, audit, 1).await {
+        Ok(server) => server,
+        Err(code) => return code,
+    };
+    if !args.log_allowed {
+        let events = Arc::clone(server.control.events());
+        tokio::spawn(async move {
+            tokio::time::sleep(ALLOWED_AT_INFO_FOR).await;
+            events.log_allowed_at_info(false);
+        });
+    }
+    if let Some(addr) = server.admin_addr {
+        let source = if token.generated {
+            "generated"
+        } else {
+            "token_file"
+        };
+        tracing::info!(
+            %addr,
+            token_file = %token.path.display(),
+            token_source = source,
+            "admin API listening; POST calls need the bearer token in token_file"
+        );
+    }
+    signals.run_until_stopped(&server).await;
+    tracing::info!("shutting down: no longer accepting connections");
+    server.shutdown(GRACE).await;
+    0
 }
 
 /// SIGHUP reloads; SIGINT and SIGTERM stop the gateway.

@@ -7,8 +7,7 @@ use std::path::Path;
 use nix::sys::signal::Signal;
 
 use crate::serve::{
-    allowed_only, command, ephemeral_args, fake_dns, proxy_get, start_failure, Dir, Serve,
-    DEADLINE,
+    allowed_only, command, ephemeral_args, fake_dns, proxy_get, start_failure, Dir, Serve, DEADLINE,
 };
 
 #[test]
@@ -36,7 +35,10 @@ fn every_taken_port_is_reported_at_once() {
     assert_eq!(code, 1, "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 2, "{stderr}");
-    for (line, (addr, key)) in errors.iter().zip([(&http, "proxy_url"), (&admin, "admin_url")]) {
+    for (line, (addr, key)) in errors
+        .iter()
+        .zip([(&http, "proxy_url"), (&admin, "admin_url")])
+    {
         assert!(
             line.starts_with(&format!("error: cannot listen on {addr} ({key}): ")),
             "{stderr}"
@@ -85,7 +87,10 @@ fn the_generated_admin_token_is_removed_on_exit() {
             let token = Path::new(&token);
             assert!(token.exists(), "{token:?}");
             let parent = if xdg { dir.runtime() } else { tmp.clone() };
-            assert!(token.starts_with(&parent), "{token:?} is not under {parent:?}");
+            assert!(
+                token.starts_with(&parent),
+                "{token:?} is not under {parent:?}"
+            );
             serve.signal(signal);
             let status = serve.expect_exit(DEADLINE);
             assert_eq!(status.code(), Some(0), "{signal}: {}", serve.stderr());
@@ -109,7 +114,11 @@ fn allowed_decisions_are_info_at_first_and_with_log_allowed() {
     for serve in [&mut quiet, &mut loud] {
         proxy_get(serve.http, "allowed.test:1");
         let line = serve.try_wait_for_line(allowed, DEADLINE);
-        assert!(line.is_some(), "no INFO line for an allowed request:\n{}", serve.stderr());
+        assert!(
+            line.is_some(),
+            "no INFO line for an allowed request:\n{}",
+            serve.stderr()
+        );
     }
     // Past the start-up window (10 s in `src/cli/serve.rs`).
     std::thread::sleep(std::time::Duration::from_millis(10_500));
@@ -117,8 +126,15 @@ fn allowed_decisions_are_info_at_first_and_with_log_allowed() {
     proxy_get(quiet.http, "denied.test:2");
     quiet.wait_for_line("not-allowed");
     quiet.drain_lines();
-    let late: Vec<&String> = quiet.seen.iter().filter(|l| allowed(l) && l.contains(":2")).collect();
-    assert!(late.is_empty(), "allowed after the window at INFO: {late:?}");
+    let late: Vec<&String> = quiet
+        .seen
+        .iter()
+        .filter(|l| allowed(l) && l.contains(":2"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "allowed after the window at INFO: {late:?}"
+    );
     proxy_get(loud.http, "allowed.test:3");
     let line = loud.try_wait_for_line(|l| allowed(l) && l.contains(":3"), DEADLINE);
     assert!(line.is_some(), "--log-allowed:\n{}", loud.stderr());

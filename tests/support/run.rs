@@ -53,7 +53,9 @@ pub struct Running {
 
 /// Reads `from` to the end on a thread, sending each line as it arrives; the thread returns
 /// the whole text.
-fn read_lines(from: impl Read + Send + 'static) -> (thread::JoinHandle<String>, mpsc::Receiver<String>) {
+fn read_lines(
+    from: impl Read + Send + 'static,
+) -> (thread::JoinHandle<String>, mpsc::Receiver<String>) {
     let (send, lines) = mpsc::channel();
     let reader = thread::spawn(move || {
         let mut all = String::new();
