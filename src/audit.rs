@@ -12,13 +12,14 @@ use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::policy::{Decision, Target};
+use crate::dns::DnsError;
+use crate::policy::{Decision, RuleRef, Target};
 
 pub use stats::{TunnelStats, UdpStats};
 
@@ -125,16 +126,58 @@ pub struct Blocked {
     pub rule: Option<String>,
 }
 
+/// One distinct blocked destination and reason, as `run`'s exit summary lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedDest {
+    /// `host:port` (or `unix:/path`, or the invalid input as received).
+    pub dest: String,
+    /// The reason code.
+    pub reason: &'static str,
+    /// The rule that decided the first time, if one did.
+    pub rule: Option<RuleRef>,
+}
+
+/// `run`'s exit summary: every distinct blocked destination and reason, sorted, and whether
+/// more were blocked than it keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sorted by destination, then reason.
+    pub blocked: Vec<BlockedDest>,
+    /// Distinct destinations past [`SUMMARY`] were blocked too, but are neither listed nor
+    /// reported when first blocked.
+    pub truncated: bool,
+}
+
+/// A destination blocked for the first time with this reason, as [`Events::on_first_denial`]
+/// reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct FirstDenial<'a> {
+    /// The listener it was asked through.
+    pub protocol: Protocol,
+    /// What was asked for.
+    pub dest: Dest<'a>,
+    /// The denial.
+    pub decision: &'a Decision,
+    /// Why the lookup failed, for `dns-failed`.
+    pub dns: Option<&'a DnsError>,
+}
+
+/// Called once per distinct blocked destination and reason, on the connection's task: it must
+/// be quick (a line on stderr), and it never runs for an allowed decision.
+pub type DenialHook = Box<dyn Fn(&FirstDenial<'_>) + Send + Sync>;
+
 /// How many recent denials `/blocked` keeps.
 const RING: usize = 256;
-/// How many distinct blocked destinations `run` summarises.
-const SUMMARY: usize = 1024;
+/// How many distinct blocked destinations `run` reports and summarises: a child that asks for
+/// endless names cannot grow the proxy's memory or flood the terminal.
+pub const SUMMARY: usize = 1024;
 
 #[derive(Default)]
 struct Denials {
     recent: VecDeque<Blocked>,
-    /// `host:port` → reason, for the deduplicated summary.
-    distinct: BTreeMap<String, &'static str>,
+    /// `(host:port, reason)` → the rule, for the live line and the deduplicated summary.
+    distinct: BTreeMap<(String, &'static str), Option<RuleRef>>,
+    truncated: bool,
 }
 
 /// The sink every listener reports to. One per proxy process; cheap to share in an `Arc`.
@@ -142,6 +185,9 @@ pub struct Events {
     audit: Option<Mutex<Box<dyn Write + Send>>>,
     denials: Mutex<Denials>,
     next_id: AtomicU64,
+    on_first_denial: Option<DenialHook>,
+    /// Allowed decisions are logged at INFO instead of DEBUG while this is set.
+    allowed_at_info: AtomicBool,
 }
 
 impl fmt::Debug for Events {
@@ -241,16 +287,33 @@ impl Events {
             audit: audit.map(Mutex::new),
             denials: Mutex::default(),
             next_id: AtomicU64::new(1),
+            on_first_denial: None,
+            allowed_at_info: AtomicBool::new(false),
         }
     }
 
+    /// Calls `hook` the first time each destination is blocked for each reason (`run`'s live
+    /// stderr line).
+    pub fn on_first_denial(mut self, hook: DenialHook) -> Self {
+        self.on_first_denial = Some(hook);
+        self
+    }
+
+    /// Logs allowed decisions at INFO (`on`) or DEBUG: `serve` shows a newcomer traffic flowing
+    /// for its first seconds, or always with `--log-allowed`. One relaxed load per decision.
+    pub fn log_allowed_at_info(&self, on: bool) {
+        self.allowed_at_info.store(on, Ordering::Relaxed);
+    }
+
     /// Records one decision and returns its id, which the matching [`Events::closed`] repeats.
+    /// `dns` is why the lookup failed, for a `dns-failed` denial.
     pub fn decision(
         &self,
         protocol: Protocol,
         client: SocketAddr,
         dest: Dest<'_>,
         d: &Decision,
+        dns: Option<&DnsError>,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let verdict = d.verdict().as_str();
@@ -266,11 +329,13 @@ impl Events {
         .increment(1);
         // Allowed decisions are debug-level text: one line per request is a measurable share
         // of a busy forward proxy's CPU. The JSON audit log records every decision.
-        if d.is_allowed() {
-            tracing::debug!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
-        } else {
+        if !d.is_allowed() {
             tracing::warn!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
-            self.remember_denial(protocol, dest, reason, rule);
+            self.remember_denial(protocol, dest, d, dns);
+        } else if self.allowed_at_info.load(Ordering::Relaxed) {
+            tracing::info!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
+        } else {
+            tracing::debug!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
         }
         if self.audit.is_some() {
             self.write(&DecisionLine {
@@ -365,25 +430,44 @@ impl Events {
         &self,
         protocol: Protocol,
         dest: Dest<'_>,
-        reason: &'static str,
-        rule: Option<&str>,
+        d: &Decision,
+        dns: Option<&DnsError>,
     ) {
-        let Ok(mut denials) = self.denials.lock() else {
-            return;
+        let reason = d.reason().code();
+        let first = {
+            let Ok(mut denials) = self.denials.lock() else {
+                return;
+            };
+            if denials.recent.len() == RING {
+                denials.recent.pop_front();
+            }
+            denials.recent.push_back(Blocked {
+                time: rfc3339(SystemTime::now()),
+                protocol,
+                host: dest.host(),
+                port: dest.port(),
+                reason,
+                rule: d.rule().map(|r| r.pattern.to_string()),
+            });
+            let key = (dest.to_string(), reason);
+            if denials.distinct.contains_key(&key) {
+                false
+            } else if denials.distinct.len() < SUMMARY {
+                denials.distinct.insert(key, d.rule().cloned());
+                true
+            } else {
+                denials.truncated = true;
+                false
+            }
         };
-        if denials.recent.len() == RING {
-            denials.recent.pop_front();
-        }
-        denials.recent.push_back(Blocked {
-            time: rfc3339(SystemTime::now()),
-            protocol,
-            host: dest.host(),
-            port: dest.port(),
-            reason,
-            rule: rule.map(str::to_string),
-        });
-        if denials.distinct.len() < SUMMARY {
-            denials.distinct.entry(dest.to_string()).or_insert(reason);
+        // Outside the lock: the hook writes to a terminal, which may be slow.
+        if let (true, Some(hook)) = (first, &self.on_first_denial) {
+            hook(&FirstDenial {
+                protocol,
+                dest,
+                decision: d,
+                dns,
+            });
         }
     }
 
@@ -395,11 +479,23 @@ impl Events {
             .unwrap_or_default()
     }
 
-    /// Every distinct blocked destination with its first reason, sorted: `run`'s summary.
-    pub fn blocked_summary(&self) -> Vec<(String, &'static str)> {
+    /// Every distinct blocked destination and reason with the rule that decided, sorted:
+    /// `run`'s summary.
+    pub fn blocked_summary(&self) -> Summary {
         self.denials
             .lock()
-            .map(|d| d.distinct.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|d| Summary {
+                blocked: d
+                    .distinct
+                    .iter()
+                    .map(|((dest, reason), rule)| BlockedDest {
+                        dest: dest.clone(),
+                        reason,
+                        rule: rule.clone(),
+                    })
+                    .collect(),
+                truncated: d.truncated,
+            })
             .unwrap_or_default()
     }
 
@@ -442,143 +538,4 @@ fn rfc3339(time: SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A decision the rules make without DNS.
-    fn done(step: crate::policy::Step<'_>) -> Decision {
-        step.done().cloned().expect("decided without DNS")
-    }
-    use crate::policy::{Access, Action, Origin, Policy, PolicyOptions, RuleSpec};
-    use std::sync::Arc;
-
-    #[test]
-    fn rfc3339_dates() {
-        let at = |secs: u64, millis: u64| {
-            rfc3339(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(at(1_795_430_067, 142), "2026-11-23T10:34:27.142Z");
-        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
-    }
-
-    /// A writer the test can read back.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn audit_lines_ring_and_summary() {
-        let out = Shared::default();
-        let events = Events::new(Some(Box::new(out.clone())));
-        let policy = Policy::new(
-            &[RuleSpec {
-                pattern: "127.0.0.1".into(),
-                action: Action::Allow,
-                origin: Origin::Api,
-                managed: false,
-            }],
-            &[],
-            PolicyOptions::default(),
-        )
-        .unwrap();
-        let client: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        let allowed = Target::parse_authority("127.0.0.1:80", None).unwrap();
-        let denied = Target::parse_authority("evil.test:443", None).unwrap();
-        let id = events.decision(
-            Protocol::Connect,
-            client,
-            Dest::Target(&allowed),
-            &done(policy.decide(&allowed, Access::Tunnel)),
-        );
-        for _ in 0..2 {
-            events.decision(
-                Protocol::Http,
-                client,
-                Dest::Target(&denied),
-                &done(policy.decide(&denied, Access::Tunnel)),
-            );
-        }
-        let stats = TunnelStats {
-            up: 10,
-            down: 20,
-            idle_timeout: false,
-        };
-        events.closed(
-            id,
-            Protocol::Connect,
-            client,
-            Dest::Target(&allowed),
-            Closed {
-                stats,
-                duration: Duration::from_millis(7),
-                revoked: None,
-            },
-        );
-
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0]["event"], "decision");
-        assert_eq!(lines[0]["id"], id);
-        assert_eq!(lines[0]["protocol"], "connect");
-        assert_eq!(lines[0]["client"], "127.0.0.1:5555");
-        assert_eq!(lines[0]["host"], "127.0.0.1");
-        assert_eq!(lines[0]["port"], 80);
-        assert_eq!(lines[0]["verdict"], "allow");
-        assert_eq!(lines[0]["rule"], "127.0.0.1");
-        assert_eq!(lines[0]["ip"], "127.0.0.1");
-        assert_eq!(lines[0]["class"], "loopback");
-        assert_eq!(lines[1]["verdict"], "block");
-        assert_eq!(lines[1]["reason"], "not-allowed");
-        assert_eq!(lines[1]["rule"], serde_json::Value::Null);
-        assert_eq!(lines[3]["event"], "close");
-        assert_eq!(lines[3]["id"], id);
-        assert_eq!(lines[3]["bytes_up"], 10);
-        assert_eq!(lines[3]["bytes_down"], 20);
-        assert_eq!(lines[3]["duration_ms"], 7);
-
-        let recent = events.recent_denials();
-        assert_eq!(recent.len(), 2);
-        assert_eq!(
-            (recent[0].host.as_str(), recent[0].port),
-            ("evil.test", Some(443))
-        );
-        assert_eq!(
-            events.blocked_summary(),
-            [("evil.test:443".to_string(), "not-allowed")]
-        );
-    }
-
-    #[test]
-    fn the_ring_is_bounded() {
-        let events = Events::default();
-        let policy = Policy::new(&[], &[], PolicyOptions::default()).unwrap();
-        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        for port in 1..=(RING as u16 + 10) {
-            let t = Target::parse_authority("x.test", Some(port)).unwrap();
-            events.decision(
-                Protocol::SocksTcp,
-                client,
-                Dest::Target(&t),
-                &done(policy.decide(&t, Access::Tunnel)),
-            );
-        }
-        let recent = events.recent_denials();
-        assert_eq!(recent.len(), RING);
-        assert_eq!(recent[0].port, Some(11));
-    }
-}
+mod tests;

@@ -111,7 +111,15 @@ async fn start(
         None => builder,
     };
     builder.start().await.map_err(|err| {
-        eprintln!("error: {err}");
+        match err {
+            // One line per listener, each as clear as if it were the only one.
+            crate::server::StartError::Bind(errors) => {
+                for error in errors {
+                    eprintln!("error: {error}");
+                }
+            }
+            other => eprintln!("error: {other}"),
+        }
         failed
     })
 }

@@ -103,11 +103,16 @@ async fn handle(
     upstream: &Mutex<Option<forward::Upstream>>,
     slot: Arc<OwnedSemaphorePermit>,
 ) -> Response<Body> {
-    if req.method() == Method::CONNECT {
+    let json = respond::wants_json(req.headers());
+    let mut response = if req.method() == Method::CONNECT {
         connect::handle(req, client, ctx, slot).await
     } else {
         forward::handle(req, client, ctx, upstream).await
+    };
+    if json {
+        respond::prefer_json(&mut response);
     }
+    response
 }
 
 /// The answer to a denial the gate already recorded.

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{Closed, Dest, Events, Protocol};
 use crate::config::Limits;
+use crate::dns::DnsError;
 use crate::gate::{Denied, Gate, Pinned, PinnedUnix};
 use crate::policy::{Access, DecidedBy, Decision, Target};
 
@@ -76,11 +77,11 @@ impl Ctx {
         access: Access<'_>,
     ) -> Result<(u64, Pinned), Denied> {
         let result = self.gate.authorize(protocol, client, target, access).await;
-        let decision = match &result {
-            Ok(pinned) => pinned.decision(),
-            Err(denied) => &denied.decision,
+        let (decision, dns) = match &result {
+            Ok(pinned) => (pinned.decision(), None),
+            Err(denied) => (&denied.decision, denied.dns.as_ref()),
         };
-        let id = self.record(protocol, client, Dest::Target(target), decision);
+        let id = self.record(protocol, client, Dest::Target(target), decision, dns);
         result.map(|pinned| (id, pinned))
     }
 
@@ -91,7 +92,7 @@ impl Ctx {
             decision: Decision::invalid_host(),
             dns: None,
         };
-        self.record(protocol, client, Dest::Raw(written), &denied.decision);
+        self.record(protocol, client, Dest::Raw(written), &denied.decision, None);
         denied
     }
 
@@ -107,12 +108,20 @@ impl Ctx {
             Ok(pinned) => pinned.decision(),
             Err(denied) => &denied.decision,
         };
-        self.record(Protocol::Unix, client, Dest::Unix(path), decision);
+        self.record(Protocol::Unix, client, Dest::Unix(path), decision, None);
         result
     }
 
-    fn record(&self, protocol: Protocol, client: SocketAddr, dest: Dest<'_>, d: &Decision) -> u64 {
-        self.events.decision(protocol, client, dest, d)
+    /// `dns`: why the lookup failed, for a `dns-failed` denial.
+    fn record(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        dest: Dest<'_>,
+        d: &Decision,
+        dns: Option<&DnsError>,
+    ) -> u64 {
+        self.events.decision(protocol, client, dest, d, dns)
     }
 }
 

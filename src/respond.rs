@@ -1,17 +1,24 @@
 //! The one table from a refusal to what the client sees: an HTTP status with `x-proxy-error`,
-//! `x-proxy-reason` and a one-line body, and an RFC 1928 reply code, side by side. Every
-//! listener refuses through [`Refusal`], so the same cause always gets the same answer on
-//! both edges, and the policy engine never names a wire value.
+//! `x-proxy-reason` and a one-line body (or, when asked, one JSON object), and an RFC 1928
+//! reply code, side by side. Every listener refuses through [`Refusal`], so the same cause
+//! always gets the same answer on both edges, and the policy engine never names a wire value.
+//!
+//! The same words serve the operator ([`describe`], `run`'s stderr line): a denial's
+//! explanation, the rule that decided and a [`hint`]. Only the operator is told where a rule
+//! was written; a body never shows the client a policy file's path.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io;
 
 use hyper::StatusCode;
+use serde::Serialize;
 
+use crate::dns::DnsError;
 use crate::gate::Denied;
 use crate::net::dial::DialError;
 use crate::net::owner::OwnerError;
-use crate::policy::Reason;
+use crate::policy::{Decision, Origin, Reason, RuleInfo};
 use crate::socks5_codec::{Command, RequestError};
 
 /// Why a request was not served.
@@ -63,6 +70,101 @@ pub struct HttpAnswer {
     pub reason: Option<&'static str>,
     /// One line a person can act on.
     pub body: String,
+    /// The same answer as one JSON object, for a client that asked with
+    /// `Accept: application/json`.
+    pub json: String,
+}
+
+/// Who reads a denial's details: the operator (stderr, logs) may see where a rule was written;
+/// the client (a response body) is only told what kind of source it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Operator,
+    Client,
+}
+
+/// What the reader can do about a denial of `dest` (as canonicalised, `host:port`), if the
+/// reason suggests anything. One arm per reason: a new hint is one line here, and it reaches
+/// `run`'s stderr line, the 403 body and its JSON form alike. A hint never names a file.
+pub fn hint(dest: &str, decision: &Decision, dns: Option<&DnsError>) -> Option<String> {
+    match decision.reason() {
+        Reason::NotAllowed => Some(format!("add --allow {dest}")),
+        Reason::DnsFailed => dns.map(|error| format!("dns: {error}")),
+        _ => None,
+    }
+}
+
+/// `rule deny `evil.test` (policy.toml:3:1)`: the rule that decided and where it was written,
+/// as far as `audience` may know.
+pub fn rule_text(rule: &RuleInfo, audience: Audience) -> String {
+    format!(
+        "rule {} `{}` ({})",
+        rule.action.as_str(),
+        rule.pattern,
+        origin(rule, audience)
+    )
+}
+
+/// Where `rule` was written. A file's path is the operator's: the client only learns that it
+/// came from a file (and whether that file is the administrator's).
+fn origin(rule: &RuleInfo, audience: Audience) -> Cow<'_, str> {
+    match (&rule.origin, audience) {
+        (Origin::File { .. }, Audience::Client) if rule.managed => "the requirements".into(),
+        (Origin::File { .. }, Audience::Client) => "a policy file".into(),
+        (origin, _) => origin.to_string().into(),
+    }
+}
+
+/// `dest — reason (explanation; rule …; hint)`: a denial in one line for the operator, as
+/// `run` prints it when a destination is first blocked.
+pub fn describe(dest: &str, decision: &Decision, dns: Option<&DnsError>) -> String {
+    let reason = decision.reason();
+    let mut text = format!("{dest} — {reason} ({}", reason.explain());
+    if let Some(rule) = decision.rule() {
+        let _ = write!(text, "; {}", rule_text(rule, Audience::Operator));
+    }
+    if let Some(hint) = hint(dest, decision, dns) {
+        let _ = write!(text, "; {hint}");
+    }
+    text.push(')');
+    text
+}
+
+/// The JSON form of an answer, with Codex's field names where they mean the same
+/// (`status`, `host`, `port`, `reason`, `decision`, `source`, `message`).
+#[derive(Serialize)]
+struct JsonAnswer<'a> {
+    /// `blocked` for a policy decision, `error` for every other refusal.
+    status: &'static str,
+    /// `x-proxy-error`.
+    error: &'static str,
+    host: Option<&'a str>,
+    port: Option<u16>,
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<&'static str>,
+    /// `policy`, or `decider` when the embedder's decider answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    /// The pattern of the rule that decided.
+    rule: Option<&'a str>,
+    hint: Option<String>,
+    /// The text body's line, without its prefix.
+    message: &'a str,
+}
+
+/// `host:port` as [`crate::audit::Dest`] and the SOCKS5 listener render it, taken apart for the
+/// JSON form (`[v6]:port` loses its brackets); anything else is all host.
+fn host_port(dest: &str) -> (&str, Option<u16>) {
+    let Some((host, port)) = dest.rsplit_once(':') else {
+        return (dest, None);
+    };
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    match (port.parse::<u16>(), bracketed) {
+        (Ok(port), Some(v6)) => (v6, Some(port)),
+        (Ok(port), None) if !host.contains(':') => (host, Some(port)),
+        _ => (dest, None),
+    }
 }
 
 /// The `x-proxy-error` family of a denial.
@@ -77,37 +179,13 @@ pub fn category(reason: Reason) -> &'static str {
 
 /// The HTTP answer to `refusal`.
 pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
-    let mut body = String::from("egress-proxy: ");
     let (status, error) = match refusal {
-        Refusal::Denied { dest, denied } => {
-            let d = &denied.decision;
-            let reason = d.reason();
-            let status = match reason {
-                Reason::InvalidHost => StatusCode::BAD_REQUEST,
-                Reason::DnsFailed => StatusCode::BAD_GATEWAY,
-                _ => StatusCode::FORBIDDEN,
-            };
-            let _ = write!(body, "blocked {dest}: {reason} ({})", reason.explain());
-            if let Some(dns) = &denied.dns {
-                let _ = write!(body, "; dns: {dns}");
-            }
-            match d.rule() {
-                Some(rule) => {
-                    let action = rule.action.as_str();
-                    let _ = write!(body, "; rule {action} `{}` ({})", rule.pattern, rule.origin);
-                }
-                None => body.push_str("; rule: none"),
-            }
-            return answer(status, category(reason), Some(reason.code()), body);
-        }
-        Refusal::Dial { error, .. } => {
-            let (status, code) = match error {
-                DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
-                DialError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect-refused"),
-                DialError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
-            };
-            (status, code)
-        }
+        Refusal::Denied { dest, denied } => return denial(dest, denied),
+        Refusal::Dial { error, .. } => match error {
+            DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
+            DialError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect-refused"),
+            DialError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
+        },
         Refusal::BadRequest(_) | Refusal::Command(_) | Refusal::Request(_) => {
             (StatusCode::BAD_REQUEST, "bad-request")
         }
@@ -117,23 +195,87 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
         Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         Refusal::Local(_) | Refusal::Owner(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
+    let dest = match refusal {
+        Refusal::Dial { dest, .. }
+        | Refusal::UnrequestedUpgrade { dest }
+        | Refusal::Upstream { dest, .. } => Some(host_port(dest)),
+        _ => None,
+    };
     // Every other refusal's body is its one-line description.
-    let _ = write!(body, "{refusal}");
-    answer(status, error, None, body)
+    let message = refusal.to_string();
+    let json = JsonAnswer {
+        status: "error",
+        error,
+        host: dest.map(|(host, _)| host),
+        port: dest.and_then(|(_, port)| port),
+        reason: None,
+        decision: None,
+        source: None,
+        rule: None,
+        hint: None,
+        message: &message,
+    };
+    answer(status, error, None, &message, &json)
+}
+
+/// The answer to a policy (or DNS) denial of `dest`: a person reads the reason, its
+/// explanation, the rule (without a file's path) and the hint.
+fn denial(dest: &str, denied: &Denied) -> HttpAnswer {
+    let d = &denied.decision;
+    let reason = d.reason();
+    let status = match reason {
+        Reason::InvalidHost => StatusCode::BAD_REQUEST,
+        Reason::DnsFailed => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let mut message = format!("blocked {dest}: {reason} ({})", reason.explain());
+    match d.rule() {
+        Some(rule) => {
+            let _ = write!(message, "; {}", rule_text(rule, Audience::Client));
+        }
+        None => message.push_str("; rule: none"),
+    }
+    let hint = hint(dest, d, denied.dns.as_ref());
+    if let Some(hint) = &hint {
+        let _ = write!(message, "; {hint}");
+    }
+    let (host, port) = host_port(dest);
+    let json = JsonAnswer {
+        status: "blocked",
+        error: category(reason),
+        host: Some(host),
+        port,
+        reason: Some(reason.code()),
+        decision: Some("deny"),
+        source: Some(d.decided_by().as_str()),
+        rule: d.rule().map(|r| &*r.pattern),
+        hint,
+        message: &message,
+    };
+    answer(
+        status,
+        category(reason),
+        Some(reason.code()),
+        &message,
+        &json,
+    )
 }
 
 fn answer(
     status: StatusCode,
     error: &'static str,
     reason: Option<&'static str>,
-    mut body: String,
+    message: &str,
+    json: &JsonAnswer<'_>,
 ) -> HttpAnswer {
-    body.push('\n');
+    let mut json = serde_json::to_string(json).unwrap_or_else(|_| String::from("{}"));
+    json.push('\n');
     HttpAnswer {
         status,
         error,
         reason,
-        body,
+        body: format!("egress-proxy: {message}\n"),
+        json,
     }
 }
 

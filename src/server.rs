@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminOptions};
-use crate::audit::Events;
+use crate::audit::{DenialHook, Events};
 use crate::config::{Config, Sources};
 use crate::control::{reachable, Control};
 use crate::decider::{Asker, Decider, DeciderOptions};
@@ -26,22 +26,27 @@ use crate::socks5::{self, SocksOptions};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({key}): {source}")]
-    Bind {
-        /// The address in the configuration.
-        addr: SocketAddr,
-        /// The key that set it (`proxy_url`, `socks_url`, `admin_url`).
-        key: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Listeners could not be bound: every one that failed, not only the first.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Bind(Vec<BindError>),
     /// The `[dns]` settings cannot be used.
     #[error("cannot set up DNS: {0}")]
     Dns(#[from] crate::dns::DnsError),
     /// A rule does not compile.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+}
+
+/// One listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({key}): {source}")]
+pub struct BindError {
+    /// The address in the configuration.
+    pub addr: SocketAddr,
+    /// The key that set it (`proxy_url`, `socks_url`, `admin_url`).
+    pub key: &'static str,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 /// How to start a [`Server`]: a configuration, and what is not part of it.
@@ -53,6 +58,8 @@ pub struct Builder {
     admin: Option<AdminOptions>,
     asker: Option<Asker>,
     watch: bool,
+    on_first_denial: Option<DenialHook>,
+    allowed_at_info: bool,
 }
 
 impl Builder {
@@ -88,6 +95,20 @@ impl Builder {
     /// Also runs the admin API on `admin_url` (`run` does not: its child could reach it).
     pub fn admin(mut self, options: AdminOptions) -> Self {
         self.admin = Some(options);
+        self
+    }
+
+    /// Calls `hook` the first time each destination is blocked for each reason (see
+    /// [`Events::on_first_denial`]).
+    pub fn on_first_denial(mut self, hook: DenialHook) -> Self {
+        self.on_first_denial = Some(hook);
+        self
+    }
+
+    /// Logs allowed decisions at INFO from the first connection on (see
+    /// [`Events::log_allowed_at_info`], which switches it later).
+    pub fn log_allowed_at_info(mut self, on: bool) -> Self {
+        self.allowed_at_info = on;
         self
     }
 
@@ -144,6 +165,8 @@ impl Server {
             admin: None,
             asker: None,
             watch: false,
+            on_first_denial: None,
+            allowed_at_info: false,
         }
     }
 
@@ -155,28 +178,40 @@ impl Server {
             admin,
             asker,
             watch,
+            on_first_denial,
+            allowed_at_info,
             ..
         } = builder;
-        let http = bind(config.proxy_addr, "proxy_url").await?;
-        let http_addr = local(&http, config.proxy_addr);
+        // Every listener is tried before giving up, so one start reports every taken port.
+        let mut failed = Vec::new();
+        let http = bind(config.proxy_addr, "proxy_url", &mut failed).await;
         let socks = if config.enable_socks5 {
-            Some(bind(config.socks_addr, "socks_url").await?)
+            bind(config.socks_addr, "socks_url", &mut failed).await
         } else {
             None
         };
-        let socks_addr = socks.as_ref().map(|s| local(s, config.socks_addr));
         let admin_listener = if admin.is_some() {
-            Some(bind(config.admin_addr, "admin_url").await?)
+            bind(config.admin_addr, "admin_url", &mut failed).await
         } else {
             None
         };
+        let Some(http) = http.filter(|_| failed.is_empty()) else {
+            return Err(StartError::Bind(failed));
+        };
+        let http_addr = local(&http, config.proxy_addr);
+        let socks_addr = socks.as_ref().map(|s| local(s, config.socks_addr));
         let admin_addr = admin_listener.as_ref().map(|a| local(a, config.admin_addr));
         let mut own = vec![http_addr, admin_addr.unwrap_or(config.admin_addr)];
         own.extend(socks_addr);
 
         let resolver = Resolver::new(&config.dns)?;
         let handle = policy_handle(policy.with_self_addrs(&reachable(&own)));
-        let events = Arc::new(Events::new(audit));
+        let events = Events::new(audit);
+        let events = Arc::new(match on_first_denial {
+            Some(hook) => events.on_first_denial(hook),
+            None => events,
+        });
+        events.log_allowed_at_info(allowed_at_info);
         let (drain_handle, drain) = drain::channel();
         let gate = Gate::new(Arc::clone(&handle), resolver).with_asker(asker);
         let resolver = Arc::clone(gate.resolver());
@@ -265,10 +300,19 @@ impl Server {
     }
 }
 
-async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, key, source })
+/// Binds `addr`, or adds why not to `failed`.
+async fn bind(
+    addr: SocketAddr,
+    key: &'static str,
+    failed: &mut Vec<BindError>,
+) -> Option<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(source) => {
+            failed.push(BindError { addr, key, source });
+            None
+        }
+    }
 }
 
 fn local(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {

@@ -36,6 +36,39 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+impl AdminToken {
+    /// For a token this process generated, a guard that removes it when dropped: the token
+    /// grants control of the policy, and the directory made for it is of no use to anyone once
+    /// the process is gone. `None` for a `token_file`, which is the operator's.
+    pub fn removed_on_drop(&self) -> Option<RemoveOnDrop> {
+        self.generated.then(|| RemoveOnDrop {
+            path: self.path.clone(),
+            token: Arc::clone(&self.token),
+        })
+    }
+}
+
+/// Removes a generated token file when dropped, if it still holds this process's token (a
+/// later `serve` sharing `$XDG_RUNTIME_DIR` may have written its own since), and then its
+/// directory if that is left empty.
+#[derive(Debug)]
+pub struct RemoveOnDrop {
+    path: PathBuf,
+    token: Arc<str>,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if read_token_file(&self.path).is_ok_and(|t| t == self.token) {
+            let _ = fs::remove_file(&self.path);
+        }
+        if let Some(dir) = self.path.parent() {
+            // Fails, as it should, while anything else is in it.
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
 /// `[admin] token_file` when set; otherwise a fresh token in
 /// `$XDG_RUNTIME_DIR/egress-proxy/admin-token`, or, without `XDG_RUNTIME_DIR`, in a new
 /// `<temp dir>/egress-proxy-<pid>/admin-token` directory of mode 0700.
@@ -245,6 +278,36 @@ mod tests {
         let b = generate(Some(Path::new("relative/is/ignored")), tmp.path()).unwrap();
         assert_ne!(a.path.parent(), b.path.parent());
         assert_eq!(read_token_file(&a.path).unwrap(), a.token);
+    }
+
+    #[test]
+    fn a_generated_token_and_its_directory_are_removed_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = generate(None, tmp.path()).unwrap();
+        let dir = fresh.path.parent().unwrap().to_path_buf();
+        drop(fresh.removed_on_drop().expect("generated"));
+        assert!(!dir.exists(), "{dir:?} is left");
+
+        // A shared runtime dir: a token another process wrote since is left alone, and so is
+        // the directory holding it.
+        let runtime = tempfile::tempdir().unwrap();
+        let first = generate(Some(runtime.path()), tmp.path()).unwrap();
+        let guard = first.removed_on_drop().unwrap();
+        let second = generate(Some(runtime.path()), tmp.path()).unwrap();
+        drop(guard);
+        assert_eq!(read_token_file(&second.path).unwrap(), second.token);
+        drop(second.removed_on_drop());
+        assert!(!runtime.path().join("egress-proxy").exists());
+
+        let file = tmp.path().join("t");
+        fs::write(&file, "s3cret\n").unwrap();
+        let given = AdminToken {
+            token: Arc::from("s3cret"),
+            path: file.clone(),
+            generated: false,
+        };
+        assert!(given.removed_on_drop().is_none());
+        assert!(file.exists());
     }
 
     #[test]

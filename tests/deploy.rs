@@ -1,9 +1,11 @@
 //! The files in `deploy/` checked by the tools that would reject them (`systemd-analyze`,
 //! `nft`, `hadolint`, a YAML parser) and against each other and the binary: the flags the unit
 //! passes exist, the ports the firewall opens are the policy's, the ConfigMap is the image's
-//! policy. A tool that is not installed skips its part with a note on stderr.
+//! policy. A tool that is not installed skips its part with a note on stderr that names the
+//! check, printed even when the test passes (the test harness keeps a passing test's own
+//! output to itself).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -26,16 +28,24 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn installed(tool: &str) -> bool {
+/// Whether `tool` is on the PATH; if not, says that `check` was skipped.
+fn installed(tool: &str, check: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!("skipped: {tool} is not installed");
+        skipped(check, &format!("{tool} is not installed"));
     }
     found
+}
+
+/// `deploy: skipped CHECK: WHY` on the real stderr: written past the harness's capture (which
+/// hides what a passing test prints), so a run that skipped a check says so.
+fn skipped(check: &str, why: &str) {
+    let line = format!("deploy: skipped {check}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -82,7 +92,10 @@ fn proxy_ports(policy: &str) -> (u16, u16) {
 
 #[test]
 fn systemd_unit_verifies_with_a_low_exposure_score() {
-    if !installed("systemd-analyze") {
+    if !installed(
+        "systemd-analyze",
+        "`systemd-analyze verify` and `security` of the unit",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -224,7 +237,7 @@ fn nftables_rules_parse_and_open_exactly_the_proxy_ports() {
         "the sandbox group must not reach the admin API"
     );
 
-    if !installed("nft") {
+    if !installed("nft", "`nft -c` of deploy/egress-gateway.nft") {
         return;
     }
     // Names resolve when the file loads: use ones that exist on every machine.
@@ -237,7 +250,10 @@ fn nftables_rules_parse_and_open_exactly_the_proxy_ports() {
     let output = run("nft", &["-c", "-f", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("Operation not permitted") {
-        eprintln!("skipped: nft -c needs CAP_NET_ADMIN here");
+        skipped(
+            "`nft -c` of deploy/egress-gateway.nft",
+            "nft needs CAP_NET_ADMIN here",
+        );
         return;
     }
     assert!(output.status.success(), "{}", describe(&output));
@@ -281,7 +297,7 @@ fn containerfile_lints_and_copies_only_what_its_context_has() {
         "the image exposes its policy's listeners ({expose})"
     );
 
-    if !installed("hadolint") {
+    if !installed("hadolint", "`hadolint` of deploy/Containerfile") {
         return;
     }
     let output = run("hadolint", &["deploy/Containerfile"]);
@@ -378,7 +394,10 @@ fn kubernetes_manifest_keeps_its_promises() {
         .status()
         .is_ok_and(|s| s.success());
     if !have_yaml {
-        eprintln!("skipped: python3 with PyYAML is not installed");
+        skipped(
+            "the checks of deploy/kubernetes.yaml",
+            "python3 with PyYAML is not installed",
+        );
         return;
     }
     let policy = read("deploy/container-policy.toml");

@@ -1,149 +1,25 @@
 //! `egress-proxy run` through the built binary (SPEC sections 3 and 8): the child's
-//! environment, exit codes, signal forwarding, stdio, the blocked summary, and real `curl`
-//! requests through both listeners.
+//! environment, exit codes, signal forwarding and stdio. What it reports about blocked
+//! destinations, with real `curl` requests, is in `run_blocked.rs`.
 //!
-//! Everything stays on loopback: names are answered by a fake DNS server with 127.0.0.1 and
-//! the origin listens on 127.0.0.1. Every run has a deadline; on expiry its whole process group
-//! is killed and the test fails.
+//! Every run has a deadline; on expiry its whole process group is killed and the test fails.
 
 #[path = "support/cli.rs"]
 mod cli;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::Ipv4Addr;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
-use tokio::time::Instant;
+use std::process::{Command, Stdio};
 
 use cli::Files;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use support::bin::BIN;
-use support::fake_dns::{Answer, FakeDns};
-use support::origin::HttpOrigin;
-
-/// No run in this file needs more than a fraction of this.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// What one finished run left behind.
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// `egress-proxy ARGS` in its own process group (so a terminal running the tests is never its
-/// foreground group), without `RUST_LOG`, with stdin from `/dev/null` unless `configure`
-/// changes it.
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    cmd
-}
-
-/// Collects stdout and stderr on threads while the process runs.
-struct Running {
-    child: Child,
-    stdout: Option<thread::JoinHandle<String>>,
-    stderr: Option<thread::JoinHandle<String>>,
-    /// Every stdout line as it arrives.
-    lines: mpsc::Receiver<String>,
-}
-
-fn reader(mut from: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = from.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Running {
-        let mut child = cmd.spawn().expect("spawn egress-proxy");
-        let (send, lines) = mpsc::channel();
-        let stdout = child.stdout.take().map(|out| {
-            thread::spawn(move || {
-                let mut all = String::new();
-                let mut out = BufReader::new(out);
-                loop {
-                    let mut line = String::new();
-                    match out.read_line(&mut line) {
-                        Ok(0) | Err(_) => return all,
-                        Ok(_) => {
-                            all.push_str(&line);
-                            let _ = send.send(line);
-                        }
-                    }
-                }
-            })
-        });
-        let stderr = child.stderr.take().map(reader);
-        Running {
-            child,
-            stdout,
-            stderr,
-            lines,
-        }
-    }
-
-    /// The next stdout line, within the deadline.
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .expect("no stdout line from the child within the deadline")
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    /// Waits for the exit; past the deadline kills the whole group and fails the test.
-    fn finish(mut self) -> Output {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for egress-proxy") {
-                break status;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().map(|h| h.join().unwrap());
-                panic!("egress-proxy did not exit within {DEADLINE:?}; stderr: {stderr:?}");
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("egress-proxy itself was killed: {status:?}"));
-        let join = |h: Option<thread::JoinHandle<String>>| h.map(|h| h.join().unwrap());
-        Output {
-            code,
-            stdout: join(self.stdout.take()).unwrap_or_default(),
-            stderr: join(self.stderr.take()).unwrap_or_default(),
-        }
-    }
-}
+use support::run::{command, run, Running};
 
 /// `run --allow x.test -- sh -c SCRIPT`, not started yet.
 fn sh(script: &str) -> Command {
     command(&["run", "--allow", "x.test", "--", "sh", "-c", script])
-}
-
-fn run(args: &[&str]) -> Output {
-    Running::start(command(args)).finish()
 }
 
 /// `NAME=VALUE` lines of `env` into a map (values here never contain newlines).
@@ -185,10 +61,8 @@ const HTTP_URL_VARS: &[&str] = &[
     "YARN_HTTP_PROXY",
     "YARN_HTTPS_PROXY",
     "npm_config_proxy",
-    "npm_config_http_proxy",
     "npm_config_https_proxy",
     "NPM_CONFIG_PROXY",
-    "NPM_CONFIG_HTTP_PROXY",
     "NPM_CONFIG_HTTPS_PROXY",
     "BUNDLE_HTTP_PROXY",
     "BUNDLE_HTTPS_PROXY",
@@ -246,35 +120,6 @@ fn assert_child_env(
         assert_eq!(get(name), no_proxy, "{name}");
     }
     (http, socks_port)
-}
-
-/// Every line of the blocked summary after its header, as `(destination, reason)`.
-fn summary(stderr: &str) -> Vec<(String, String)> {
-    let mut lines = stderr
-        .lines()
-        .skip_while(|l| !l.starts_with("egress-proxy: blocked"));
-    assert!(
-        lines.next().is_some(),
-        "no blocked summary on stderr: {stderr:?}"
-    );
-    lines
-        .take_while(|l| l.starts_with("  "))
-        .map(|l| {
-            let mut parts = l.split_whitespace();
-            let dest = parts.next().unwrap().to_string();
-            let reason = parts.next().unwrap_or_default().to_string();
-            (dest, reason)
-        })
-        .collect()
-}
-
-fn require_curl() {
-    let found = Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "curl is required by these tests and was not found");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,179 +342,4 @@ fn a_child_that_does_not_catch_sigterm_dies_of_it() {
     assert_eq!(running.next_line(), "ready\n");
     kill(running.pid(), Signal::SIGTERM).unwrap();
     assert_eq!(running.finish().code, 128 + Signal::SIGTERM as i32);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Real requests with curl
-// ---------------------------------------------------------------------------------------------
-
-/// A fake DNS answering 127.0.0.1 for both names, an origin, and a policy file that allows
-/// both names on loopback; `--deny denied.test` then decides.
-struct World {
-    dns: FakeDns,
-    origin: HttpOrigin,
-    _files: Files,
-    config: String,
-}
-
-impl World {
-    fn new() -> World {
-        require_curl();
-        let dns = FakeDns::start([
-            ("allowed.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
-            ("denied.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
-        ]);
-        let origin = HttpOrigin::start();
-        let files = Files::new();
-        let config = files.write(
-            "p.toml",
-            "allow_local_binding = true\nallowed_domains = ['allowed.test', 'denied.test']\n",
-        );
-        World {
-            dns,
-            origin,
-            _files: files,
-            config,
-        }
-    }
-
-    /// `run --config … --dns-server … --deny denied.test EXTRA -- CMD…`
-    fn run(&self, extra: &[&str], cmd: &[&str]) -> Output {
-        let dns = self.dns.addr.to_string();
-        let mut args = vec![
-            "run",
-            "--config",
-            &self.config,
-            "--dns-server",
-            &dns,
-            "--deny",
-            "denied.test",
-        ];
-        args.extend_from_slice(extra);
-        args.push("--");
-        args.extend_from_slice(cmd);
-        run(&args)
-    }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.origin.addr.port())
-    }
-}
-
-#[test]
-fn curl_reaches_an_allowed_name_through_the_proxy_from_the_environment() {
-    let world = World::new();
-    let url = world.url("allowed.test", "/x");
-    let out = world.run(&[], &["curl", "-q", "-sS", &url]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "origin saw GET /x body=0");
-    assert_eq!(out.stderr, "", "nothing blocked, nothing logged");
-    let requests = world.origin.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    assert!(requests[0].starts_with("GET /x HTTP/1.1"), "{requests:?}");
-}
-
-#[test]
-fn curl_to_a_denied_name_sees_the_reason_and_the_summary_names_it() {
-    let world = World::new();
-    let url = world.url("denied.test", "/secret");
-    let out = world.run(&[], &["curl", "-q", "-sS", "-i", &url]);
-    assert_eq!(out.code, 0, "curl without -f exits 0 on a 403: {out:?}");
-    let head = out.stdout.to_ascii_lowercase();
-    assert!(
-        head.starts_with("http/1.1 403"),
-        "not a 403: {:?}",
-        out.stdout
-    );
-    assert!(
-        head.contains("x-proxy-reason: deny-rule"),
-        "{:?}",
-        out.stdout
-    );
-    assert!(
-        head.contains("x-proxy-error: blocked-by-denylist"),
-        "{:?}",
-        out.stdout
-    );
-    assert_eq!(world.origin.request_count(), 0, "the origin was reached");
-    let port = world.origin.addr.port();
-    assert_eq!(
-        summary(&out.stderr),
-        vec![(format!("denied.test:{port}"), "deny-rule".to_string())],
-        "{:?}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .starts_with("egress-proxy: blocked 1 destination:\n"),
-        "{:?}",
-        out.stderr
-    );
-}
-
-#[test]
-fn summary_is_deduplicated_sorted_and_covers_both_listeners() {
-    let world = World::new();
-    let port = world.origin.addr.port();
-    let denied = world.url("denied.test", "/");
-    // Not in the allow list at all: `not-allowed`.
-    let other = format!("http://other.test:{port}/");
-    let script = format!(
-        "curl -q -s -o /dev/null '{denied}'; curl -q -s -o /dev/null '{denied}'; \
-         curl -q -s -o /dev/null '{other}'; \
-         curl -q -s -o /dev/null -x \"$ALL_PROXY\" 'http://denied.test:{port}/socks'; \
-         curl -q -s -o /dev/null -x \"$ALL_PROXY\" 'http://denied.test:1/socks'; \
-         curl -q -sS -x \"$ALL_PROXY\" '{ok}'",
-        ok = world.url("allowed.test", "/via-socks"),
-    );
-    let out = world.run(&[], &["sh", "-c", &script]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "origin saw GET /via-socks body=0");
-    assert_eq!(
-        summary(&out.stderr),
-        vec![
-            ("denied.test:1".to_string(), "deny-rule".to_string()),
-            (format!("denied.test:{port}"), "deny-rule".to_string()),
-            (format!("other.test:{port}"), "not-allowed".to_string()),
-        ],
-        "{:?}",
-        out.stderr
-    );
-    assert_eq!(world.origin.request_count(), 1);
-}
-
-#[test]
-fn quiet_suppresses_the_summary() {
-    let world = World::new();
-    let url = world.url("denied.test", "/");
-    let out = world.run(
-        &["--quiet"],
-        &["curl", "-q", "-sS", "-o", "/dev/null", &url],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stderr, "");
-    assert_eq!(world.origin.request_count(), 0);
-}
-
-#[test]
-fn audit_log_records_the_childs_decisions() {
-    let world = World::new();
-    let files = Files::new();
-    let audit = files.dir().join("audit.jsonl");
-    let audit_arg = audit.to_str().unwrap();
-    let url = world.url("allowed.test", "/a");
-    let out = world.run(
-        &["--quiet", "--audit-log", audit_arg],
-        &["curl", "-q", "-sS", "-o", "/dev/null", &url],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
-    let text = std::fs::read_to_string(&audit).expect("audit log written");
-    let decisions: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["event"] == "decision")
-        .collect();
-    assert_eq!(decisions.len(), 1, "{text}");
-    assert_eq!(decisions[0]["host"], "allowed.test");
-    assert_eq!(decisions[0]["verdict"], "allow");
 }

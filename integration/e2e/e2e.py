@@ -579,8 +579,8 @@ class Suite:
 
     @staticmethod
     def summary_names(result, host, port, reason):
-        """run's stderr summary has the row `host:port  reason`."""
-        pattern = rf"^\s+{re.escape(host)}:{port}\s+{re.escape(reason)}\s*$"
+        """run's stderr summary has the row `host:port  reason` (then the rule, if one decided)."""
+        pattern = rf"^\s+{re.escape(host)}:{port}\s+{re.escape(reason)}(\s+rule .*)?\s*$"
         return re.search(pattern, result.err, re.M) is not None
 
     def blocked(self, label, result, host, port, reason, header=True):

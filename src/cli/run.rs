@@ -1,4 +1,4 @@
-//! `egress-proxy run`: one command behind the proxy (SPEC sections 3 and 8).
+//! `egress-proxy run`: one command behind the proxy.
 //!
 //! The listeners go on ephemeral loopback ports, the child gets the proxy environment of
 //! [`CHILD_ENV`] on top of the inherited one, its stdio is ours, the signals we receive are
@@ -21,6 +21,9 @@ use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
+use crate::audit::{FirstDenial, Protocol, Summary};
+use crate::policy::escape_controls;
+use crate::respond::{self, Audience};
 use crate::server::Server;
 
 /// How long connections left open by the child's leftovers may run after it exits.
@@ -42,9 +45,14 @@ const DEFAULT_LOG_FILTER: &str = "warn,egress_proxy::decision=off";
 #[command(after_help = "\
 The HTTP and SOCKS5 listeners always bind ephemeral ports on 127.0.0.1: `proxy_url`, \
 `socks_url`, `admin_url` and the requirements' `http_port`/`socks_port` are ignored by `run`, \
-and there is no admin API. The child gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (socks5h://), \
-NO_PROXY (empty unless --no-proxy) and the other variables of SPEC section 8, plus \
-EGRESS_PROXY_ACTIVE=1.
+and there is no admin API. The child gets the HTTP proxy URL in HTTP_PROXY and HTTPS_PROXY \
+(also lower-case, and the WS_, GRPC_, DOCKER_, YARN_, npm_config_/NPM_CONFIG_, BUNDLE_ and PIP_ \
+forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
+NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
+forms are empty unless --no-proxy. The README's `run` section lists every variable.
+
+A destination is reported on stderr the first time it is blocked, one line per destination \
+and reason, and once more in a summary at exit; --quiet prints neither.
 
 Exit status: the child's; 128+N if it was killed by signal N; 2 on a usage or configuration \
 error (also when the policy is not enabled: the command is never run unconstrained); 126 if \
@@ -60,7 +68,8 @@ pub struct RunArgs {
     /// LIST. By default they are set to the empty string, so no client bypasses the policy.
     #[arg(long = "no-proxy", value_name = "LIST")]
     no_proxy: Option<String>,
-    /// Do not print the summary of blocked destinations at exit.
+    /// Print nothing about blocked destinations: neither the line when one is first blocked
+    /// nor the summary at exit.
     #[arg(long, short)]
     quiet: bool,
     /// The command to run and its arguments, best after `--`.
@@ -92,7 +101,9 @@ enum Value {
 }
 
 /// The environment of SPEC section 8, set on top of the inherited one: the only place the
-/// child's proxy variables are named.
+/// child's proxy variables are named. npm reads `npm_config_<key>` for its config keys
+/// `proxy`, `https-proxy` and `noproxy` only; an `npm_config_http_proxy` makes every npm
+/// command warn "Unknown env config", so it is not set.
 const CHILD_ENV: &[(&str, Value)] = &[
     ("HTTP_PROXY", Value::HttpUrl),
     ("HTTPS_PROXY", Value::HttpUrl),
@@ -109,10 +120,8 @@ const CHILD_ENV: &[(&str, Value)] = &[
     ("YARN_HTTP_PROXY", Value::HttpUrl),
     ("YARN_HTTPS_PROXY", Value::HttpUrl),
     ("npm_config_proxy", Value::HttpUrl),
-    ("npm_config_http_proxy", Value::HttpUrl),
     ("npm_config_https_proxy", Value::HttpUrl),
     ("NPM_CONFIG_PROXY", Value::HttpUrl),
-    ("NPM_CONFIG_HTTP_PROXY", Value::HttpUrl),
     ("NPM_CONFIG_HTTPS_PROXY", Value::HttpUrl),
     ("BUNDLE_HTTP_PROXY", Value::HttpUrl),
     ("BUNDLE_HTTPS_PROXY", Value::HttpUrl),
@@ -200,14 +209,17 @@ pub fn run(args: &RunArgs) -> i32 {
     let code = runtime.block_on(async move {
         // No admin API for `run`: the child could reach it on loopback. No file watch either:
         // a child that can write the policy files must not widen its own policy mid-run.
-        let builder = Server::builder(config).policy(policy).reload_from(sources);
+        let mut builder = Server::builder(config).policy(policy).reload_from(sources);
+        if !args.quiet {
+            builder = builder.on_first_denial(Box::new(|first| print(&live_line(first))));
+        }
         let server = match super::start(builder, audit, EXIT_INTERNAL).await {
             Ok(server) => server,
             Err(code) => return code,
         };
         let code = run_child(args, &server).await;
         if !args.quiet {
-            print_summary(&server.control.events().blocked_summary());
+            print(&summary(&server.control.events().blocked_summary()));
         }
         server.shutdown(GRACE).await;
         code
@@ -342,29 +354,70 @@ fn parse_stat(stat: &str) -> Option<(i32, i32)> {
     Some((pgrp, tpgid))
 }
 
-/// One block on stderr: a header, then `  host:port  reason` per distinct destination, sorted.
-/// Nothing when nothing was blocked.
-fn print_summary(blocked: &[(String, &'static str)]) {
-    let text = summary(blocked);
+/// Writes `text` to stderr in one call, so it is not interleaved with the child's lines.
+fn print(text: &str) {
     if !text.is_empty() {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }
 
-fn summary(blocked: &[(String, &'static str)]) -> String {
-    if blocked.is_empty() {
+/// How the stderr line names the listener a destination was asked through.
+fn via(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http | Protocol::Unix => "HTTP",
+        Protocol::Connect => "CONNECT",
+        Protocol::SocksTcp => "SOCKS5",
+        Protocol::SocksUdp => "SOCKS5-UDP",
+    }
+}
+
+/// `egress-proxy: blocked CONNECT host:port — reason (explanation; rule; hint)`, printed while
+/// the child runs, the first time a destination is blocked for a reason. The host is the
+/// child's to choose, so control characters are escaped: it cannot move the cursor or forge a
+/// line of its own.
+fn live_line(first: &FirstDenial<'_>) -> String {
+    let dest = first.dest.to_string();
+    let text = format!(
+        "blocked {} {}",
+        via(first.protocol),
+        respond::describe(&dest, first.decision, first.dns)
+    );
+    format!("egress-proxy: {}\n", escape_controls(&text))
+}
+
+/// One block for stderr: a header, then `  host:port  reason  rule` per distinct destination
+/// and reason, sorted. Empty when nothing was blocked.
+fn summary(summary: &Summary) -> String {
+    let rows = &summary.blocked;
+    if rows.is_empty() {
         return String::new();
     }
-    let mut rows: Vec<_> = blocked.iter().collect();
-    rows.sort();
-    let width = rows.iter().map(|(dest, _)| dest.len()).max().unwrap_or(0);
+    // Escaped before measuring, so the columns line up as printed.
+    let dests: Vec<_> = rows.iter().map(|r| escape_controls(&r.dest)).collect();
+    let dest_width = dests.iter().map(|d| d.chars().count()).max().unwrap_or(0);
+    let reason_width = rows.iter().map(|r| r.reason.len()).max().unwrap_or(0);
     let plural = if rows.len() == 1 { "" } else { "s" };
     let mut text = format!(
         "egress-proxy: blocked {} destination{plural}:\n",
         rows.len()
     );
-    for (dest, reason) in rows {
-        text.push_str(&format!("  {dest:<width$}  {reason}\n"));
+    for (row, dest) in rows.iter().zip(&dests) {
+        let line = match &row.rule {
+            Some(rule) => format!(
+                "  {dest:<dest_width$}  {:<reason_width$}  {}",
+                row.reason,
+                respond::rule_text(rule, Audience::Operator)
+            ),
+            None => format!("  {dest:<dest_width$}  {}", row.reason),
+        };
+        text.push_str(&escape_controls(&line));
+        text.push('\n');
+    }
+    if summary.truncated {
+        text.push_str(&format!(
+            "  (more were blocked; only the first {} are listed)\n",
+            crate::audit::SUMMARY
+        ));
     }
     text
 }
@@ -372,6 +425,9 @@ fn summary(blocked: &[(String, &'static str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{BlockedDest, Dest};
+    use crate::policy::{Access, Action, Decision, Origin, Policy, PolicyOptions, RuleInfo};
+    use crate::policy::{RuleRef, Target};
 
     #[test]
     fn env_values_follow_the_listeners() {
@@ -419,18 +475,89 @@ mod tests {
         assert_eq!(parse_stat("garbage"), None);
     }
 
+    fn rule(pattern: &str, origin: Origin) -> Option<RuleRef> {
+        Some(std::sync::Arc::new(RuleInfo {
+            pattern: pattern.into(),
+            action: Action::Deny,
+            origin,
+            managed: false,
+        }))
+    }
+
     #[test]
-    fn summary_is_sorted_aligned_and_empty_when_nothing_was_blocked() {
-        assert_eq!(summary(&[]), "");
-        let blocked = [
-            ("z.test:443".to_string(), "not-allowed"),
-            ("denied.test:80".to_string(), "deny-rule"),
-        ];
+    fn summary_is_aligned_names_the_rule_and_is_empty_when_nothing_was_blocked() {
+        assert_eq!(summary(&Summary::default()), "");
+        let file = Origin::File {
+            path: "/etc/p.toml".into(),
+            line: 3,
+            col: 1,
+        };
+        let blocked = Summary {
+            blocked: vec![
+                BlockedDest {
+                    dest: "denied.test:80".into(),
+                    reason: "deny-rule",
+                    rule: rule("denied.test", file),
+                },
+                BlockedDest {
+                    dest: "evil\u{1b}[2J.test:1".into(),
+                    reason: "deny-rule",
+                    rule: rule("*", Origin::Flag("--deny")),
+                },
+                BlockedDest {
+                    dest: "z.test:443".into(),
+                    reason: "not-allowed",
+                    rule: None,
+                },
+            ],
+            truncated: true,
+        };
         assert_eq!(
             summary(&blocked),
-            "egress-proxy: blocked 2 destinations:\n  \
-             denied.test:80  deny-rule\n  \
-             z.test:443      not-allowed\n"
+            "egress-proxy: blocked 3 destinations:\n  \
+             denied.test:80        deny-rule    rule deny `denied.test` (/etc/p.toml:3:1)\n  \
+             evil\\u{1b}[2J.test:1  deny-rule    rule deny `*` (--deny)\n  \
+             z.test:443            not-allowed\n  \
+             (more were blocked; only the first 1024 are listed)\n"
         );
+    }
+
+    #[test]
+    fn the_live_line_explains_hints_and_escapes() {
+        let policy = Policy::from_rules(
+            &[
+                ("allowed.test", Action::Allow),
+                ("denied.test", Action::Deny),
+            ],
+            PolicyOptions::default(),
+        )
+        .unwrap();
+        let line = |host: &str, protocol| {
+            let target = Target::parse_authority(host, Some(443)).unwrap();
+            let decision = policy.decide(&target, Access::Tunnel).done().cloned();
+            let decision = decision.expect("decided without DNS");
+            live_line(&FirstDenial {
+                protocol,
+                dest: Dest::Target(&target),
+                decision: &decision,
+                dns: None,
+            })
+        };
+        assert_eq!(
+            line("crates.test", Protocol::Connect),
+            "egress-proxy: blocked CONNECT crates.test:443 — not-allowed (no allow rule matches; add --allow crates.test:443)\n"
+        );
+        assert_eq!(
+            line("denied.test", Protocol::SocksTcp),
+            "egress-proxy: blocked SOCKS5 denied.test:443 — deny-rule (a deny rule matches (deny beats allow); rule deny `denied.test` (<api>))\n"
+        );
+        let invalid = live_line(&FirstDenial {
+            protocol: Protocol::Http,
+            dest: Dest::Raw("a\nb\u{1b}[31m"),
+            decision: &Decision::invalid_host(),
+            dns: None,
+        });
+        assert_eq!(invalid.matches('\n').count(), 1, "{invalid:?}");
+        assert!(!invalid.contains('\u{1b}'), "{invalid:?}");
     }
 }

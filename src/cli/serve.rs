@@ -10,10 +10,17 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::AdminOptions;
+use crate::config::{Config, Sources};
+use crate::policy::Policy;
 use crate::server::Server;
 
 /// How long open tunnels may keep running after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
+
+/// For how long after start-up allowed decisions are logged at INFO (later at DEBUG, unless
+/// `--log-allowed`): long enough for someone trying the gateway to see traffic flow, short
+/// enough that a busy gateway's log is not one line per request.
+const ALLOWED_AT_INFO_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -33,6 +40,10 @@ pub struct ServeArgs {
     /// Do not reload when a policy file changes on disk (SIGHUP and `POST /reload` still do).
     #[arg(long = "no-watch")]
     no_watch: bool,
+    /// Log every allowed decision at INFO. Without it only those of the first 10 seconds
+    /// after start-up are; later ones are DEBUG (denials are always WARN).
+    #[arg(long = "log-allowed")]
+    log_allowed: bool,
 }
 
 pub fn run(args: &ServeArgs) -> i32 {
@@ -54,6 +65,37 @@ pub fn run(args: &ServeArgs) -> i32 {
     for warning in crate::report::warnings(&config, &policy) {
         tracing::warn!("{warning}");
     }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    runtime.block_on(gateway(args, config, policy, sources, audit))
+}
+
+/// Runs the gateway on the runtime until SIGINT/SIGTERM; the exit code.
+async fn gateway(
+    args: &ServeArgs,
+    config: Config,
+    policy: Policy,
+    sources: Sources,
+    audit: Option<Box<dyn std::io::Write + Send>>,
+) -> i32 {
+    // Installed before any listener line is logged: a supervisor that
+    // signals as soon as it sees the startup lines must not kill us. Also before a token
+    // is generated, so a signal cannot leave it behind.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("error: cannot install signal handlers: {err}");
+            return 1;
+        }
+    };
     let token = match crate::token::load_or_generate(&config.admin) {
         Ok(token) => token,
         Err(err) => {
@@ -65,6 +107,8 @@ pub fn run(args: &ServeArgs) -> i32 {
             };
         }
     };
+    // Dropped on every way out of here, a failed start included.
+    let _remove_token = token.removed_on_drop();
     if let Some(warning) = config
         .admin
         .token_file
@@ -77,53 +121,40 @@ pub fn run(args: &ServeArgs) -> i32 {
         token: Arc::clone(&token.token),
         metrics: crate::metrics::install(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return 1;
-        }
+    let builder = Server::builder(config)
+        .policy(policy)
+        .reload_from(sources)
+        .watch(!args.no_watch)
+        .admin(admin_options)
+        .log_allowed_at_info(true);
+    let server = match super::start(builder, audit, 1).await {
+        Ok(server) => server,
+        Err(code) => return code,
     };
-    runtime.block_on(async move {
-        // Installed before any listener line is logged: a supervisor that
-        // signals as soon as it sees the startup lines must not kill us.
-        let signals = match Signals::install() {
-            Ok(signals) => signals,
-            Err(err) => {
-                eprintln!("error: cannot install signal handlers: {err}");
-                return 1;
-            }
+    if !args.log_allowed {
+        let events = Arc::clone(server.control.events());
+        tokio::spawn(async move {
+            tokio::time::sleep(ALLOWED_AT_INFO_FOR).await;
+            events.log_allowed_at_info(false);
+        });
+    }
+    if let Some(addr) = server.admin_addr {
+        let source = if token.generated {
+            "generated"
+        } else {
+            "token_file"
         };
-        let builder = Server::builder(config)
-            .policy(policy)
-            .reload_from(sources)
-            .watch(!args.no_watch)
-            .admin(admin_options);
-        let server = match super::start(builder, audit, 1).await {
-            Ok(server) => server,
-            Err(code) => return code,
-        };
-        if let Some(addr) = server.admin_addr {
-            let source = if token.generated {
-                "generated"
-            } else {
-                "token_file"
-            };
-            tracing::info!(
-                %addr,
-                token_file = %token.path.display(),
-                token_source = source,
-                "admin API listening; POST calls need the bearer token in token_file"
-            );
-        }
-        signals.run_until_stopped(&server).await;
-        tracing::info!("shutting down: no longer accepting connections");
-        server.shutdown(GRACE).await;
-        0
-    })
+        tracing::info!(
+            %addr,
+            token_file = %token.path.display(),
+            token_source = source,
+            "admin API listening; POST calls need the bearer token in token_file"
+        );
+    }
+    signals.run_until_stopped(&server).await;
+    tracing::info!("shutting down: no longer accepting connections");
+    server.shutdown(GRACE).await;
+    0
 }
 
 /// SIGHUP reloads; SIGINT and SIGTERM stop the gateway.

@@ -102,7 +102,7 @@ key_table! {
         enabled: Spanned<bool>, BOTH => bool = plain;
         http_port: Spanned<u16>, REQUIREMENTS;
         socks_port: Spanned<u16>, REQUIREMENTS;
-        mode: Spanned<String>, TABLE => Mode = choice;
+        mode: Spanned<String>, BOTH => Mode = choice;
         domains: SpannedMap, BOTH;
         allowed_domains: SpannedList, BOTH;
         denied_domains: SpannedList, BOTH;

@@ -45,25 +45,20 @@ impl Listener {
     }
 }
 
-/// Parses `scheme://HOST:PORT` into the address to bind. The host must be an IP literal or
-/// `localhost`: a name would need DNS before the proxy can even listen, and could resolve to
-/// something other than what the reader of the file expects.
+/// Parses a listener URL into the address to bind, as loosely as Codex's parser does: the
+/// scheme may be left out (`127.0.0.1:8080`, `localhost:3128`) and so may the port
+/// (`http://127.0.0.1`, bare `::1`), which is then the listener's documented default. The host
+/// must be an IP literal or `localhost`: a name would need DNS before the proxy can even
+/// listen, and could resolve to something other than what the reader of the file expects.
 pub(super) fn parse_listen_url(listener: Listener, url: &str) -> Result<SocketAddr, String> {
     let key = listener.key();
-    let schemes = listener.schemes();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!(
-            "`{key}` must be a URL like `http://127.0.0.1:3128`, got `{url}`"
-        ));
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            check_scheme(listener, scheme)?;
+            rest
+        }
+        None => url,
     };
-    if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
-        let accepted = schemes
-            .iter()
-            .map(|s| format!("`{s}://`"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        return Err(format!("`{key}` must use {accepted}, got `{scheme}://`"));
-    }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#', '@']) {
         return Err(format!(
@@ -76,17 +71,17 @@ pub(super) fn parse_listen_url(listener: Listener, url: &str) -> Result<SocketAd
     let (host, port) = split_host_port(authority);
     let ip = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else if host.is_empty() {
+        return Err(format!(
+            "`{key}` has no host: `{url}` (write e.g. `http://127.0.0.1:3128`)"
+        ));
     } else {
         host.parse::<IpAddr>().map_err(|_| {
             format!("`{key}` host must be an IP address or `localhost`, got `{host}`")
         })?
     };
     let port = match port {
-        None | Some("") => {
-            return Err(format!(
-                "`{key}` has no port: `{url}` (write e.g. `http://127.0.0.1:3128`)"
-            ))
-        }
+        None | Some("") => listener.default_addr().port(),
         Some(port) => port
             .parse::<u16>()
             .map_err(|_| format!("`{key}` has an invalid port `{port}`"))?,
@@ -94,8 +89,25 @@ pub(super) fn parse_listen_url(listener: Listener, url: &str) -> Result<SocketAd
     Ok(SocketAddr::new(ip, port))
 }
 
+/// The listener's accepted schemes, case-insensitively.
+fn check_scheme(listener: Listener, scheme: &str) -> Result<(), String> {
+    let schemes = listener.schemes();
+    if schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Ok(());
+    }
+    let accepted = schemes
+        .iter()
+        .map(|s| format!("`{s}://`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Err(format!(
+        "`{}` must use {accepted}, got `{scheme}://`",
+        listener.key()
+    ))
+}
+
 /// Splits `host[:port]`, where an IPv6 host is bracketed; an unbracketed IPv6 literal is
-/// all host (so it is reported as missing its port rather than misread).
+/// all host (so it gets the default port rather than being misread).
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     if let Some(rest) = authority.strip_prefix('[') {
         if let Some((host, after)) = rest.split_once(']') {
@@ -149,6 +161,20 @@ mod tests {
             ),
             (Listener::Socks, "http://127.0.0.1:8081", "127.0.0.1:8081"),
             (Listener::Admin, "http://127.0.0.2:9", "127.0.0.2:9"),
+            // Codex's parser accepts a missing scheme and a missing port (the default).
+            (Listener::Proxy, "127.0.0.1:8080", "127.0.0.1:8080"),
+            (Listener::Proxy, "localhost:3128", "127.0.0.1:3128"),
+            (Listener::Proxy, "http://127.0.0.1", "127.0.0.1:3128"),
+            (Listener::Proxy, "127.0.0.1", "127.0.0.1:3128"),
+            (Listener::Proxy, "http://localhost:", "127.0.0.1:3128"),
+            (Listener::Proxy, "http://::1", "[::1]:3128"),
+            (Listener::Proxy, "::1", "[::1]:3128"),
+            (Listener::Proxy, "[::1]:9", "[::1]:9"),
+            (Listener::Socks, "socks5://[::1]", "[::1]:8081"),
+            (Listener::Socks, "localhost", "127.0.0.1:8081"),
+            (Listener::Socks, "127.0.0.1:1080", "127.0.0.1:1080"),
+            (Listener::Admin, "localhost", "127.0.0.1:8080"),
+            (Listener::Admin, "http://127.0.0.1/", "127.0.0.1:8080"),
         ];
         for (listener, url, want) in ok {
             assert_eq!(
@@ -158,18 +184,20 @@ mod tests {
             );
         }
         let bad = [
-            (Listener::Proxy, "127.0.0.1:3128", "`proxy_url` must be a URL like `http://127.0.0.1:3128`, got `127.0.0.1:3128`"),
             (Listener::Proxy, "https://127.0.0.1:3128", "`proxy_url` must use `http://`, got `https://`"),
             (Listener::Admin, "socks5://127.0.0.1:1", "`admin_url` must use `http://`, got `socks5://`"),
             (Listener::Socks, "ftp://127.0.0.1:1", "`socks_url` must use `http://` or `socks5://` or `socks5h://`, got `ftp://`"),
-            (Listener::Proxy, "http://127.0.0.1", "`proxy_url` has no port: `http://127.0.0.1` (write e.g. `http://127.0.0.1:3128`)"),
-            (Listener::Proxy, "http://localhost:", "`proxy_url` has no port: `http://localhost:` (write e.g. `http://127.0.0.1:3128`)"),
-            (Listener::Socks, "socks5://[::1]", "`socks_url` has no port: `socks5://[::1]` (write e.g. `http://127.0.0.1:3128`)"),
-            (Listener::Proxy, "http://::1", "`proxy_url` has no port: `http://::1` (write e.g. `http://127.0.0.1:3128`)"),
+            (Listener::Proxy, "http://", "`proxy_url` has no host: `http://` (write e.g. `http://127.0.0.1:3128`)"),
+            (Listener::Proxy, ":3128", "`proxy_url` has no host: `:3128` (write e.g. `http://127.0.0.1:3128`)"),
             (Listener::Proxy, "http://example.com:80", "`proxy_url` host must be an IP address or `localhost`, got `example.com`"),
+            (Listener::Proxy, "proxy.internal:3128", "`proxy_url` host must be an IP address or `localhost`, got `proxy.internal`"),
+            (Listener::Socks, "proxy.internal", "`socks_url` host must be an IP address or `localhost`, got `proxy.internal`"),
+            (Listener::Proxy, "localhost.:3128", "`proxy_url` host must be an IP address or `localhost`, got `localhost.`"),
             (Listener::Proxy, "http://127.0.0.1:99999", "`proxy_url` has an invalid port `99999`"),
+            (Listener::Proxy, "127.0.0.1:http", "`proxy_url` has an invalid port `http`"),
             (Listener::Proxy, "http://127.0.0.1:3128/path", "`proxy_url` must be only a scheme, a host and a port, got `http://127.0.0.1:3128/path`"),
             (Listener::Proxy, "http://u@127.0.0.1:1", "`proxy_url` must be only a scheme, a host and a port, got `http://u@127.0.0.1:1`"),
+            (Listener::Proxy, "u@localhost", "`proxy_url` must be only a scheme, a host and a port, got `u@localhost`"),
         ];
         for (listener, url, want) in bad {
             assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::keys::{AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars};
-use crate::policy::{Action, Origin, UnixAction};
+use crate::policy::{Action, Mode, Origin, UnixAction};
 
 /// A value and where it was set, so warnings and errors about the effective value can point
 /// at the layer that decided it.
@@ -120,7 +120,10 @@ pub(super) struct Merged {
 }
 
 impl Merged {
-    pub(super) fn apply(&mut self, layer: Layer, managed: bool) {
+    pub(super) fn apply(&mut self, mut layer: Layer, managed: bool) {
+        if managed {
+            keep_stricter_mode(&self.scalars.network.mode, &mut layer.scalars.network.mode);
+        }
         self.scalars.override_with(layer.scalars);
         let rules = if managed {
             &mut self.managed_rules
@@ -153,5 +156,30 @@ impl Merged {
                 UnixEntry::None => self.unix.remove(&path),
             }
         }
+    }
+}
+
+/// The requirements constrain, they never grant: a managed `mode` overrides the user's only
+/// when it is the stricter one, so a managed `limited` wins over a user's `full`, and a managed
+/// `full` leaves a user's `limited` in place (the most restrictive mode wins, the same reading
+/// as managed denies beating user allows).
+fn keep_stricter_mode(user: &Option<Set<Mode>>, managed: &mut Option<Set<Mode>>) {
+    let user_limited = matches!(
+        user,
+        Some(Set {
+            value: Mode::Limited,
+            ..
+        })
+    );
+    if user_limited
+        && matches!(
+            managed,
+            Some(Set {
+                value: Mode::Full,
+                ..
+            })
+        )
+    {
+        *managed = None;
     }
 }

@@ -154,15 +154,152 @@ fn categories() {
 
 #[test]
 fn the_body_names_the_reason_and_the_rule() {
-    let denied = denied(decided(&policy(Mode::Full), "evil.test", None));
+    let deny_rule = denied(decided(&policy(Mode::Full), "evil.test", None));
     let answer = http(&Refusal::Denied {
         dest: "evil.test:443",
-        denied: &denied,
+        denied: &deny_rule,
     });
     assert_eq!(
         answer.body,
         "egress-proxy: blocked evil.test:443: deny-rule (a deny rule matches (deny beats allow)); rule deny `evil.test` (--allow)\n"
     );
+    let unlisted = denied(decided(&policy_without_wildcard(), "other.test", None));
+    let answer = http(&Refusal::Denied {
+        dest: "other.test:443",
+        denied: &unlisted,
+    });
+    assert_eq!(
+        answer.body,
+        "egress-proxy: blocked other.test:443: not-allowed (no allow rule matches); rule: none; add --allow other.test:443\n"
+    );
+}
+
+/// A rule written in a file: the operator's line says where, the client's body and JSON only
+/// that it was a file, whatever the directory is called.
+#[test]
+fn a_policy_file_path_is_the_operators_alone() {
+    let rule = |managed| RuleSpec {
+        pattern: "evil.test".into(),
+        action: Action::Deny,
+        origin: Origin::File {
+            path: "/srv/secret-dir/p.toml".into(),
+            line: 3,
+            col: 1,
+        },
+        managed,
+    };
+    for (managed, shown) in [(false, "a policy file"), (true, "the requirements")] {
+        let rules = [
+            rule(managed),
+            RuleSpec {
+                pattern: "*".into(),
+                ..rule(false)
+            },
+        ];
+        let rules = [
+            rules[0].clone(),
+            RuleSpec {
+                action: Action::Allow,
+                ..rules[1].clone()
+            },
+        ];
+        let policy = Policy::new(&rules, &[], PolicyOptions::default()).unwrap();
+        let refused = denied(decided(&policy, "evil.test", None));
+        let answer = http(&Refusal::Denied {
+            dest: "evil.test:443",
+            denied: &refused,
+        });
+        for text in [&answer.body, &answer.json] {
+            assert!(!text.contains("secret-dir"), "{text}");
+        }
+        assert!(
+            answer
+                .body
+                .contains(&format!("rule deny `evil.test` ({shown})")),
+            "{}",
+            answer.body
+        );
+        let line = describe("evil.test:443", &refused.decision, None);
+        assert_eq!(
+            line,
+            "evil.test:443 — deny-rule (a deny rule matches (deny beats allow); rule deny `evil.test` (/srv/secret-dir/p.toml:3:1))"
+        );
+    }
+}
+
+#[test]
+fn json_answers_are_one_object_with_codex_field_names() {
+    let parse = |answer: &HttpAnswer| -> serde_json::Value {
+        assert!(answer.json.ends_with('\n') && answer.json.matches('\n').count() == 1);
+        serde_json::from_str(&answer.json).unwrap()
+    };
+    let unlisted = denied(decided(&policy_without_wildcard(), "other.test", None));
+    let json = parse(&http(&Refusal::Denied {
+        dest: "other.test:443",
+        denied: &unlisted,
+    }));
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "status": "blocked",
+            "error": "blocked-by-allowlist",
+            "host": "other.test",
+            "port": 443,
+            "reason": "not-allowed",
+            "decision": "deny",
+            "source": "policy",
+            "rule": null,
+            "hint": "add --allow other.test:443",
+            "message": "blocked other.test:443: not-allowed (no allow rule matches); rule: none; add --allow other.test:443",
+        })
+    );
+    let dns_failed = Denied {
+        decision: decided(&policy(Mode::Full), "gone.test", None),
+        dns: Some(crate::dns::DnsError::NxDomain),
+    };
+    let json = parse(&http(&Refusal::Denied {
+        dest: "[::1]:8080",
+        denied: &dns_failed,
+    }));
+    assert_eq!(
+        (&json["host"], &json["port"]),
+        (&"::1".into(), &8080.into())
+    );
+    assert_eq!(json["hint"], "dns: nxdomain: no such name");
+    assert_eq!(json["rule"], "*");
+
+    let refused = DialError::Refused(Peer::Tcp("127.0.0.1:1".parse().unwrap()));
+    let json = parse(&http(&Refusal::Dial {
+        dest: "a.test:1",
+        error: &refused,
+    }));
+    assert_eq!(json["status"], "error");
+    assert_eq!(json["error"], "connect-refused");
+    assert_eq!(
+        (&json["host"], &json["port"]),
+        (&"a.test".into(), &1.into())
+    );
+    assert_eq!(json["reason"], serde_json::Value::Null);
+    let json = parse(&http(&Refusal::BadRequest("request URI has no host")));
+    assert_eq!(json["error"], "bad-request");
+    assert_eq!(json["message"], "request URI has no host");
+    assert_eq!(json["host"], serde_json::Value::Null);
+}
+
+#[test]
+fn destinations_split_for_json() {
+    let cases = [
+        ("a.test:443", ("a.test", Some(443))),
+        ("[::1]:80", ("::1", Some(80))),
+        ("10.0.0.1:1", ("10.0.0.1", Some(1))),
+        ("unix:/run/x.sock", ("unix:/run/x.sock", None)),
+        ("a b", ("a b", None)),
+        ("::1", ("::1", None)),
+        ("a.test:99999", ("a.test:99999", None)),
+    ];
+    for (dest, want) in cases {
+        assert_eq!(host_port(dest), want, "{dest}");
+    }
 }
 
 #[test]

@@ -15,5 +15,6 @@ mod af_unix;
 mod connect;
 mod dial;
 mod forward;
+mod json;
 mod limits;
 mod policy;

@@ -3,6 +3,7 @@
 //! behaviour, so the short tests run beside the drain tests' ten-second grace.
 
 mod audit;
+mod friction;
 mod lifecycle;
 #[path = "../support/serve.rs"]
 mod serve;

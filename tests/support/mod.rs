@@ -14,6 +14,7 @@ pub mod netns;
 pub mod origin;
 pub mod prometheus;
 pub mod reply;
+pub mod run;
 pub mod socks;
 pub mod socks_world;
 pub mod unix_origin;

@@ -132,12 +132,21 @@ fn requirements_keys_are_checked_and_other_tables_ignored() {
     .unwrap();
     assert_eq!(ok.http_port.map(|p| p.into_inner()), Some(3129));
     assert!(parse_requirements(&src("model = 1\n")).unwrap().is_none());
-    let err = parse_requirements(&src("[experimental_network]\nmode = 'limited'\n"))
-        .unwrap_err()
-        .to_string();
+    let mode = parse_requirements(&src("[experimental_network]\nmode = 'limited'\n"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mode.mode.map(|m| m.into_inner()).as_deref(),
+        Some("limited")
+    );
+    let err = parse_requirements(&src(
+        "[experimental_network]\nproxy_url = 'http://127.0.0.1:1'\n",
+    ))
+    .unwrap_err()
+    .to_string();
     assert_eq!(
         err,
-        "t.toml:2:1: unknown key `mode` in `[experimental_network]` (expected one of: `enabled`, `http_port`, `socks_port`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `managed_allowed_domains_only`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)"
+        "t.toml:2:1: unknown key `proxy_url` in `[experimental_network]` (expected one of: `enabled`, `http_port`, `socks_port`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `managed_allowed_domains_only`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)"
     );
 }
 

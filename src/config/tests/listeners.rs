@@ -40,7 +40,7 @@ fn listener_checks() {
         ("proxy_url = 'http://0.0.0.0:3128'", "l.toml:1:13: `proxy_url` listens on non-loopback address 0.0.0.0:3128; set `dangerously_allow_non_loopback_proxy = true` to allow it"),
         ("socks_url = 'socks5://[::]:1080'", "l.toml:1:13: `socks_url` listens on non-loopback address [::]:1080; set `dangerously_allow_non_loopback_proxy = true` to allow it"),
         ("admin_url = 'http://192.168.1.2:8080'\ndangerously_allow_non_loopback_proxy = true", "l.toml:1:13: `admin_url` listens on non-loopback address 192.168.1.2:8080; set `dangerously_allow_non_loopback_admin = true` to allow it"),
-        ("proxy_url = 'http://127.0.0.1'", "l.toml:1:13: `proxy_url` has no port: `http://127.0.0.1` (write e.g. `http://127.0.0.1:3128`)"),
+        ("proxy_url = 'http://'", "l.toml:1:13: `proxy_url` has no host: `http://` (write e.g. `http://127.0.0.1:3128`)"),
         ("socks_url = 'https://127.0.0.1:1'", "l.toml:1:13: `socks_url` must use `http://` or `socks5://` or `socks5h://`, got `https://`"),
         ("proxy_url = 'http://proxy.internal:3128'", "l.toml:1:13: `proxy_url` host must be an IP address or `localhost`, got `proxy.internal`"),
     ];
@@ -82,5 +82,30 @@ fn listener_checks() {
     assert_eq!(
         ok(&[("l.toml", &denied)], None, &flags()).proxy_addr,
         addr("0.0.0.0:3128")
+    );
+}
+
+/// Codex's own parser takes listener URLs without a scheme or a port; so do we, with each
+/// listener's documented default port.
+#[test]
+fn codex_listener_urls_without_scheme_or_port() {
+    let codex = "[network]\nenabled = true\nproxy_url = '127.0.0.1:8080'\nsocks_url = 'localhost'\nadmin_url = 'http://127.0.0.1'\n";
+    let got = ok(&[("config.toml", codex)], None, &flags());
+    assert_eq!(got.proxy_addr, addr("127.0.0.1:8080"));
+    assert_eq!(got.socks_addr, addr("127.0.0.1:8081"));
+    assert_eq!(got.admin_addr, addr("127.0.0.1:8080"));
+    let native = "proxy_url = 'localhost:3128'\nsocks_url = '[::1]'\n";
+    let got = ok(&[("n.toml", native)], None, &flags());
+    assert_eq!(
+        (got.proxy_addr, got.socks_addr),
+        (addr("127.0.0.1:3128"), addr("[::1]:8081"))
+    );
+    assert_eq!(
+        err(
+            &[("n.toml", "proxy_url = 'proxy.internal'")],
+            None,
+            &flags()
+        ),
+        "n.toml:1:13: `proxy_url` host must be an IP address or `localhost`, got `proxy.internal`"
     );
 }

@@ -1,6 +1,7 @@
 //! The requirements layer: managed rules and scalars win over every user layer.
 
 use super::*;
+use crate::policy::Mode;
 
 #[test]
 fn managed_combinations() {
@@ -89,5 +90,43 @@ enable_socks5_udp = false
             "deny /run/shared.sock @r.toml:6:1",
             "allow /run/admin.sock @r.toml:8:1"
         ]
+    );
+}
+
+/// The stricter mode wins whichever side sets it: the requirements can narrow `full` to
+/// `limited`, never widen a user's `limited`.
+#[test]
+fn managed_mode_only_narrows() {
+    let user = |mode: &str| format!("allowed_domains = ['a.com']\nmode = '{mode}'\n");
+    let managed = |mode: &str| format!("[experimental_network]\nmode = '{mode}'\n");
+    let cases = [
+        (None, None, Mode::Full),
+        (Some("full"), Some("limited"), Mode::Limited),
+        (None, Some("limited"), Mode::Limited),
+        (Some("limited"), Some("full"), Mode::Limited),
+        (Some("limited"), None, Mode::Limited),
+        (None, Some("full"), Mode::Full),
+        (Some("full"), Some("full"), Mode::Full),
+    ];
+    for (user_mode, managed_mode, want) in cases {
+        let user_text = user_mode.map_or_else(|| "allowed_domains = ['a.com']\n".into(), user);
+        let req = managed_mode.map(managed);
+        let got = ok(
+            &[("u.toml", &user_text)],
+            req.as_deref().map(|r| ("r.toml", r)),
+            &flags(),
+        );
+        assert_eq!(
+            got.mode, want,
+            "user {user_mode:?}, managed {managed_mode:?}"
+        );
+    }
+    assert_eq!(
+        err(
+            &[],
+            Some(("r.toml", "experimental_network.mode = 'read-only'\n")),
+            &flags()
+        ),
+        "r.toml:1:29: `mode`: unknown variant `read-only`, expected `full` or `limited`"
     );
 }
