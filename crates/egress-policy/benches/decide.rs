@@ -100,5 +100,40 @@ fn classifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions, canonicaliser, classifier);
+/// The address checks of a decision at 1k rules: an IP-literal destination (public and
+/// non-public) and a name's answers, the paths a declared public range adds a lookup to.
+fn addresses(c: &mut Criterion) {
+    let mut group = c.benchmark_group("addresses");
+    let mut specs = rules(1_000);
+    specs.push(RuleSpec {
+        pattern: "*".to_string(),
+        action: Action::Allow,
+        origin: Origin::Api,
+        managed: false,
+    });
+    let policy = Policy::new(&specs, &[], PolicyOptions::default()).expect("rules compile");
+    for input in [
+        "93.184.216.34:443",
+        "192.0.2.7:443",
+        "[::ffff:192.0.2.7]:443",
+    ] {
+        group.bench_with_input(BenchmarkId::new("literal", input), input, |b, i| {
+            b.iter(|| decide(&policy, black_box(i)))
+        });
+    }
+    let target = Target::parse_authority("www.unlisted-domain.example:443", None).unwrap();
+    let answers: [IpAddr; 2] = [
+        "93.184.216.34".parse().unwrap(),
+        "2606:4700::1".parse().unwrap(),
+    ];
+    group.bench_function("answers", |b| {
+        b.iter(|| match policy.decide(&target, Access::Tunnel) {
+            Step::Resolve(pending) => pending.resolved(black_box(&answers)).is_allowed(),
+            Step::Done(_) => unreachable!("`*` allows the name"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decisions, canonicaliser, classifier, addresses);
 criterion_main!(benches);
