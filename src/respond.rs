@@ -14,6 +14,9 @@ use crate::net::owner::OwnerError;
 use crate::policy::Reason;
 use crate::socks5_codec::{Command, RequestError};
 
+mod hint;
+pub use hint::public_range_hint;
+
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal<'a> {
