@@ -13,6 +13,14 @@ fn declared(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Files, requirements, `--public-range` flags, and the effective list.
+type Case<'a> = (
+    &'a [(&'a str, &'a str)],
+    Option<(&'a str, &'a str)>,
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
 fn with_flags(ranges: &[&str]) -> Sources {
     Sources {
         public_ranges: ranges.iter().map(ToString::to_string).collect(),
@@ -75,7 +83,7 @@ fn later_layers_replace_the_list_and_requirements_win() {
         "[experimental_network]\npublic_ranges = ['2001:db8::/32']\n",
     );
     let cleared = ("r.toml", "[experimental_network]\npublic_ranges = []\n");
-    let cases: [(&[(&str, &str)], Option<(&str, &str)>, &[&str], &[&str]); 7] = [
+    let cases: [Case<'_>; 7] = [
         (&[a], None, &[], &["198.18.0.0/15", "100.64.0.0/10"]),
         (&[a, b], None, &[], &["192.0.2.0/24"]),
         (&[a, none], None, &[], &["198.18.0.0/15", "100.64.0.0/10"]),
