@@ -277,3 +277,38 @@ fn run_with_the_flag_reaches_a_fake_ip_answer() {
     assert_eq!(out, "fake-ip origin saw GET /run body=0");
     assert_eq!(origins.requests(), 1);
 }
+
+/// The admin API's `/check` answers the sandboxed child too: without the token the non-public
+/// answer and the hint that would follow from it are left out, with it both are shown.
+#[test]
+fn admin_check_shows_the_hint_only_with_the_token() {
+    use crate::support::harness::{Proxy, TOKEN};
+    use crate::support::http::blocking::raw_request;
+
+    let dns = fake_ip_dns();
+    let proxy = Proxy::builder()
+        .allow("gateway.test")
+        .dns(&dns)
+        .admin()
+        .start_blocking();
+    let admin = proxy.admin.expect("the admin API runs");
+    let ask = |auth: &str| {
+        let request = format!(
+            "GET /check?target=gateway.test HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n"
+        );
+        let reply = raw_request(admin, request.as_bytes());
+        assert_eq!(reply.status, 200, "{reply:?}");
+        json_lines(&reply.body).remove(0)
+    };
+    let open = ask("");
+    assert_eq!(open["reason"], "dns-non-public:documentation", "{open}");
+    assert_eq!(open["ips"], serde_json::json!([]), "{open}");
+    assert_eq!(open["ips_hidden"], 1, "{open}");
+    assert!(open.get("hint").is_none(), "{open}");
+    let full = ask(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    assert_eq!(
+        full["hint"],
+        "the resolver answered with a documentation address (192.0.2.0/24); if this network's DNS answers from that range, declare it: --public-range 192.0.2.0/24",
+        "{full}"
+    );
+}
