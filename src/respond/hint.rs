@@ -57,9 +57,11 @@ mod tests {
             ),
             (
                 "crates.test",
-                &["93.184.216.34", "::ffff:192.0.2.7"],
+                &["::ffff:192.0.2.7", "192.0.2.8"],
                 Some("the resolver answered with a documentation address (192.0.2.0/24); if this network's DNS answers from that range, declare it: --public-range 192.0.2.0/24"),
             ),
+            // a public answer beside a private one looks like rebinding, not a fake-IP resolver
+            ("crates.test", &["93.184.216.34", "10.0.0.1"], None),
             (
                 "100.64.1.2",
                 &[],

@@ -317,16 +317,24 @@ impl Decision {
     /// For a `non-public-ip:<class>` or `dns-non-public:<class>` denial whose address a
     /// declared public range could open, that address and the range to declare: what a hint
     /// tells a user whose network really uses a special-purpose range. `None` for every other
-    /// decision, for classes no declaration can open (loopback, link-local, …), and when
-    /// another answer is of such a class, since no declaration would let the name through.
+    /// decision, for classes no declaration can open (loopback, link-local, …), when another
+    /// answer is of such a class (no declaration would let the name through), and when another
+    /// answer is really public: a resolver that answers from a special-purpose range answers
+    /// every name from it, while a public answer next to a private one is what DNS rebinding
+    /// looks like, and no one should be told to open the LAN for it.
     pub fn declarable(&self) -> Option<Declarable> {
         let class = match self.reason {
             Reason::NonPublicIp(class) | Reason::DnsNonPublic(class) => class,
             _ => return None,
         };
-        let never =
-            |c: &ClassifiedIp| !c.class.is_public() && public_ranges::declarable(c.ip).is_none();
-        if self.ips.iter().any(never) {
+        let rules_it_out = |c: &ClassifiedIp| {
+            if c.class.is_public() {
+                c.declared.is_none()
+            } else {
+                public_ranges::declarable(c.ip).is_none()
+            }
+        };
+        if self.ips.iter().any(rules_it_out) {
             return None;
         }
         let ip = self.ips.iter().find(|c| c.class == class)?.ip;

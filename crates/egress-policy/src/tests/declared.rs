@@ -168,7 +168,17 @@ fn declarable_denials_name_the_range_to_declare() {
     };
     let cases: &[(Decision, Option<&str>)] = &[
         (
+            answers(&p, "a.fake.test", &["192.0.2.7"]),
+            Some("192.0.2.7 documentation 192.0.2.0/24"),
+        ),
+        // a public answer next to a non-public one is the rebinding pattern: no hint
+        (
             answers(&p, "a.fake.test", &["93.184.216.34", "192.0.2.7"]),
+            None,
+        ),
+        // but an answer public only by declaration is no such sign
+        (
+            answers(&declared, "a.fake.test", &["100.64.0.9", "192.0.2.7"]),
             Some("192.0.2.7 documentation 192.0.2.0/24"),
         ),
         (
