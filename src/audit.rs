@@ -239,6 +239,9 @@ struct DecisionLine<'a> {
     decided_by: &'static str,
     ip: Option<String>,
     class: Option<&'static str>,
+    /// The class a declared public range overrode for `ip` (`class` is then `public`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declared: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -348,6 +351,7 @@ impl Events {
                 decided_by: d.decided_by().as_str(),
                 ip: first.map(|c| c.ip.to_string()),
                 class: first.map(|c| c.class.name()),
+                declared: first.and_then(|c| c.declared).map(|was| was.name()),
             });
         }
         id

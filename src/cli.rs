@@ -64,6 +64,11 @@ pub struct PolicyArgs {
     /// DNS server to use instead of `[dns] servers` (`IP` or `IP:PORT`); repeatable.
     #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = config::parse_dns_server)]
     dns_servers: Vec<SocketAddr>,
+    /// Classify addresses in CIDR as public (a fake-IP DNS range, a tailnet), so the allow
+    /// rules decide them; replaces the files' `public_ranges`. Never loopback, link-local,
+    /// multicast, broadcast or unspecified. Repeatable.
+    #[arg(long = "public-range", value_name = "CIDR")]
+    public_ranges: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -75,6 +80,7 @@ impl PolicyArgs {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             dns_servers: self.dns_servers.clone(),
+            public_ranges: self.public_ranges.clone(),
             ..Sources::default()
         }
     }

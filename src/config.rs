@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::policy::{
-    Mode, MultiAnswer, Policy, PolicyError, PolicyOptions, RuleSpec, UnixSocketSpec,
+    Mode, MultiAnswer, Policy, PolicyError, PolicyOptions, PublicRanges, RuleSpec, UnixSocketSpec,
 };
 
 mod convert;
@@ -46,6 +46,9 @@ pub struct Sources {
     pub deny: Vec<String>,
     /// `--dns-server IP:PORT`: replaces `[dns] servers` when not empty.
     pub dns_servers: Vec<SocketAddr>,
+    /// `--public-range CIDR`: replaces the files' `public_ranges` when not empty (the
+    /// requirements' list still replaces it).
+    pub public_ranges: Vec<String>,
     /// `--http-listen`, `--socks-listen`, `--admin-listen`: part of the last user layer, so
     /// the loopback rules apply to them and requirements ports still win.
     pub http_listen: Option<SocketAddr>,
@@ -75,6 +78,9 @@ pub struct Config {
     pub enable_socks5_udp: bool,
     /// Accepted for Codex compatibility.
     pub allow_upstream_proxy: bool,
+    /// Ranges this network uses for public destinations (fake-IP DNS, a tailnet): classified
+    /// `public`, never loopback, link-local or another never-public class.
+    pub public_ranges: PublicRanges,
     /// The HTTP listener (`proxy_url`).
     pub proxy_addr: SocketAddr,
     /// The SOCKS5 listener (`socks_url`).
@@ -112,6 +118,7 @@ impl Config {
                 allow_local_binding: self.allow_local_binding,
                 multi_answer: self.dns.multi_answer,
                 dangerously_allow_all_unix_sockets: self.dangerously_allow_all_unix_sockets,
+                public_ranges: self.public_ranges.clone(),
             },
         )
     }

@@ -117,6 +117,14 @@ impl Outcome {
         }
     }
 
+    /// How a denial a declared public range could lift would be lifted.
+    fn hint(&self) -> Option<String> {
+        match &self.verdict {
+            Judged::Decided(decision) => crate::respond::public_range_hint(decision),
+            Judged::Unresolved(_) => None,
+        }
+    }
+
     fn ips(&self) -> &[ClassifiedIp] {
         match &self.verdict {
             Judged::Decided(decision) => decision.ips(),
@@ -177,7 +185,21 @@ pub fn text(o: &Outcome) -> String {
         let _ = writeln!(out, "  dns     {err}");
     }
     for ip in o.ips() {
-        let _ = writeln!(out, "  ip      {} ({})", ip.ip, ip.class);
+        match ip.declared {
+            Some(was) => {
+                let _ = writeln!(
+                    out,
+                    "  ip      {} ({} (declared; was {was}))",
+                    ip.ip, ip.class
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  ip      {} ({})", ip.ip, ip.class);
+            }
+        }
+    }
+    if let Some(hint) = o.hint() {
+        let _ = writeln!(out, "  hint    {hint}");
     }
     if let Judged::Unresolved(_) = o.verdict {
         let _ = writeln!(
@@ -192,6 +214,9 @@ pub fn text(o: &Outcome) -> String {
 struct JsonIp {
     ip: String,
     class: &'static str,
+    /// The class a declared public range overrode (`class` is then `public`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declared: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -205,14 +230,19 @@ struct JsonOutcome<'a> {
     ips: Vec<JsonIp>,
     #[serde(skip_serializing_if = "is_zero")]
     ips_hidden: usize,
+    /// For a denial a declared public range could lift, how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}`, plus
-/// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out.
+/// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}` (an
+/// address in a declared public range adds `declared: <its table class>`), plus
+/// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out and `hint` for a denial a
+/// declared public range could lift.
 pub fn json_line(o: &Outcome) -> String {
     let line = JsonOutcome {
         target: &o.input,
@@ -227,9 +257,11 @@ pub fn json_line(o: &Outcome) -> String {
             .map(|c| JsonIp {
                 ip: c.ip.to_string(),
                 class: c.class.name(),
+                declared: c.declared.map(|was| was.name()),
             })
             .collect(),
         ips_hidden: o.hidden,
+        hint: o.hint(),
     };
     serde_json::to_string(&line).expect("plain data serialises")
 }
@@ -260,6 +292,8 @@ struct JsonPolicy<'a> {
     enable_socks5_udp: bool,
     allow_local_binding: bool,
     allow_upstream_proxy: bool,
+    /// As written (an IPv6 spelling of IPv4 addresses is not rewritten).
+    public_ranges: Vec<String>,
     dangerously_allow_non_loopback_proxy: bool,
     dangerously_allow_non_loopback_admin: bool,
     dangerously_allow_all_unix_sockets: bool,
@@ -299,6 +333,12 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
         enable_socks5_udp: config.enable_socks5_udp,
         allow_local_binding: config.allow_local_binding,
         allow_upstream_proxy: config.allow_upstream_proxy,
+        public_ranges: config
+            .public_ranges
+            .declared()
+            .iter()
+            .map(|r| r.written().to_string())
+            .collect(),
         dangerously_allow_non_loopback_proxy: config.dangerously_allow_non_loopback_proxy,
         dangerously_allow_non_loopback_admin: config.dangerously_allow_non_loopback_admin,
         dangerously_allow_all_unix_sockets: config.dangerously_allow_all_unix_sockets,

@@ -21,6 +21,9 @@ use crate::net::owner::OwnerError;
 use crate::policy::{Decision, Origin, Reason, RuleInfo};
 use crate::socks5_codec::{Command, RequestError};
 
+mod hint;
+pub use hint::public_range_hint;
+
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal<'a> {
@@ -90,6 +93,7 @@ pub fn hint(dest: &str, decision: &Decision, dns: Option<&DnsError>) -> Option<S
     match decision.reason() {
         Reason::NotAllowed => Some(format!("add --allow {dest}")),
         Reason::DnsFailed => dns.map(|error| format!("dns: {error}")),
+        Reason::NonPublicIp(_) | Reason::DnsNonPublic(_) => public_range_hint(decision),
         _ => None,
     }
 }

@@ -10,7 +10,9 @@ use crate::report;
 pub struct CheckArgs {
     #[command(flatten)]
     policy: PolicyArgs,
-    /// One JSON object per target per line.
+    /// One JSON object per target per line. An address in a declared public range has
+    /// `"class": "public"` and `"declared": <the class it would have had>`; a denial a
+    /// declaration could lift has a `"hint"`.
     #[arg(long)]
     json: bool,
     /// Decide on the domain rules only; do not resolve names.

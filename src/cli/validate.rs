@@ -83,6 +83,11 @@ fn text(config: &Config, policy: &Policy) -> String {
         config.dns.multi_answer.as_str()
     );
     let _ = writeln!(out, "allow_local_binding: {}", config.allow_local_binding);
+    let declared = config.public_ranges.declared();
+    if !declared.is_empty() {
+        let ranges: Vec<String> = declared.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "public ranges (declared): {}", ranges.join(", "));
+    }
     let width = rules.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     let _ = writeln!(out, "rules:");
     for rule in rules {

@@ -16,7 +16,7 @@ use super::keys::{
 use super::listen::{self, Listener};
 use super::merge::{Layer, Listeners, Scalars, Set, UnixEntry};
 use super::raw::{RawLayer, SpannedList, SpannedMap};
-use crate::policy::{Action, Origin};
+use crate::policy::{Action, DeclaredRange, Origin, PublicRanges};
 
 /// What a conversion in the key table returns: the value with its origin, if it was set.
 pub(super) type Converted<T> = Result<Option<Set<T>>, ConfigError>;
@@ -190,6 +190,45 @@ pub(super) fn dns_servers(
         .map(|s| listen::parse_dns_server(s.get_ref()).map_err(|m| src.error(&s.span(), m)))
         .collect::<Result<_, _>>()?;
     Ok(Some(Set { value, origin }))
+}
+
+/// `public_ranges`: each CIDR is checked at its own position, so the error names the one that
+/// overlaps a never-public range.
+pub(super) fn public_ranges(
+    src: &Source,
+    key: &Key,
+    ranges: Option<SpannedList>,
+) -> Converted<PublicRanges> {
+    let Some(ranges) = ranges else {
+        return Ok(None);
+    };
+    let origin = src.origin(&ranges.span());
+    let checked = ranges
+        .into_inner()
+        .into_iter()
+        .map(|r| {
+            r.get_ref()
+                .parse::<DeclaredRange>()
+                .map_err(|e| src.error(&r.span(), format!("{}: {e}", key.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Set {
+        value: PublicRanges::new(checked),
+        origin,
+    }))
+}
+
+/// `--public-range CIDR`, each checked like an entry of `public_ranges`.
+pub(super) fn public_range_flags(flags: &[String]) -> Result<PublicRanges, ConfigError> {
+    let origin = Origin::Flag("--public-range");
+    let checked = flags
+        .iter()
+        .map(|r| {
+            r.parse::<DeclaredRange>()
+                .map_err(|e| ConfigError::at_origin(&origin, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PublicRanges::new(checked))
 }
 
 /// The value of one map entry, e.g. `"allow"` in `domains`, reported at the value when wrong.

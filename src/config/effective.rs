@@ -80,6 +80,7 @@ pub(super) fn finish(
         enable_socks5: flag(&net.enable_socks5, true),
         enable_socks5_udp: flag(&net.enable_socks5_udp, true),
         allow_upstream_proxy: flag(&net.allow_upstream_proxy, true),
+        public_ranges: value(&net.public_ranges).unwrap_or_default(),
         proxy_addr,
         socks_addr,
         admin_addr,

@@ -12,12 +12,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::convert::{choice, count, dns_servers, header_bytes, millis, path, plain};
+use super::convert::{
+    choice, count, dns_servers, header_bytes, millis, path, plain, public_ranges,
+};
 use super::error::{ConfigError, Source};
 use super::merge::{replace, Set};
 use super::raw::{SpannedList, SpannedMap};
 use super::{LogFormat, MultiAnswer};
-use crate::policy::Mode;
+use crate::policy::{Mode, PublicRanges};
 
 /// A key of every user network table: native top level, `[features.network_proxy]`,
 /// `[network]`, `[permissions.<name>.network]`; and of each extension table.
@@ -112,6 +114,7 @@ key_table! {
         enable_socks5: Spanned<bool>, BOTH => bool = plain;
         enable_socks5_udp: Spanned<bool>, BOTH => bool = plain;
         allow_upstream_proxy: Spanned<bool>, BOTH => bool = plain;
+        public_ranges: SpannedList, BOTH => PublicRanges = public_ranges;
         proxy_url: Spanned<String>, TABLE;
         socks_url: Spanned<String>, TABLE;
         admin_url: Spanned<String>, TABLE;

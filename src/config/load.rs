@@ -6,10 +6,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::convert::convert;
+use super::convert::{convert, public_range_flags};
 use super::effective::finish;
 use super::error::{ConfigError, Source};
-use super::keys::DnsScalars;
+use super::keys::{DnsScalars, NetworkScalars};
 use super::merge::{Layer, Listeners, Merged, Scalars, Set};
 use super::raw::{self, RawLayer};
 use super::{Config, Sources};
@@ -76,7 +76,7 @@ fn build(
             return Err(unknown_profile(name, profiles));
         }
     }
-    merged.apply(flag_layer(sources), false);
+    merged.apply(flag_layer(sources)?, false);
     if let Some(src) = requirements {
         if let Some(network) = raw::parse_requirements(src)? {
             merged.apply(convert(src, RawLayer::from(network))?, true);
@@ -105,7 +105,7 @@ fn unknown_profile(name: &str, mut defined: Vec<String>) -> ConfigError {
     ConfigError::Invalid(format!("unknown profile `{name}` (--profile): {known}"))
 }
 
-fn flag_layer(sources: &Sources) -> Layer {
+fn flag_layer(sources: &Sources) -> Result<Layer, ConfigError> {
     let allows = sources
         .allow
         .iter()
@@ -120,9 +120,21 @@ fn flag_layer(sources: &Sources) -> Layer {
             origin: Origin::Flag(flag),
         })
     };
-    Layer {
+    let public_ranges = if sources.public_ranges.is_empty() {
+        None
+    } else {
+        Some(Set {
+            value: public_range_flags(&sources.public_ranges)?,
+            origin: Origin::Flag("--public-range"),
+        })
+    };
+    Ok(Layer {
         rules: allows.chain(denies).collect(),
         scalars: Scalars {
+            network: NetworkScalars {
+                public_ranges,
+                ..NetworkScalars::default()
+            },
             listeners: Listeners {
                 proxy: set(sources.http_listen, "--http-listen"),
                 socks: set(sources.socks_listen, "--socks-listen"),
@@ -138,5 +150,5 @@ fn flag_layer(sources: &Sources) -> Layer {
             ..Scalars::default()
         },
         ..Layer::default()
-    }
+    })
 }

@@ -10,6 +10,7 @@ use crate::policy::{Action, Origin, UnixAction};
 mod codex;
 mod layering;
 mod listeners;
+mod public_ranges;
 mod requirements;
 mod values;
 mod warnings;
@@ -62,6 +63,7 @@ fn defaults(enabled: bool) -> Config {
         enable_socks5: true,
         enable_socks5_udp: true,
         allow_upstream_proxy: true,
+        public_ranges: PublicRanges::default(),
         proxy_addr: addr("127.0.0.1:3128"),
         socks_addr: addr("127.0.0.1:8081"),
         admin_addr: addr("127.0.0.1:8080"),

@@ -1,6 +1,6 @@
 //! Findings about the effective settings that `validate` and `serve` report: networking that
-//! is off, `dangerously_*` switches that are on, and a managed-only policy that allows
-//! nothing. Findings about the rules themselves come from the compiled policy.
+//! is off, `dangerously_*` switches that are on, declared public ranges, and a managed-only
+//! policy that allows nothing. Findings about the rules themselves come from the compiled policy.
 
 use super::error::Source;
 use super::keys::NetworkScalars;
@@ -41,6 +41,7 @@ pub(super) fn settings(
             warnings.push(format!("`{key} = true` at {origin}: {consequence}"));
         }
     }
+    warnings.extend(widened(net));
     if let Some(Set {
         value: true,
         origin,
@@ -54,6 +55,26 @@ pub(super) fn settings(
         }
     }
     warnings
+}
+
+/// Declared public ranges open addresses the classifier would refuse: say which, and what that
+/// gives up.
+fn widened(net: &NetworkScalars) -> Option<String> {
+    let Set { value, origin } = net.public_ranges.as_ref()?;
+    if value.is_empty() {
+        return None;
+    }
+    let ranges = value
+        .declared()
+        .iter()
+        .map(|r| r.covers().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "public ranges declared at {origin} widen what \"public\" means: addresses in {ranges} \
+         are reached like any public address by every allow rule that matches them (`*` \
+         included), and a name resolving into them is no longer refused as DNS rebinding"
+    ))
 }
 
 /// `serve` and `run` refuse to start when networking is off; say which layer turned it off.

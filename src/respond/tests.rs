@@ -386,3 +386,35 @@ fn socks_protocol_failures() {
     assert_eq!(socks(&Refusal::Local(&err)), Code::GeneralFailure);
     assert_eq!(Code::AddressTypeNotSupported as u8, 0x08);
 }
+
+/// A name refused for answers from a range this network's DNS may use gets the flag to
+/// declare it in every form of the answer; a never-declarable class gets no such hint.
+#[test]
+fn a_declarable_answer_names_the_range_to_declare() {
+    let documentation = denied(decided(
+        &policy(Mode::Full),
+        "fake-ip.test",
+        Some(&["192.0.2.7"]),
+    ));
+    let answer = http(&Refusal::Denied {
+        dest: "fake-ip.test:443",
+        denied: &documentation,
+    });
+    let text = &answer.body;
+    assert!(text.contains("--public-range 192.0.2.0/24"), "{text}");
+    assert!(
+        !text.contains("192.0.2.7"),
+        "the answer stays the operator's: {text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&answer.json).unwrap();
+    assert!(json["hint"]
+        .as_str()
+        .unwrap()
+        .ends_with("--public-range 192.0.2.0/24"));
+    let loopback = denied(decided(
+        &policy(Mode::Full),
+        "lo.test",
+        Some(&["127.0.0.1"]),
+    ));
+    assert_eq!(hint("lo.test:443", &loopback.decision, None), None);
+}

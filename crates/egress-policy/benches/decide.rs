@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use egress_policy::{
-    classify, host, Access, Action, Origin, Policy, PolicyOptions, RuleSpec, Step, Target,
+    classify, host, Access, Action, Origin, Policy, PolicyOptions, PublicRanges, RuleSpec, Step,
+    Target,
 };
 
 /// A realistic mix: mostly exact names and `**.`/`*.` suffix rules, some port-scoped rules,
@@ -100,5 +101,57 @@ fn classifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions, canonicaliser, classifier);
+/// The address checks of a decision at 1k rules: an IP-literal destination (public and
+/// non-public) and a name's answers, the paths a declared public range adds a lookup to.
+fn addresses(c: &mut Criterion) {
+    let mut group = c.benchmark_group("addresses");
+    let mut specs = rules(1_000);
+    specs.push(RuleSpec {
+        pattern: "*".to_string(),
+        action: Action::Allow,
+        origin: Origin::Api,
+        managed: false,
+    });
+    let plain = Policy::new(&specs, &[], PolicyOptions::default()).expect("rules compile");
+    // The same rules with two declared public ranges: only non-public addresses look them up.
+    let ranges = ["198.18.0.0/15", "192.0.2.0/24"].map(|r| r.parse().expect("declarable"));
+    let options = PolicyOptions {
+        public_ranges: PublicRanges::new(ranges),
+        ..PolicyOptions::default()
+    };
+    let declared = Policy::new(&specs, &[], options).expect("rules compile");
+    for (name, policy) in [("literal", &plain), ("declared-literal", &declared)] {
+        for input in [
+            "93.184.216.34:443",
+            "192.0.2.7:443",
+            "[::ffff:192.0.2.7]:443",
+        ] {
+            group.bench_with_input(BenchmarkId::new(name, input), input, |b, i| {
+                b.iter(|| decide(policy, black_box(i)))
+            });
+        }
+    }
+    let target = Target::parse_authority("www.unlisted-domain.example:443", None).unwrap();
+    let public: [IpAddr; 2] = [
+        "93.184.216.34".parse().unwrap(),
+        "2606:4700::1".parse().unwrap(),
+    ];
+    let in_range: [IpAddr; 2] = ["198.18.0.7".parse().unwrap(), "198.19.0.9".parse().unwrap()];
+    let cases = [
+        ("answers", &plain, &public),
+        ("declared-answers", &declared, &public),
+        ("declared-answers-in-range", &declared, &in_range),
+    ];
+    for (name, policy, answers) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| match policy.decide(&target, Access::Tunnel) {
+                Step::Resolve(pending) => pending.resolved(black_box(answers)).is_allowed(),
+                Step::Done(_) => unreachable!("`*` allows the name"),
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions, canonicaliser, classifier, addresses);
 criterion_main!(benches);

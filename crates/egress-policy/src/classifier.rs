@@ -77,7 +77,8 @@ impl IpClass {
     /// Local destinations a user may open on purpose (`allow_local_binding`, or an exact
     /// IP-literal / `localhost` allow rule). Every other non-public class is never reachable:
     /// nothing legitimate lives at an unspecified, multicast, broadcast, reserved,
-    /// documentation, benchmarking or Teredo address.
+    /// documentation, benchmarking or Teredo address (a network that does use one of the
+    /// declarable ones says so with a declared public range).
     pub const fn is_local(self) -> bool {
         matches!(
             self,
@@ -86,6 +87,21 @@ impl IpClass {
                 | IpClass::Cgnat
                 | IpClass::LinkLocal
                 | IpClass::Ula
+        )
+    }
+
+    /// Whether a declared public range may cover this class: the special-purpose ranges some
+    /// networks really route (fake-IP DNS, tailnets, transparent gateways). Loopback,
+    /// unspecified, link-local, multicast, broadcast and Teredo never are.
+    pub const fn is_declarable(self) -> bool {
+        matches!(
+            self,
+            IpClass::Private
+                | IpClass::Cgnat
+                | IpClass::Ula
+                | IpClass::Reserved
+                | IpClass::Documentation
+                | IpClass::Benchmarking
         )
     }
 }
@@ -257,7 +273,7 @@ pub(crate) fn net_class(net: IpNet) -> Option<IpClass> {
 }
 
 /// The IPv4-carrying IPv6 prefixes as (prefix, length, shift of the IPv4 bits).
-const EMBEDDINGS: [(u128, u8, u32); 5] = [
+pub(crate) const EMBEDDINGS: [(u128, u8, u32); 5] = [
     (0xffff << 32, 96, 0),
     (0xffff_0000 << 32, 96, 0),
     (0, 96, 0),

@@ -4,8 +4,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::classifier::{classify, IpClass};
 use crate::matcher::RuleRef;
+use crate::public_ranges::{self, PublicRanges};
 
 /// Allow or block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,18 +138,53 @@ impl fmt::Display for Reason {
 pub struct ClassifiedIp {
     /// The address, canonical (a mapped IPv6 address is its IPv4 address).
     pub ip: IpAddr,
-    /// Its class.
+    /// Its class: `public` for an address in a declared public range.
     pub class: IpClass,
+    /// The class a declared public range overrode (`documentation` for a declared
+    /// `192.0.2.0/24`), so reports can say what "public" stands for.
+    pub declared: Option<IpClass>,
 }
 
 impl ClassifiedIp {
-    /// Classifies `ip`.
+    /// Classifies `ip` by the classifier's table alone.
     pub fn new(ip: IpAddr) -> Self {
         ClassifiedIp {
             ip,
             class: classify(ip),
+            declared: None,
         }
     }
+
+    /// Classifies `ip`, counting `ranges` as public. Only an address the table does not call
+    /// public is looked up, and only when something is declared.
+    #[inline]
+    pub fn under(ip: IpAddr, ranges: &PublicRanges) -> Self {
+        let class = classify(ip);
+        if class.is_public() || ranges.is_empty() || !ranges.contains(ip, class) {
+            return ClassifiedIp {
+                ip,
+                class,
+                declared: None,
+            };
+        }
+        ClassifiedIp {
+            ip,
+            class: IpClass::Public,
+            declared: Some(class),
+        }
+    }
+}
+
+/// An address a denial refused that a declared public range could open: its class and the
+/// classifier row (the range to declare). See [`Decision::declarable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Declarable {
+    /// The refused address.
+    pub ip: IpAddr,
+    /// Its class.
+    pub class: IpClass,
+    /// The classifier row it is in; for an IPv6 spelling of an IPv4 address, the IPv4 row.
+    pub range: IpNet,
 }
 
 /// Who made a decision: the rules, or the embedder's [decider](crate#the-decider-hook) for a
@@ -274,6 +312,34 @@ impl Decision {
     /// it, and an allowed one can only lose addresses.
     pub fn retain_ips(&mut self, keep: impl FnMut(&ClassifiedIp) -> bool) {
         self.ips.retain(keep);
+    }
+
+    /// For a `non-public-ip:<class>` or `dns-non-public:<class>` denial whose address a
+    /// declared public range could open, that address and the range to declare: what a hint
+    /// tells a user whose network really uses a special-purpose range. `None` for every other
+    /// decision, for classes no declaration can open (loopback, link-local, …), when another
+    /// answer is of such a class (no declaration would let the name through), and when another
+    /// answer is really public: a resolver that answers from a special-purpose range answers
+    /// every name from it, while a public answer next to a private one is what DNS rebinding
+    /// looks like, and no one should be told to open the LAN for it.
+    pub fn declarable(&self) -> Option<Declarable> {
+        let class = match self.reason {
+            Reason::NonPublicIp(class) | Reason::DnsNonPublic(class) => class,
+            _ => return None,
+        };
+        let rules_it_out = |c: &ClassifiedIp| {
+            if c.class.is_public() {
+                c.declared.is_none()
+            } else {
+                public_ranges::declarable(c.ip).is_none()
+            }
+        };
+        if self.ips.iter().any(rules_it_out) {
+            return None;
+        }
+        let ip = self.ips.iter().find(|c| c.class == class)?.ip;
+        let (range, class) = public_ranges::declarable(ip)?;
+        Some(Declarable { ip, class, range })
     }
 }
 

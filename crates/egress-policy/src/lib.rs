@@ -3,7 +3,8 @@
 //!
 //! Every destination passes, in order: host canonicalisation ([`host`]) → mode/method policy →
 //! the compiled domain matcher → IP classification ([`classifier`]) of the literal or of every
-//! resolved address. [`authorize`] runs all of it behind a small [`Resolve`] trait and gives
+//! resolved address (counting the ranges a network declares public, [`public_ranges`]).
+//! [`authorize`] runs all of it behind a small [`Resolve`] trait and gives
 //! back an [`Allowed`] (the only addresses that may be dialled) or a [`Blocked`] decision;
 //! [`Policy::decide`] is its first, network-free half (see [`Step`]).
 //!
@@ -32,6 +33,7 @@ mod decision;
 pub mod host;
 mod matcher;
 pub mod pattern;
+pub mod public_ranges;
 mod spec;
 mod target;
 mod unix;
@@ -44,10 +46,11 @@ use std::sync::Arc;
 
 pub use authorize::{authorize, Allowed, Blocked, Pending, Resolve, Step};
 pub use classifier::{classify, IpClass};
-pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Reason, Verdict};
+pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Declarable, Reason, Verdict};
 pub use host::{Host, InvalidHost};
 pub use matcher::{RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
+pub use public_ranges::{DeclaredRange, PublicRanges, RangeError};
 pub use spec::{
     escape_controls, Action, Mode, MultiAnswer, Origin, RuleSpec, UnixAction, UnixSocketSpec,
 };
@@ -90,6 +93,9 @@ pub struct PolicyOptions {
     pub multi_answer: MultiAnswer,
     /// Any Unix socket may be reached (deny entries still win).
     pub dangerously_allow_all_unix_sockets: bool,
+    /// Addresses classified `public` although the classifier's table names them otherwise,
+    /// in literals and in answers alike, so the ordinary rules decide them.
+    pub public_ranges: PublicRanges,
 }
 
 /// A rule that could not be compiled, with where it was written. Shown on one line: the
@@ -295,7 +301,7 @@ impl Policy {
     }
 
     fn decide_ip(&self, ip: IpAddr, port: u16, rule: Option<RuleRef>, kind: AllowKind) -> Decision {
-        let checked = ClassifiedIp::new(ip);
+        let checked = ClassifiedIp::under(ip, &self.options.public_ranges);
         if !self.local_ok(checked.class, kind) {
             return Decision::block(Reason::NonPublicIp(checked.class), rule)
                 .with_ips(vec![checked])
@@ -365,7 +371,7 @@ impl Policy {
     ) -> Decision {
         let checked: Vec<ClassifiedIp> = answers
             .iter()
-            .map(|ip| ClassifiedIp::new(ip.to_canonical()))
+            .map(|ip| ClassifiedIp::under(ip.to_canonical(), &self.options.public_ranges))
             .collect();
         if checked.is_empty() {
             return Decision::block(Reason::DnsFailed, rule).at(port);

@@ -450,3 +450,5 @@ fn unix_sockets_are_decided_by_the_map_alone() {
     let d = p.decide_unix(Path::new("/nonexistent/docker.sock"), None, get);
     assert_eq!(d.reason(), Reason::UnixSocketDenied);
 }
+
+mod declared;

@@ -63,6 +63,7 @@ admin_url = "http://10.0.0.1:3002"
 dangerously_allow_non_loopback_proxy = true
 dangerously_allow_non_loopback_admin = true
 dangerously_allow_all_unix_sockets = false
+public_ranges = ["198.18.0.0/15", "::ffff:192.0.2.0/120"]
 
 [dns]
 servers = ["127.0.0.1:5353", "10.0.0.53", "[::1]:53"]
@@ -105,6 +106,9 @@ audit = "-"
         enable_socks5: false,
         enable_socks5_udp: false,
         allow_upstream_proxy: false,
+        public_ranges: PublicRanges::new(
+            ["198.18.0.0/15", "::ffff:192.0.2.0/120"].map(|r| r.parse().unwrap()),
+        ),
         proxy_addr: addr("127.0.0.1:3000"),
         socks_addr: addr("[::1]:3001"),
         admin_addr: addr("10.0.0.1:3002"),
@@ -129,6 +133,7 @@ audit = "-"
         warnings: vec![
             "`dangerously_allow_non_loopback_proxy = true` at all.toml:13:40: the proxy listeners may be reachable from other hosts".to_string(),
             "`dangerously_allow_non_loopback_admin = true` at all.toml:14:40: the admin API may be reachable from other hosts".to_string(),
+            "public ranges declared at all.toml:16:17 widen what \"public\" means: addresses in 198.18.0.0/15, 192.0.2.0/24 are reached like any public address by every allow rule that matches them (`*` included), and a name resolving into them is no longer refused as DNS rebinding".to_string(),
         ],
     };
     assert_eq!(got, want);
