@@ -42,7 +42,9 @@ RANGE = re.compile(r"--public-range (\S+)")
 
 
 def clients(work):
-    """Each client: a name, its command, and the directory and environment it runs in."""
+    """Each client: a name, and a function giving its command, directory and environment for
+    one run, with fresh caches (a fresh CARGO_HOME, download directory and npm cache) so no
+    run is served from what an earlier one fetched."""
     project = os.path.join(work, "crate")
     os.makedirs(os.path.join(project, "src"))
     with open(os.path.join(project, "Cargo.toml"), "w") as f:
@@ -50,24 +52,27 @@ def clients(work):
         f.write('[dependencies]\nitoa = "1"\n')
     with open(os.path.join(project, "src", "main.rs"), "w") as f:
         f.write("fn main() {}\n")
-    cargo_home = os.path.join(work, "cargo-home")
-    npm_cache = os.path.join(work, "npm-cache")
-    return [
-        ("cargo fetch", ["cargo", "fetch"], project, {"CARGO_HOME": cargo_home}),
-        (
-            "pip download",
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
-             "-d", os.path.join(work, "wheels"), "six==1.16.0"],
-            work,
-            {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        ),
-        (
-            "npm view",
-            ["npm", "view", "is-number@7.0.0", "version", "--cache", npm_cache],
-            work,
-            {},
-        ),
-    ]
+
+    def fresh(name):
+        return tempfile.mkdtemp(prefix=name + "-", dir=work)
+
+    def cargo():
+        lock = os.path.join(project, "Cargo.lock")
+        if os.path.exists(lock):
+            os.remove(lock)
+        return ["cargo", "fetch"], project, {"CARGO_HOME": fresh("cargo-home")}
+
+    def pip():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+               "-d", fresh("wheels"), "six==1.16.0"]
+        return cmd, work, {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+    def npm():
+        cmd = ["npm", "view", "is-number@7.0.0", "version", "--cache", fresh("npm-cache"),
+               "--prefer-online"]
+        return cmd, work, {}
+
+    return [("cargo fetch", "cargo", cargo), ("pip download", "pip", pip), ("npm view", "npm", npm)]
 
 
 class Run:
@@ -84,7 +89,8 @@ class Run:
             self.failed += 1
             print(f"FAIL  {label}\n{detail}")
 
-    def run(self, flags, cmd, cwd, env):
+    def run(self, flags, client):
+        cmd, cwd, env = client() if callable(client) else client
         full = [self.bin, "run", "--config", POLICY, *flags, "--", *cmd]
         environment = {**os.environ, **env}
         start = time.monotonic()
@@ -94,8 +100,8 @@ class Run:
         result.seconds = time.monotonic() - start
         return result
 
-    def client(self, name, cmd, cwd, env, curl_hosts):
-        first = self.run([], cmd, cwd, env)
+    def client(self, name, client, curl_hosts):
+        first = self.run([], client)
         lines = list(BLOCKED.finditer(first.stderr))
         declare = []
         if first.returncode == 0:
@@ -109,7 +115,7 @@ class Run:
             ranges = sorted({m for l in lines for m in RANGE.findall(l.group("hint") or "")})
             declare = [flag for r in ranges for flag in ("--public-range", r)]
             print(f"      learned: {[(l['host'], l['reason']) for l in lines]} ranges {ranges}")
-        second = self.run(declare, cmd, cwd, env)
+        second = self.run(declare, client)
         self.expect(
             f"{name}: works with {' '.join(declare) or 'no flag'} ({second.seconds:.1f} s)",
             second.returncode == 0,
@@ -120,7 +126,7 @@ class Run:
             return
         if name.startswith("pip"):
             curl_hosts.append((host, lines[0]["port"], declare))
-        third = self.run([*declare, "--deny", host], cmd, cwd, env)
+        third = self.run([*declare, "--deny", host], client)
         denied = [l for l in BLOCKED.finditer(third.stderr) if l["host"] == host]
         self.expect(
             f"{name}: --deny of the host it needed fails with a live deny-rule line",
@@ -131,7 +137,7 @@ class Run:
     def curl(self, host, port, declare, work):
         url = f"https://{host}:{port}/"
         cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url]
-        result = self.run(declare, cmd, work, {})
+        result = self.run(declare, (cmd, work, {}))
         self.expect(
             f"curl: an HTTPS answer from the host pip used ({result.stdout.strip()})",
             result.returncode == 0 and result.stdout.strip().isdigit(),
@@ -148,13 +154,13 @@ def main():
     work = tempfile.mkdtemp(prefix="egress-real-")
     try:
         curl_hosts = []
-        for name, cmd, cwd, env in clients(work):
+        for name, tool, client in clients(work):
             if args.only and args.only not in name:
                 continue
-            if shutil.which(cmd[0]) is None:
-                print(f"skip  {name}: {cmd[0]} is not installed")
+            if tool != "pip" and shutil.which(tool) is None:
+                print(f"skip  {name}: {tool} is not installed")
                 continue
-            run.client(name, cmd, cwd, env, curl_hosts)
+            run.client(name, client, curl_hosts)
         for host, port, declare in curl_hosts:
             run.curl(host, port, declare, work)
     finally:

@@ -65,6 +65,9 @@ pub struct Config {
     pub enabled: bool,
     /// `full`, or `limited` (reads over plain HTTP only).
     pub mode: Mode,
+    /// The mode the requirements set, if they did: `POST /mode` may narrow it but never
+    /// widen a managed `limited`.
+    pub managed_mode: Option<Mode>,
     /// Effective domain rules, user rules first then managed ones, with
     /// `managed_allowed_domains_only` already applied.
     pub rules: Vec<RuleSpec>,

@@ -40,6 +40,11 @@ pub enum LoadError {
     NoFiles,
 }
 
+/// `POST /mode` asked for `full` while the requirements set `limited`.
+#[derive(Debug, thiserror::Error)]
+#[error("the requirements set mode = \"limited\"; it cannot be widened at run time")]
+pub struct ManagedMode;
+
 /// Reads every layer of `sources` and compiles the policy: what start-up and reload share.
 pub fn load(sources: &Sources) -> Result<(Config, Policy), LoadError> {
     let config = config::load(sources)?;
@@ -171,7 +176,12 @@ impl Control {
                 // Held until the config is stored too: a concurrent `/mode` or reload cannot
                 // interleave and pair this policy with another config or lose the override.
                 let mode = self.mode_override.lock().unwrap_or_else(|p| p.into_inner());
-                self.install(policy, *mode);
+                // An override from before the requirements said `limited` does not widen them.
+                let kept = match (*mode, config.managed_mode) {
+                    (Some(Mode::Full), Some(Mode::Limited)) => Some(Mode::Limited),
+                    (kept, _) => kept,
+                };
+                self.install(policy, kept);
                 if let Some(resolver) = resolver {
                     self.resolver.store(Arc::new(resolver));
                 }
@@ -197,14 +207,19 @@ impl Control {
         }
     }
 
-    /// Switches the mode of the running policy (and of every later reload).
-    pub fn set_mode(&self, mode: Mode) {
+    /// Switches the mode of the running policy (and of every later reload). The requirements'
+    /// `limited` is the administrator's and stays: widening it is refused.
+    pub fn set_mode(&self, mode: Mode) -> Result<(), ManagedMode> {
         let mut slot = self.mode_override.lock().unwrap_or_else(|p| p.into_inner());
+        if mode == Mode::Full && self.config().managed_mode == Some(Mode::Limited) {
+            return Err(ManagedMode);
+        }
         *slot = Some(mode);
         let current = self.policy.load_full();
         self.install(current.with_mode(mode), None);
         drop(slot);
         tracing::info!(mode = mode.as_str(), "mode changed");
+        Ok(())
     }
 
     /// Swaps in a new generation for new work, then closes the open tunnels it denies. A

@@ -347,10 +347,10 @@ struct ModeBody {
 
 fn set_mode(body: &[u8], state: &State) -> Reply {
     match serde_json::from_slice::<ModeBody>(body) {
-        Ok(ModeBody { mode }) => {
-            state.control.set_mode(mode);
-            json_reply(StatusCode::OK, &json!({"mode": mode.as_str()}))
-        }
+        Ok(ModeBody { mode }) => match state.control.set_mode(mode) {
+            Ok(()) => json_reply(StatusCode::OK, &json!({"mode": mode.as_str()})),
+            Err(err) => error(StatusCode::CONFLICT, &err.to_string()),
+        },
         Err(err) => error(
             StatusCode::BAD_REQUEST,
             &format!("expected {{\"mode\": \"limited\" | \"full\"}}: {err}"),

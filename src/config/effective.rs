@@ -33,6 +33,7 @@ pub(super) fn finish(
         managed_rules,
         unix,
         conflicts,
+        managed_mode,
     } = merged;
     warnings.extend(conflicts);
     let net = &s.network;
@@ -74,6 +75,7 @@ pub(super) fn finish(
     Ok(Config {
         enabled,
         mode: value(&net.mode).unwrap_or_default(),
+        managed_mode,
         rules,
         unix_sockets,
         allow_local_binding: flag(&net.allow_local_binding, false),

@@ -117,12 +117,17 @@ pub(super) struct Merged {
     pub(super) unix: Entries<UnixAction>,
     /// A pattern both allowed and denied inside one layer: the deny wins, and says so.
     pub(super) conflicts: Vec<String>,
+    /// The mode the requirements set (after [`keep_stricter_mode`]).
+    pub(super) managed_mode: Option<Mode>,
 }
 
 impl Merged {
     pub(super) fn apply(&mut self, mut layer: Layer, managed: bool) {
         if managed {
             keep_stricter_mode(&self.scalars.network.mode, &mut layer.scalars.network.mode);
+            if let Some(set) = &layer.scalars.network.mode {
+                self.managed_mode = Some(set.value);
+            }
         }
         self.scalars.override_with(layer.scalars);
         let rules = if managed {

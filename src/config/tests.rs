@@ -57,6 +57,7 @@ fn defaults(enabled: bool) -> Config {
     Config {
         enabled,
         mode: Mode::Full,
+        managed_mode: None,
         rules: Vec::new(),
         unix_sockets: Vec::new(),
         allow_local_binding: false,

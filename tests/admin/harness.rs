@@ -50,6 +50,18 @@ impl Harness {
     pub async fn start_with(
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Self {
+        Harness::launch(metrics, None).await
+    }
+
+    /// The same, with an administrator's requirements file holding `requirements`.
+    pub async fn start_managed(requirements: &str) -> Self {
+        Harness::launch(egress_proxy::metrics::install(), Some(requirements)).await
+    }
+
+    async fn launch(
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        requirements: Option<&str>,
+    ) -> Self {
         let dns = FakeDns::start(vec![
             ("allowed.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
             ("denied.test", Answer::A(vec![Ipv4Addr::LOCALHOST])),
@@ -68,9 +80,15 @@ impl Harness {
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&policy_file, policy_text(dns.addr, DOMAINS, &token_file)).unwrap();
 
+        let requirements = requirements.map(|text| {
+            let path = dir.path().join("requirements.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let sources = Sources {
             configs: vec![policy_file.clone()],
+            requirements,
             http_listen: Some(any),
             socks_listen: Some(any),
             admin_listen: Some(any),

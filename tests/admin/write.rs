@@ -120,6 +120,43 @@ async fn mode_limited_blocks_connect() {
     h.stop().await;
 }
 
+/// The requirements' `limited` is the administrator's: `POST /mode` can keep it but not
+/// widen it, and neither can an earlier switch to `full` once a reload brings the requirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_limited_mode_cannot_be_widened() {
+    let h = Harness::start_managed("[experimental_network]\nmode = \"limited\"\n").await;
+    assert_eq!(h.patterns().await["mode"], "limited");
+    let reply = h.post("/mode", Some(TOKEN), r#"{"mode": "full"}"#).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("requirements"));
+    assert_eq!(h.patterns().await["mode"], "limited");
+    assert_eq!(h.proxy_connect("allowed.test").await.status, 403);
+    let reply = h.post("/mode", Some(TOKEN), r#"{"mode": "limited"}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(h.proxy_connect("allowed.test").await.status, 403);
+    h.stop().await;
+
+    let h = Harness::start_managed("[experimental_network]\nenable_socks5_udp = true\n").await;
+    let reply = h.post("/mode", Some(TOKEN), r#"{"mode": "full"}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let requirements = h.policy_file.with_file_name("requirements.toml");
+    std::fs::write(
+        &requirements,
+        "[experimental_network]\nmode = \"limited\"\n",
+    )
+    .unwrap();
+    let reply = h.post("/reload", Some(TOKEN), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(h.patterns().await["mode"], "limited");
+    assert_eq!(h.proxy_connect("allowed.test").await.status, 403);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_that_tightens_the_policy_blocks_the_next_request() {
     let h = Harness::start().await;

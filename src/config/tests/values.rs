@@ -94,6 +94,7 @@ audit = "-"
     let want = Config {
         enabled: true,
         mode: Mode::Limited,
+        managed_mode: None,
         rules: vec![
             RuleSpec { pattern: "example.com".into(), action: Action::Allow, origin: f(4, 13), managed: false },
             RuleSpec { pattern: "bad.example.com".into(), action: Action::Deny, origin: f(4, 38), managed: false },
