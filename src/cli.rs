@@ -64,6 +64,10 @@ pub struct PolicyArgs {
     /// DNS server to use instead of `[dns] servers` (`IP` or `IP:PORT`); repeatable.
     #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = config::parse_dns_server)]
     dns_servers: Vec<SocketAddr>,
+    /// Dial every destination directly: ignore `[upstream]` and the HTTPS_PROXY, HTTP_PROXY,
+    /// ALL_PROXY and NO_PROXY of this process's environment.
+    #[arg(long = "no-upstream-proxy")]
+    no_upstream_proxy: bool,
 }
 
 impl PolicyArgs {
@@ -75,6 +79,10 @@ impl PolicyArgs {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             dns_servers: self.dns_servers.clone(),
+            // Read once, at start: `run` never changes its own environment (it sets the
+            // child's), so an upstream named here is the user's, not the child's proxy.
+            env: config::ProxyEnv::from_process(),
+            no_upstream_proxy: self.no_upstream_proxy,
             ..Sources::default()
         }
     }

@@ -62,6 +62,7 @@ fn defaults(enabled: bool) -> Config {
         enable_socks5: true,
         enable_socks5_udp: true,
         allow_upstream_proxy: true,
+        upstream: UpstreamConfig::default(),
         proxy_addr: addr("127.0.0.1:3128"),
         socks_addr: addr("127.0.0.1:8081"),
         admin_addr: addr("127.0.0.1:8080"),

@@ -105,6 +105,7 @@ audit = "-"
         enable_socks5: false,
         enable_socks5_udp: false,
         allow_upstream_proxy: false,
+        upstream: UpstreamConfig { off: Some("`allow_upstream_proxy = false` at all.toml:9:24".into()), ..UpstreamConfig::default() },
         proxy_addr: addr("127.0.0.1:3000"),
         socks_addr: addr("[::1]:3001"),
         admin_addr: addr("10.0.0.1:3002"),
