@@ -18,6 +18,7 @@ use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
 use crate::gate::{policy_handle, Gate};
 use crate::net::drain::{self, DrainHandle};
+use crate::net::upstream::Chain;
 use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
 use crate::socks5::{self, SocksOptions};
@@ -42,6 +43,9 @@ pub enum StartError {
     /// A rule does not compile.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// TLS to the `https://` upstream proxy cannot be set up (`[upstream] ca_file`, no CA).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// How to start a [`Server`]: a configuration, and what is not part of it.
@@ -163,7 +167,13 @@ impl Server {
         own.extend(socks_addr);
 
         let resolver = Resolver::new(&config.dns)?;
-        let handle = policy_handle(policy.with_self_addrs(&reachable(&own)));
+        let own_reachable = reachable(&own);
+        let chain = Chain::new(&config.upstream, &own_reachable)
+            .map_err(|e| StartError::Upstream(e.to_string()))?;
+        if let Some(chain) = &chain {
+            tracing::info!(upstream = %chain, "chaining through the upstream proxy");
+        }
+        let handle = policy_handle(policy.with_self_addrs(&own_reachable));
         let events = Arc::new(Events::new(audit));
         let (drain_handle, drain) = drain::channel();
         let gate = Gate::new(Arc::clone(&handle), resolver).with_asker(asker);
@@ -173,7 +183,8 @@ impl Server {
             config.limits.clone(),
             Arc::clone(&events),
             drain.clone(),
-        );
+        )
+        .with_upstream(chain);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
 
         let mut tasks = Vec::new();

@@ -1,0 +1,142 @@
+//! The audit lines, the denial ring and the summary, on decisions the engine makes.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::policy::{Access, Action, Origin, Policy, PolicyOptions, RuleSpec};
+
+/// A decision the rules make without DNS.
+fn done(step: crate::policy::Step<'_>) -> Decision {
+    step.done().cloned().expect("decided without DNS")
+}
+
+#[test]
+fn rfc3339_dates() {
+    let at = |secs: u64, millis: u64| {
+        rfc3339(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+    };
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    assert_eq!(at(1_795_430_067, 142), "2026-11-23T10:34:27.142Z");
+    assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+}
+
+/// A writer the test can read back.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn audit_lines_ring_and_summary() {
+    let out = Shared::default();
+    let events = Events::new(Some(Box::new(out.clone())));
+    let policy = Policy::new(
+        &[RuleSpec {
+            pattern: "127.0.0.1".into(),
+            action: Action::Allow,
+            origin: Origin::Api,
+            managed: false,
+        }],
+        &[],
+        PolicyOptions::default(),
+    )
+    .unwrap();
+    let client: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let allowed = Target::parse_authority("127.0.0.1:80", None).unwrap();
+    let denied = Target::parse_authority("evil.test:443", None).unwrap();
+    let id = events.decision(
+        Protocol::Connect,
+        client,
+        Dest::Target(&allowed),
+        &done(policy.decide(&allowed, Access::Tunnel)),
+    );
+    for _ in 0..2 {
+        events.decision(
+            Protocol::Http,
+            client,
+            Dest::Target(&denied),
+            &done(policy.decide(&denied, Access::Tunnel)),
+        );
+    }
+    let stats = TunnelStats {
+        up: 10,
+        down: 20,
+        idle_timeout: false,
+    };
+    events.closed(
+        id,
+        Protocol::Connect,
+        client,
+        Dest::Target(&allowed),
+        Closed {
+            stats,
+            duration: Duration::from_millis(7),
+            revoked: None,
+            upstream: None,
+        },
+    );
+
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["event"], "decision");
+    assert_eq!(lines[0]["id"], id);
+    assert_eq!(lines[0]["protocol"], "connect");
+    assert_eq!(lines[0]["client"], "127.0.0.1:5555");
+    assert_eq!(lines[0]["host"], "127.0.0.1");
+    assert_eq!(lines[0]["port"], 80);
+    assert_eq!(lines[0]["verdict"], "allow");
+    assert_eq!(lines[0]["rule"], "127.0.0.1");
+    assert_eq!(lines[0]["ip"], "127.0.0.1");
+    assert_eq!(lines[0]["class"], "loopback");
+    assert_eq!(lines[1]["verdict"], "block");
+    assert_eq!(lines[1]["reason"], "not-allowed");
+    assert_eq!(lines[1]["rule"], serde_json::Value::Null);
+    assert_eq!(lines[3]["event"], "close");
+    assert_eq!(lines[3]["id"], id);
+    assert_eq!(lines[3]["bytes_up"], 10);
+    assert_eq!(lines[3]["bytes_down"], 20);
+    assert_eq!(lines[3]["duration_ms"], 7);
+
+    let recent = events.recent_denials();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(
+        (recent[0].host.as_str(), recent[0].port),
+        ("evil.test", Some(443))
+    );
+    assert_eq!(
+        events.blocked_summary(),
+        [("evil.test:443".to_string(), "not-allowed")]
+    );
+}
+
+#[test]
+fn the_ring_is_bounded() {
+    let events = Events::default();
+    let policy = Policy::new(&[], &[], PolicyOptions::default()).unwrap();
+    let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    for port in 1..=(RING as u16 + 10) {
+        let t = Target::parse_authority("x.test", Some(port)).unwrap();
+        events.decision(
+            Protocol::SocksTcp,
+            client,
+            Dest::Target(&t),
+            &done(policy.decide(&t, Access::Tunnel)),
+        );
+    }
+    let recent = events.recent_denials();
+    assert_eq!(recent.len(), RING);
+    assert_eq!(recent[0].port, Some(11));
+}
