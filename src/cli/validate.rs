@@ -83,6 +83,9 @@ fn text(config: &Config, policy: &Policy) -> String {
         config.dns.multi_answer.as_str()
     );
     let _ = writeln!(out, "allow_local_binding: {}", config.allow_local_binding);
+    for line in report::upstream_lines(&config.upstream) {
+        let _ = writeln!(out, "{line}");
+    }
     let width = rules.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     let _ = writeln!(out, "rules:");
     for rule in rules {
