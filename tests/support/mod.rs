@@ -17,3 +17,4 @@ pub mod reply;
 pub mod socks;
 pub mod socks_world;
 pub mod unix_origin;
+pub mod upstream;
