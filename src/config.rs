@@ -31,9 +31,7 @@ pub(crate) use listen::parse_dns_server;
 
 pub use error::ConfigError;
 pub use load::{load, load_texts};
-pub use upstream::{
-    Chosen, NoProxy, ProxyEnv, ProxyKind, ProxyUrl, ResolveAt, UpstreamConfig,
-};
+pub use upstream::{Chosen, NoProxy, ProxyEnv, ProxyKind, ProxyUrl, ResolveAt, UpstreamConfig};
 
 /// Everything that decides where configuration comes from, straight from the policy flags.
 #[derive(Clone, Debug, Default)]

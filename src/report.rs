@@ -317,8 +317,9 @@ pub fn upstream_lines(u: &UpstreamConfig) -> Vec<String> {
         return vec![format!("upstream: {why}; every connection is direct")];
     }
     let via = |c: &Option<Chosen>| {
-        c.as_ref()
-            .map_or("direct".to_string(), |c| format!("via {} ({})", c.url, c.from))
+        c.as_ref().map_or("direct".to_string(), |c| {
+            format!("via {} ({})", c.url, c.from)
+        })
     };
     let mut lines = vec![
         format!("upstream: tunnels (CONNECT, SOCKS5 CONNECT) {}", via(&u.tunnel)),
@@ -335,7 +336,9 @@ pub fn upstream_lines(u: &UpstreamConfig) -> Vec<String> {
         list.extend(u.no_proxy.entries().iter().cloned());
         list.join(", ")
     };
-    lines.push(format!("upstream: direct for {exceptions}; SOCKS5 UDP is never chained"));
+    lines.push(format!(
+        "upstream: direct for {exceptions}; SOCKS5 UDP is never chained"
+    ));
     lines
 }
 

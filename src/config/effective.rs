@@ -81,7 +81,12 @@ pub(super) fn finish(
         no_upstream_flag: sources.no_upstream_proxy,
         listeners: &listeners,
     };
-    let upstream = upstream::effective(&s.upstream, &net.allow_upstream_proxy, &inputs, &mut warnings)?;
+    let upstream = upstream::effective(
+        &s.upstream,
+        &net.allow_upstream_proxy,
+        &inputs,
+        &mut warnings,
+    )?;
 
     Ok(Config {
         enabled,

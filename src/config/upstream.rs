@@ -187,7 +187,9 @@ pub(super) fn effective(
         }
     };
     let (no_proxy, no_proxy_from) = match (&table.no_proxy, env_no_proxy) {
-        (Some(Set { value, origin }), _) => (value.clone(), format!("`[upstream] no_proxy` at {origin}")),
+        (Some(Set { value, origin }), _) => {
+            (value.clone(), format!("`[upstream] no_proxy` at {origin}"))
+        }
         (None, Some((name, value))) => (value, name.to_string()),
         (None, None) => (NoProxy::default(), String::new()),
     };
@@ -262,7 +264,10 @@ fn from_env(var: Option<(&'static str, &str)>) -> Result<Option<Chosen>, ConfigE
 
 /// An upstream written as one of this proxy's own listener addresses would send every
 /// connection back to itself. Only IP literals and `localhost` can be told at load time.
-fn refuse_loop(chosen: &Chosen, listeners: &[(SocketAddr, &'static str)]) -> Result<(), ConfigError> {
+fn refuse_loop(
+    chosen: &Chosen,
+    listeners: &[(SocketAddr, &'static str)],
+) -> Result<(), ConfigError> {
     let ips: &[IpAddr] = match &chosen.url.host {
         Host::Ip(ip) => &[*ip],
         Host::Name(name) if name == "localhost" => &[

@@ -83,7 +83,13 @@ mod tests {
         let (mut client, mut client_side) = (client.unwrap(), accepted.unwrap().0);
         let (proxy_side, mut origin) = tokio::io::duplex(64 * 1024);
         let relay = tokio::spawn(async move {
-            relay_io(&mut client_side, proxy_side, Duration::from_secs(30), pending()).await
+            relay_io(
+                &mut client_side,
+                proxy_side,
+                Duration::from_secs(30),
+                pending(),
+            )
+            .await
         });
         client.write_all(b"hello upstream").await.unwrap();
         client.shutdown().await.unwrap();

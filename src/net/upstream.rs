@@ -300,7 +300,9 @@ impl Chain {
                 url: url.clone(),
                 label: Arc::from(url.to_string()),
                 resolve: config.resolve,
-                tls: (url.kind == ProxyKind::Https).then(|| tls.clone()).flatten(),
+                tls: (url.kind == ProxyKind::Https)
+                    .then(|| tls.clone())
+                    .flatten(),
                 authorization: url.credentials().map(basic),
                 own: Arc::clone(&own),
             })
@@ -338,10 +340,24 @@ impl Chain {
 impl fmt::Display for Chain {
     /// `tunnels via URL, plain HTTP via URL`, without passwords.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let via = |proxy: &Option<Arc<Proxy>>| proxy.as_ref().map_or("direct", |p| &**p.label()).to_string();
-        write!(f, "tunnels via {}, plain HTTP via {}", via(&self.tunnel), via(&self.forward))?;
+        let via = |proxy: &Option<Arc<Proxy>>| {
+            proxy
+                .as_ref()
+                .map_or("direct", |p| &**p.label())
+                .to_string()
+        };
+        write!(
+            f,
+            "tunnels via {}, plain HTTP via {}",
+            via(&self.tunnel),
+            via(&self.forward)
+        )?;
         if !self.no_proxy.entries().is_empty() {
-            write!(f, ", direct for no_proxy {}", self.no_proxy.entries().join(","))?;
+            write!(
+                f,
+                ", direct for no_proxy {}",
+                self.no_proxy.entries().join(",")
+            )?;
         }
         Ok(())
     }
@@ -350,8 +366,8 @@ impl fmt::Display for Chain {
 /// `Basic base64(user:password)`, marked sensitive.
 fn basic((user, password): (&str, &str)) -> HeaderValue {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-        .expect("base64 is a valid header value");
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
     value.set_sensitive(true);
     value
 }

@@ -93,7 +93,8 @@ impl HttpUpstream {
         let addr = spawn(move |listener| async move {
             let acceptor = options.tls.as_ref().map(|ca| ca.acceptor());
             while let Ok((tcp, _)) = listener.accept().await {
-                let (options, seen, acceptor) = (options.clone(), Arc::clone(&seen), acceptor.clone());
+                let (options, seen, acceptor) =
+                    (options.clone(), Arc::clone(&seen), acceptor.clone());
                 tokio::spawn(async move {
                     match acceptor {
                         Some(acceptor) => {
@@ -137,10 +138,14 @@ impl SocksUpstream {
                 tokio::spawn(async move {
                     let proto = match auth {
                         None => Socks5ServerProtocol::accept_no_auth(tcp).await.ok(),
-                        Some((u, p)) => Socks5ServerProtocol::accept_password_auth(tcp, |user, pass| user == u && pass == p)
+                        Some((u, p)) => {
+                            Socks5ServerProtocol::accept_password_auth(tcp, |user, pass| {
+                                user == u && pass == p
+                            })
                             .await
                             .ok()
-                            .map(|(proto, _)| proto),
+                            .map(|(proto, _)| proto)
+                        }
                     };
                     let Some(proto) = proto else { return };
                     let Ok((proto, _cmd, target)) = proto.read_command().await else {
@@ -151,8 +156,12 @@ impl SocksUpstream {
                         TargetAddr::Domain(name, port) => format!("name {name}:{port}"),
                     };
                     seen.lock().unwrap().push(written);
-                    let Ok(mut origin) = TcpStream::connect(backend).await else { return };
-                    let Ok(mut client) = proto.reply_success(backend).await else { return };
+                    let Ok(mut origin) = TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let Ok(mut client) = proto.reply_success(backend).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
                 });
             }
@@ -194,10 +203,15 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     seen: &Mutex<Vec<Asked>>,
 ) {
     let expected = options.auth.map(|(u, p)| {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
     });
     loop {
-        let Some(head) = read_head(&mut stream).await else { return };
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
         let mut lines = head.split("\r\n");
         let request = lines.next().unwrap_or_default();
         let mut parts = request.split(' ');
@@ -220,25 +234,38 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
         if let Some(status) = options.refuse {
-            let answer = format!("HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let answer = format!(
+                "HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             let _ = stream.write_all(answer.as_bytes()).await;
             return;
         }
         if method == "CONNECT" {
-            let Ok(mut origin) = TcpStream::connect(backend).await else { return };
-            if stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+            let Ok(mut origin) = TcpStream::connect(backend).await else {
+                return;
+            };
+            if stream
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .is_err()
+            {
                 return;
             }
             let _ = tokio::io::copy_bidirectional(&mut stream, &mut origin).await;
             return;
         }
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; length];
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
         let text = format!("upstream saw {method} {target}");
-        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\n\r\n{text}", text.len());
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\n\r\n{text}",
+            text.len()
+        );
         if stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }

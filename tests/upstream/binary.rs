@@ -40,10 +40,13 @@ struct Setup {
 
 fn setup() -> Setup {
     let origin = HttpOrigin::start();
-    let upstream = HttpUpstream::start(origin.addr, HttpOptions {
-        auth: Some(("me", SECRET)),
-        ..HttpOptions::default()
-    });
+    let upstream = HttpUpstream::start(
+        origin.addr,
+        HttpOptions {
+            auth: Some(("me", SECRET)),
+            ..HttpOptions::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.toml"), "allow_local_binding = true\n").unwrap();
     Setup {
@@ -65,8 +68,22 @@ impl Setup {
 
     /// `run` with the policy, the fake DNS and `extra` flags, running `script` under sh.
     fn run(&self, extra: &[&str], env: &[(&str, &str)], script: &str) -> Output {
-        let (config, dns, audit) = (self.path("p.toml"), self.dns.addr.to_string(), self.path("audit.jsonl"));
-        let mut args = vec!["run", "--config", &config, "--dns-server", &dns, "--allow", "allowed.test", "--audit-log", &audit];
+        let (config, dns, audit) = (
+            self.path("p.toml"),
+            self.dns.addr.to_string(),
+            self.path("audit.jsonl"),
+        );
+        let mut args = vec![
+            "run",
+            "--config",
+            &config,
+            "--dns-server",
+            &dns,
+            "--allow",
+            "allowed.test",
+            "--audit-log",
+            &audit,
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sh", "-c", script]);
         egress(&args, env)
@@ -91,11 +108,17 @@ fn run_chains_the_childs_traffic_through_its_own_https_proxy() {
     );
     assert_eq!(
         s.upstream.lines(),
-        [format!("CONNECT allowed.test:{port}"), format!("GET http://allowed.test:{port}/forwarded")]
+        [
+            format!("CONNECT allowed.test:{port}"),
+            format!("GET http://allowed.test:{port}/forwarded")
+        ]
     );
     let audit = std::fs::read_to_string(s.path("audit.jsonl")).unwrap();
     let shown = format!("http://me:***@{}", s.upstream.addr);
-    assert!(audit.contains(&format!("\"upstream\":\"{shown}\"")), "{audit}");
+    assert!(
+        audit.contains(&format!("\"upstream\":\"{shown}\"")),
+        "{audit}"
+    );
     for output in [&stdout, &stderr, &audit] {
         assert!(!output.contains(SECRET), "{output}");
     }
@@ -119,7 +142,10 @@ fn validate_says_which_upstream_applies_and_never_shows_the_password() {
     let s = setup();
     let config = s.path("p.toml");
     let url = s.url();
-    let env = [("HTTPS_PROXY", url.as_str()), ("NO_PROXY", "internal.test,10.0.0.0/8")];
+    let env = [
+        ("HTTPS_PROXY", url.as_str()),
+        ("NO_PROXY", "internal.test,10.0.0.0/8"),
+    ];
     let out = egress(&["validate", "--config", &config], &env);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -139,16 +165,22 @@ fn validate_says_which_upstream_applies_and_never_shows_the_password() {
     assert_eq!(json["upstream"]["tunnel"]["from"], "HTTPS_PROXY");
     assert_eq!(json["upstream"]["forward"], serde_json::Value::Null);
     assert_eq!(json["upstream"]["resolve"], "local");
-    let out = egress(&["validate", "--no-upstream-proxy", "--config", &config], &env);
+    let out = egress(
+        &["validate", "--no-upstream-proxy", "--config", &config],
+        &env,
+    );
     assert!(
-        text(&out.stdout).contains("upstream: off (--no-upstream-proxy); every connection is direct"),
+        text(&out.stdout)
+            .contains("upstream: off (--no-upstream-proxy); every connection is direct"),
         "{}",
         text(&out.stdout)
     );
     let bad = format!("socks4://me:{SECRET}@{}", s.upstream.addr);
     let out = egress(&["validate", "--config", &config], &[("https_proxy", &bad)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("https_proxy (the proxy's environment): unsupported proxy scheme `socks4://`"));
+    assert!(text(&out.stderr).starts_with(
+        "https_proxy (the proxy's environment): unsupported proxy scheme `socks4://`"
+    ));
     for out in [text(&out.stdout), text(&out.stderr), stdout] {
         assert!(!out.contains(SECRET), "{out}");
     }
@@ -170,9 +202,16 @@ fn resolve_upstream_still_refuses_private_addresses_in_a_namespace() {
 "$BIN" run --config "$CONFIG" --allow allowed.test -- \
   curl -s -o /dev/null --max-time 10 -w '%{http_connect} ' -p http://10.0.0.1/ http://[fd00::1]/ http://allowed.test/ || true
 "#;
-    let (code, out, err) = netns::run(script, &[("BIN", BIN), ("CONFIG", config.to_str().unwrap())], 30);
+    let (code, out, err) = netns::run(
+        script,
+        &[("BIN", BIN), ("CONFIG", config.to_str().unwrap())],
+        30,
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(out, "403 403 502 ", "{err}");
-    assert!(err.contains("10.0.0.1:80") && err.contains("not-allowed"), "{err}");
+    assert!(
+        err.contains("10.0.0.1:80") && err.contains("not-allowed"),
+        "{err}"
+    );
     assert!(err.contains("[fd00::1]:80"), "{err}");
 }

@@ -61,7 +61,9 @@ async fn tunnel(proxy: SocketAddr, authority: &str) -> (Reply, TcpStream) {
         let reply = read_reply(&mut stream, false).await;
         (reply, stream)
     };
-    tokio::time::timeout(IO_TIMEOUT, io).await.expect("CONNECT answered")
+    tokio::time::timeout(IO_TIMEOUT, io)
+        .await
+        .expect("CONNECT answered")
 }
 
 /// Bytes go through the tunnel and come back (the far end is an echo server).
@@ -78,7 +80,10 @@ async fn assert_echoes(stream: &mut TcpStream) {
 /// `(status, x-proxy-reason)` of a CONNECT through `proxy`.
 async fn connect_verdict(proxy: SocketAddr, authority: &str) -> (u16, Option<String>) {
     let (reply, _) = tunnel(proxy, authority).await;
-    (reply.status, reply.header("x-proxy-reason").map(String::from))
+    (
+        reply.status,
+        reply.header("x-proxy-reason").map(String::from),
+    )
 }
 
 /// An echo server that counts connections: the far end of every tunnel.
@@ -97,5 +102,7 @@ async fn closed_tunnels(proxy: &Proxy, count: usize) -> Vec<serde_json::Value> {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(IO_TIMEOUT, wait).await.expect("the tunnels closed")
+    tokio::time::timeout(IO_TIMEOUT, wait)
+        .await
+        .expect("the tunnels closed")
 }

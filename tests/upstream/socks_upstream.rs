@@ -9,7 +9,10 @@ use crate::*;
 #[tokio::test]
 async fn socks5_sends_the_checked_address_and_socks5h_the_name() {
     let (dns, echo) = (dns(), echo());
-    let rows = [("socks5", "ip 127.0.0.1:443"), ("socks5h", "name allowed.test:443")];
+    let rows = [
+        ("socks5", "ip 127.0.0.1:443"),
+        ("socks5h", "name allowed.test:443"),
+    ];
     for (scheme, asked) in rows {
         let upstream = SocksUpstream::start(echo.addr, None);
         let url = format!("{scheme}://{}", upstream.addr);
@@ -18,14 +21,22 @@ async fn socks5_sends_the_checked_address_and_socks5h_the_name() {
         assert_eq!(reply.status, 200, "{scheme}: {}", reply.body);
         assert_echoes(&mut stream).await;
         drop(stream);
-        let (code, mut stream) =
-            socks::ask(proxy.socks_addr(), socks::CONNECT, socks::Dest::Name(b"allowed.test"), 443).await;
+        let (code, mut stream) = socks::ask(
+            proxy.socks_addr(),
+            socks::CONNECT,
+            socks::Dest::Name(b"allowed.test"),
+            443,
+        )
+        .await;
         assert_eq!(code, socks::SUCCEEDED, "{scheme}");
         socks::echo_through(&mut stream, b"socks over socks").await;
         drop(stream);
         assert_eq!(upstream.asked(), [asked, asked], "{scheme}");
         let closes = closed_tunnels(&proxy, 2).await;
-        assert!(closes.iter().all(|c| c["upstream"] == url.as_str()), "{closes:?}");
+        assert!(
+            closes.iter().all(|c| c["upstream"] == url.as_str()),
+            "{closes:?}"
+        );
     }
 }
 
@@ -54,11 +65,26 @@ async fn rfc_1929_credentials() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_echoes(&mut stream).await;
     assert_eq!(upstream.asked(), ["name allowed.test:443"]);
-    for url in [format!("socks5h://corp:wrong@{}", upstream.addr), format!("socks5h://{}", upstream.addr)] {
-        let proxy = crate::proxy(&dns).toml(&upstream_toml(&url, "")).start().await;
+    for url in [
+        format!("socks5h://corp:wrong@{}", upstream.addr),
+        format!("socks5h://{}", upstream.addr),
+    ] {
+        let proxy = crate::proxy(&dns)
+            .toml(&upstream_toml(&url, ""))
+            .start()
+            .await;
         let (reply, _) = tunnel(proxy.addr, "allowed.test:443").await;
-        assert_eq!(reply.verdict(), (502, Some("upstream-auth"), Some("upstream-auth")), "{url}: {}", reply.body);
+        assert_eq!(
+            reply.verdict(),
+            (502, Some("upstream-auth"), Some("upstream-auth")),
+            "{url}: {}",
+            reply.body
+        );
         assert!(!reply.body.contains(SECRET));
     }
-    assert_eq!(upstream.asked().len(), 1, "no CONNECT without the right credentials");
+    assert_eq!(
+        upstream.asked().len(),
+        1,
+        "no CONNECT without the right credentials"
+    );
 }

@@ -10,11 +10,14 @@ use crate::*;
 async fn an_https_upstream_with_a_test_ca() {
     let (dns, echo) = (dns(), echo());
     let ca = Arc::new(TestCa::new());
-    let upstream = HttpUpstream::start(echo.addr, HttpOptions {
-        tls: Some(Arc::clone(&ca)),
-        auth: Some(("me", SECRET)),
-        ..HttpOptions::default()
-    });
+    let upstream = HttpUpstream::start(
+        echo.addr,
+        HttpOptions {
+            tls: Some(Arc::clone(&ca)),
+            auth: Some(("me", SECRET)),
+            ..HttpOptions::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).unwrap();
@@ -26,7 +29,10 @@ async fn an_https_upstream_with_a_test_ca() {
         assert_eq!(reply.status, 200, "{host}: {}", reply.body);
         assert_echoes(&mut stream).await;
         let reply = proxy_get(proxy.addr, "allowed.test", "").await;
-        assert_eq!(reply.body, "upstream saw GET http://allowed.test:80/path", "{host}");
+        assert_eq!(
+            reply.body, "upstream saw GET http://allowed.test:80/path",
+            "{host}"
+        );
     }
     assert_eq!(
         upstream.lines(),
@@ -42,10 +48,13 @@ async fn an_https_upstream_with_a_test_ca() {
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_upstream_tls() {
     let (dns, echo) = (dns(), echo());
-    let upstream = HttpUpstream::start(echo.addr, HttpOptions {
-        tls: Some(Arc::new(TestCa::new())),
-        ..HttpOptions::default()
-    });
+    let upstream = HttpUpstream::start(
+        echo.addr,
+        HttpOptions {
+            tls: Some(Arc::new(TestCa::new())),
+            ..HttpOptions::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other-ca.pem");
     std::fs::write(&other, TestCa::new().pem).unwrap();
@@ -53,9 +62,24 @@ async fn a_certificate_from_another_ca_is_upstream_tls() {
     let extra = format!("ca_file = {:?}\n", other.display().to_string());
     let proxy = proxy(&dns).toml(&upstream_toml(&url, &extra)).start().await;
     let (reply, _) = tunnel(proxy.addr, "allowed.test:443").await;
-    assert_eq!(reply.verdict(), (502, Some("upstream-tls"), Some("upstream-tls")), "{}", reply.body);
-    assert!(reply.body.contains("TLS with the upstream proxy"), "{}", reply.body);
+    assert_eq!(
+        reply.verdict(),
+        (502, Some("upstream-tls"), Some("upstream-tls")),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("TLS with the upstream proxy"),
+        "{}",
+        reply.body
+    );
     let reply = proxy_get(proxy.addr, "allowed.test", "").await;
-    assert_eq!(reply.verdict(), (502, Some("upstream-tls"), Some("upstream-tls")));
-    assert!(upstream.lines().is_empty(), "nothing was sent over a connection that failed TLS");
+    assert_eq!(
+        reply.verdict(),
+        (502, Some("upstream-tls"), Some("upstream-tls"))
+    );
+    assert!(
+        upstream.lines().is_empty(),
+        "nothing was sent over a connection that failed TLS"
+    );
 }

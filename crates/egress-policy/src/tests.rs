@@ -487,7 +487,11 @@ fn deferred_names_are_unresolved_and_literals_still_classified() {
         ("localhost", "not-allowed"),
     ];
     for (target, reason) in refused {
-        assert_eq!(defer(target).unwrap_err().reason().code(), reason, "{target}");
+        assert_eq!(
+            defer(target).unwrap_err().reason().code(),
+            reason,
+            "{target}"
+        );
     }
     let wide = policy(&[("*", Allow)]);
     let target = Target::parse_authority("169.254.169.254:80", None).unwrap();

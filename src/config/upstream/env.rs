@@ -99,20 +99,84 @@ mod tests {
     /// (environment, tunnel variable, forward variable, no_proxy variable).
     #[test]
     fn precedence_follows_curl() {
-        type Row = (&'static [(&'static str, &'static str)], Option<&'static str>, Option<&'static str>, Option<&'static str>);
+        type Row = (
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
         let rows: &[Row] = &[
             (&[], None, None, None),
-            (&[("HTTPS_PROXY", "u"), ("https_proxy", "l")], Some("https_proxy"), None, None),
-            (&[("HTTPS_PROXY", "u"), ("https_proxy", "")], Some("HTTPS_PROXY"), None, None),
-            (&[("ALL_PROXY", "u"), ("all_proxy", "l")], Some("all_proxy"), Some("all_proxy"), None),
-            (&[("ALL_PROXY", "a"), ("HTTPS_PROXY", "s")], Some("HTTPS_PROXY"), Some("ALL_PROXY"), None),
-            (&[("http_proxy", "h"), ("HTTP_PROXY", "H")], None, Some("http_proxy"), None),
-            (&[("HTTP_PROXY", "H"), ("all_proxy", "a")], Some("all_proxy"), Some("HTTP_PROXY"), None),
-            (&[("HTTP_PROXY", "H"), ("REQUEST_METHOD", "GET")], None, None, None),
-            (&[("HTTP_PROXY", "H"), ("REQUEST_METHOD", "GET"), ("ALL_PROXY", "a")], Some("ALL_PROXY"), Some("ALL_PROXY"), None),
-            (&[("http_proxy", "h"), ("REQUEST_METHOD", "GET")], None, Some("http_proxy"), None),
-            (&[("NO_PROXY", "u"), ("no_proxy", "l")], None, None, Some("no_proxy")),
-            (&[("NO_PROXY", "u"), ("no_proxy", "")], None, None, Some("NO_PROXY")),
+            (
+                &[("HTTPS_PROXY", "u"), ("https_proxy", "l")],
+                Some("https_proxy"),
+                None,
+                None,
+            ),
+            (
+                &[("HTTPS_PROXY", "u"), ("https_proxy", "")],
+                Some("HTTPS_PROXY"),
+                None,
+                None,
+            ),
+            (
+                &[("ALL_PROXY", "u"), ("all_proxy", "l")],
+                Some("all_proxy"),
+                Some("all_proxy"),
+                None,
+            ),
+            (
+                &[("ALL_PROXY", "a"), ("HTTPS_PROXY", "s")],
+                Some("HTTPS_PROXY"),
+                Some("ALL_PROXY"),
+                None,
+            ),
+            (
+                &[("http_proxy", "h"), ("HTTP_PROXY", "H")],
+                None,
+                Some("http_proxy"),
+                None,
+            ),
+            (
+                &[("HTTP_PROXY", "H"), ("all_proxy", "a")],
+                Some("all_proxy"),
+                Some("HTTP_PROXY"),
+                None,
+            ),
+            (
+                &[("HTTP_PROXY", "H"), ("REQUEST_METHOD", "GET")],
+                None,
+                None,
+                None,
+            ),
+            (
+                &[
+                    ("HTTP_PROXY", "H"),
+                    ("REQUEST_METHOD", "GET"),
+                    ("ALL_PROXY", "a"),
+                ],
+                Some("ALL_PROXY"),
+                Some("ALL_PROXY"),
+                None,
+            ),
+            (
+                &[("http_proxy", "h"), ("REQUEST_METHOD", "GET")],
+                None,
+                Some("http_proxy"),
+                None,
+            ),
+            (
+                &[("NO_PROXY", "u"), ("no_proxy", "l")],
+                None,
+                None,
+                Some("no_proxy"),
+            ),
+            (
+                &[("NO_PROXY", "u"), ("no_proxy", "")],
+                None,
+                None,
+                Some("NO_PROXY"),
+            ),
             (&[("Https_Proxy", "x"), ("PATH", "/bin")], None, None, None),
         ];
         for (vars, tunnel, forward, no_proxy) in rows {
@@ -128,6 +192,9 @@ mod tests {
     fn debug_shows_names_not_values() {
         let env = ProxyEnv::from_vars([("HTTPS_PROXY", "http://u:hunter2@corp.test:1")]);
         assert_eq!(format!("{env:?}"), "[\"HTTPS_PROXY\"]");
-        assert_eq!(env.tunnel(), Some(("HTTPS_PROXY", "http://u:hunter2@corp.test:1")));
+        assert_eq!(
+            env.tunnel(),
+            Some(("HTTPS_PROXY", "http://u:hunter2@corp.test:1"))
+        );
     }
 }

@@ -173,7 +173,11 @@ mod tests {
         ];
         for (list, dest, want) in rows {
             let no_proxy = NoProxy::parse([list]);
-            assert_eq!(goes_direct(&no_proxy, dest), want, "NO_PROXY={list:?} {dest}");
+            assert_eq!(
+                goes_direct(&no_proxy, dest),
+                want,
+                "NO_PROXY={list:?} {dest}"
+            );
         }
     }
 

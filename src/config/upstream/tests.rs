@@ -24,8 +24,12 @@ fn err(text: &str, sources: &Sources) -> String {
 
 /// (tunnel, forward) as shown, with where each came from.
 fn chosen(config: &Config) -> (Option<String>, Option<String>) {
-    let show = |c: &Option<crate::config::Chosen>| c.as_ref().map(|c| format!("{} ({})", c.url, c.from));
-    (show(&config.upstream.tunnel), show(&config.upstream.forward))
+    let show =
+        |c: &Option<crate::config::Chosen>| c.as_ref().map(|c| format!("{} ({})", c.url, c.from));
+    (
+        show(&config.upstream.tunnel),
+        show(&config.upstream.forward),
+    )
 }
 
 #[test]
@@ -44,7 +48,10 @@ fn the_environment_names_the_upstream_with_curls_precedence() {
             Some("http://u:***@plain.test:3128 (http_proxy)".into())
         )
     );
-    assert_eq!(config.upstream.no_proxy.entries(), [".internal.test", "10.0.0.0/8"]);
+    assert_eq!(
+        config.upstream.no_proxy.entries(),
+        [".internal.test", "10.0.0.0/8"]
+    );
     assert_eq!(config.upstream.resolve, ResolveAt::Local);
     assert!(!format!("{config:?}").contains("hunter2"));
     let only_all = load("", &with_env(&[("all_proxy", "socks5h://socks.test:1081")]));
@@ -60,27 +67,51 @@ fn the_environment_names_the_upstream_with_curls_precedence() {
 
 #[test]
 fn the_table_replaces_the_environment() {
-    let sources = with_env(&[("HTTPS_PROXY", "env.test:1"), ("NO_PROXY", "env-exception.test")]);
+    let sources = with_env(&[
+        ("HTTPS_PROXY", "env.test:1"),
+        ("NO_PROXY", "env-exception.test"),
+    ]);
     let text = "[upstream]\nurl = \"https://u:hunter2@corp.test\"\nno_proxy = [\"a.test\", \"b.test,c.test\"]\nresolve = \"upstream\"\nca_file = \"/etc/corp-ca.pem\"\n";
     let config = load(text, &sources);
     let from = "https://u:***@corp.test:443 (`[upstream] url` at p.toml:2:7)".to_string();
     assert_eq!(chosen(&config), (Some(from.clone()), Some(from)));
-    assert_eq!(config.upstream.no_proxy.entries(), ["a.test", "b.test", "c.test"]);
+    assert_eq!(
+        config.upstream.no_proxy.entries(),
+        ["a.test", "b.test", "c.test"]
+    );
     assert_eq!(config.upstream.resolve, ResolveAt::Upstream);
-    assert_eq!(config.upstream.ca_file.as_deref(), Some(std::path::Path::new("/etc/corp-ca.pem")));
+    assert_eq!(
+        config.upstream.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/corp-ca.pem"))
+    );
     // Without `url` the environment names the upstream, and the table's other keys apply.
-    let config = load("[upstream]\nno_proxy = \"*\"\nresolve = \"upstream\"\n", &sources);
-    assert_eq!(chosen(&config).0.as_deref(), Some("http://env.test:1 (HTTPS_PROXY)"));
+    let config = load(
+        "[upstream]\nno_proxy = \"*\"\nresolve = \"upstream\"\n",
+        &sources,
+    );
+    assert_eq!(
+        chosen(&config).0.as_deref(),
+        Some("http://env.test:1 (HTTPS_PROXY)")
+    );
     assert!(config.upstream.no_proxy.is_all());
     assert_eq!(config.upstream.resolve, ResolveAt::Upstream);
 }
 
 #[test]
 fn allow_upstream_proxy_false_and_the_flag_dial_directly() {
-    let env = [("HTTPS_PROXY", "corp.test:8080"), ("http_proxy", "corp.test:8080")];
-    let config = load("allow_upstream_proxy = false\n[upstream]\nurl = \"corp.test:1\"\n", &with_env(&env));
+    let env = [
+        ("HTTPS_PROXY", "corp.test:8080"),
+        ("http_proxy", "corp.test:8080"),
+    ];
+    let config = load(
+        "allow_upstream_proxy = false\n[upstream]\nurl = \"corp.test:1\"\n",
+        &with_env(&env),
+    );
     assert!(!config.upstream.is_active());
-    assert_eq!(config.upstream.off.as_deref(), Some("`allow_upstream_proxy = false` at p.toml:1:24"));
+    assert_eq!(
+        config.upstream.off.as_deref(),
+        Some("`allow_upstream_proxy = false` at p.toml:1:24")
+    );
     let mut sources = with_env(&env);
     sources.no_upstream_proxy = true;
     let config = load("allow_upstream_proxy = true\n", &sources);
@@ -88,7 +119,9 @@ fn allow_upstream_proxy_false_and_the_flag_dial_directly() {
     assert_eq!(config.upstream.off.as_deref(), Some("--no-upstream-proxy"));
     // A bad variable is not even read when chaining is off.
     let bad = with_env(&[("HTTPS_PROXY", "socks4://corp.test:1")]);
-    assert!(!load("allow_upstream_proxy = false\n", &bad).upstream.is_active());
+    assert!(!load("allow_upstream_proxy = false\n", &bad)
+        .upstream
+        .is_active());
 }
 
 #[test]
@@ -123,7 +156,10 @@ fn errors_name_the_key_or_variable() {
 
 #[test]
 fn warnings_for_settings_that_do_nothing() {
-    let env = with_env(&[("HTTPS_PROXY", "corp.test:1"), ("no_proxy", "a.test:443,ok.test")]);
+    let env = with_env(&[
+        ("HTTPS_PROXY", "corp.test:1"),
+        ("no_proxy", "a.test:443,ok.test"),
+    ]);
     let config = load("[upstream]\nca_file = \"/ca.pem\"\n", &env);
     assert_eq!(
         config.warnings,

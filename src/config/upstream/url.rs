@@ -183,8 +183,14 @@ mod tests {
             ("https://corp.test", "https://corp.test:443"),
             ("socks5://127.0.0.1", "socks5://127.0.0.1:1080"),
             ("socks5h://[::1]:1081", "socks5h://[::1]:1081"),
-            ("http://me:s3cret@corp.test:8080", "http://me:***@corp.test:8080"),
-            ("http://me%40corp:p%3Aw@corp.test:1", "http://me%40corp:***@corp.test:1"),
+            (
+                "http://me:s3cret@corp.test:8080",
+                "http://me:***@corp.test:8080",
+            ),
+            (
+                "http://me%40corp:p%3Aw@corp.test:1",
+                "http://me%40corp:***@corp.test:1",
+            ),
             ("http://me@corp.test:1", "http://me:***@corp.test:1"),
             ("http://@corp.test:1", "http://corp.test:1"),
             ("  http://127.1:9  ", "http://127.0.0.1:9"),

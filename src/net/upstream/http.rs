@@ -66,7 +66,9 @@ pub(super) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         let mut chunk = [0u8; 2048];
         let n = stream.read(&mut chunk).await.map_err(Failed::Io)?;
         if n == 0 {
-            return Err(Failed::Unreadable("it closed the connection before answering"));
+            return Err(Failed::Unreadable(
+                "it closed the connection before answering",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some((status, len)) = parse(&buf)? {
@@ -124,10 +126,22 @@ mod tests {
     #[tokio::test]
     async fn refusals_and_garbage() {
         let cases: [(&'static [u8], &str); 4] = [
-            (b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "Status(407)"),
-            (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", "Status(403)"),
-            (b"SSH-2.0-not-http\r\n\r\n", "Unreadable(\"its answer is not HTTP\")"),
-            (b"HTTP/1.1 200", "Unreadable(\"it closed the connection before answering\")"),
+            (
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
+                "Status(407)",
+            ),
+            (
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                "Status(403)",
+            ),
+            (
+                b"SSH-2.0-not-http\r\n\r\n",
+                "Unreadable(\"its answer is not HTTP\")",
+            ),
+            (
+                b"HTTP/1.1 200",
+                "Unreadable(\"it closed the connection before answering\")",
+            ),
         ];
         for (answer, want) in cases {
             let (_, result) = exchange(answer).await;

@@ -25,7 +25,9 @@ pub(super) async fn connect(
 ) -> Result<TcpStream, SocksError> {
     let stream = match (ask, credentials) {
         (Ask::Addr(addr), None) => Socks5Stream::connect_with_socket(tcp, addr).await?,
-        (Ask::Name(name, port), None) => Socks5Stream::connect_with_socket(tcp, (name, port)).await?,
+        (Ask::Name(name, port), None) => {
+            Socks5Stream::connect_with_socket(tcp, (name, port)).await?
+        }
         (Ask::Addr(addr), Some((user, pass))) => {
             Socks5Stream::connect_with_password_and_socket(tcp, addr, user, pass).await?
         }

@@ -10,7 +10,9 @@ fn chain(text: &str, env: &[(&str, &str)]) -> Chain {
     };
     let config = load_texts(&[("p.toml", text)], None, &sources).unwrap();
     let own: [SocketAddr; 1] = ["127.0.0.1:3128".parse().unwrap()];
-    Chain::new(&config.upstream, &own).unwrap().expect("an upstream applies")
+    Chain::new(&config.upstream, &own)
+        .unwrap()
+        .expect("an upstream applies")
 }
 
 fn via(chain: &Chain, protocol: Protocol, dest: &str) -> String {
@@ -56,19 +58,31 @@ fn each_protocol_takes_its_upstream_and_exceptions_go_direct() {
 
 #[test]
 fn credentials_become_a_sensitive_basic_header() {
-    let chain = chain("[upstream]\nurl = \"http://me%40corp:p%3Aw@corp.test:3128\"\n", &[]);
+    let chain = chain(
+        "[upstream]\nurl = \"http://me%40corp:p%3Aw@corp.test:3128\"\n",
+        &[],
+    );
     let proxy = chain.tunnel.as_ref().unwrap();
     let value = proxy.authorization().unwrap();
     assert!(value.is_sensitive());
     // base64("me@corp:p:w")
     assert_eq!(value.to_str().unwrap(), "Basic bWVAY29ycDpwOnc=");
-    assert!(Arc::ptr_eq(proxy, chain.forward.as_ref().unwrap()), "one proxy, shared");
-    assert_eq!(format!("{proxy:?}"), "Proxy(\"http://me%40corp:***@corp.test:3128\")");
+    assert!(
+        Arc::ptr_eq(proxy, chain.forward.as_ref().unwrap()),
+        "one proxy, shared"
+    );
+    assert_eq!(
+        format!("{proxy:?}"),
+        "Proxy(\"http://me%40corp:***@corp.test:3128\")"
+    );
 }
 
 #[test]
 fn own_listeners_are_recognised_on_every_spelling() {
-    let own: [SocketAddr; 2] = ["127.0.0.1:3128".parse().unwrap(), "0.0.0.0:8081".parse().unwrap()];
+    let own: [SocketAddr; 2] = [
+        "127.0.0.1:3128".parse().unwrap(),
+        "0.0.0.0:8081".parse().unwrap(),
+    ];
     let rows = [
         ("127.0.0.1:3128", true),
         ("[::ffff:127.0.0.1]:3128", true),

@@ -35,7 +35,10 @@ pub(super) fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, SetupErr
         tracing::debug!(%error, "skipping part of the system trust store");
     }
     let (added, _) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, "system CA certificates loaded for the https:// upstream");
+    tracing::debug!(
+        added,
+        "system CA certificates loaded for the https:// upstream"
+    );
     if let Some(path) = ca_file {
         let bad = |reason: String| SetupError::CaFile {
             path: path.to_path_buf(),
