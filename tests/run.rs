@@ -44,6 +44,7 @@ struct Output {
 /// changes it.
 fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
+    support::bin::without_proxy_env(&mut cmd);
     cmd.args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

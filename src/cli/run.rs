@@ -44,7 +44,9 @@ The HTTP and SOCKS5 listeners always bind ephemeral ports on 127.0.0.1: `proxy_u
 `socks_url`, `admin_url` and the requirements' `http_port`/`socks_port` are ignored by `run`, \
 and there is no admin API. The child gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (socks5h://), \
 NO_PROXY (empty unless --no-proxy) and the other variables of SPEC section 8, plus \
-EGRESS_PROXY_ACTIVE=1.
+EGRESS_PROXY_ACTIVE=1. The proxy itself reads HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY \
+from its own environment before setting the child's, and chains through that upstream \
+(unless `[upstream]` names another, or --no-upstream-proxy).
 
 Exit status: the child's; 128+N if it was killed by signal N; 2 on a usage or configuration \
 error (also when the policy is not enabled: the command is never run unconstrained); 126 if \
