@@ -3,6 +3,7 @@
 //! any output. A last case runs in a loopback-only network namespace, where a destination
 //! that leaked past the policy could go nowhere.
 
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use crate::support::bin::BIN;
@@ -184,6 +185,48 @@ fn validate_says_which_upstream_applies_and_never_shows_the_password() {
     for out in [text(&out.stdout), text(&out.stderr), stdout] {
         assert!(!out.contains(SECRET), "{out}");
     }
+}
+
+/// `serve` says at start which upstream it chains through, counts the connections opened
+/// through it in `/metrics`, and logs no password.
+#[test]
+fn serve_counts_connections_through_the_upstream() {
+    let s = setup();
+    let config = s.path("serve.toml");
+    std::fs::write(
+        &config,
+        format!("allow_local_binding = true\nallowed_domains = [\"allowed.test\"]\n[dns]\nservers = [\"{}\"]\n", s.dns.addr),
+    )
+    .unwrap();
+    let runtime = s.dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut args = vec!["--config", config.as_str()];
+    args.extend_from_slice(crate::serve::EPHEMERAL);
+    let mut command = crate::serve::command(&args, &runtime);
+    command.env("HTTPS_PROXY", s.url());
+    let mut serve = crate::serve::Serve::spawn(command).expect("serve starts");
+    let mut tunnel = crate::serve::connect_tunnel(serve.http, "allowed.test:443");
+    tunnel
+        .write_all(b"GET /through-serve HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        .unwrap();
+    let reply = crate::serve::read_reply(&mut tunnel, false);
+    assert_eq!(reply.body, "origin saw GET /through-serve body=0");
+    let metrics = crate::serve::admin_get(serve.admin, "/metrics").body;
+    assert!(
+        metrics.contains("egress_upstream_connects_total{kind=\"http\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    let shown = format!("http://me:***@{}", s.upstream.addr);
+    let stderr = serve.stderr();
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("chaining through the upstream proxy"))
+        .unwrap_or_else(|| panic!("no start-up line about the upstream:\n{stderr}"));
+    assert!(
+        started.contains(&format!("tunnels via {shown}, plain HTTP via direct")),
+        "{started}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
 }
 
 /// With names left to the upstream, an address the client writes is still judged here: a

@@ -6,6 +6,8 @@
 //! server on 127.0.0.1, so whatever name or address reaches them, nothing leaves the machine.
 //! Names are answered by a fake DNS server with 127.0.0.1.
 
+#[path = "../support/serve.rs"]
+mod serve;
 #[path = "../support/mod.rs"]
 mod support;
 
