@@ -107,6 +107,8 @@ pub struct Closed<'a> {
     /// The decision of the generation (a reload or `POST /mode`) that denied the open
     /// connection and closed it.
     pub revoked: Option<&'a Decision>,
+    /// The upstream proxy it went through (its URL without the password).
+    pub upstream: Option<&'a str>,
 }
 
 /// One recent denial, as `/blocked` shows it.
@@ -242,6 +244,9 @@ struct DecisionLine<'a> {
     /// The class a declared public range overrode for `ip` (`class` is then `public`).
     #[serde(skip_serializing_if = "Option::is_none")]
     declared: Option<&'static str>,
+    /// The upstream proxy an allowed connection goes through (its URL without the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -263,6 +268,8 @@ struct CloseLine<'a> {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a str>,
 }
 
 /// The end of a SOCKS5 UDP association: one line for all its destinations, whose decisions
@@ -318,6 +325,20 @@ impl Events {
         d: &Decision,
         dns: Option<&DnsError>,
     ) -> u64 {
+        self.decision_via(protocol, client, dest, d, dns, None)
+    }
+
+    /// [`Events::decision`] for a connection that goes through the upstream proxy `upstream`
+    /// (its URL without the password).
+    pub fn decision_via(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        dest: Dest<'_>,
+        d: &Decision,
+        dns: Option<&DnsError>,
+        upstream: Option<&str>,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let verdict = d.verdict().as_str();
         let reason = d.reason().code();
@@ -336,9 +357,9 @@ impl Events {
             tracing::warn!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
             self.remember_denial(protocol, dest, d, dns);
         } else if self.allowed_at_info.load(Ordering::Relaxed) {
-            tracing::info!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
+            tracing::info!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""), upstream = upstream.unwrap_or(""));
         } else {
-            tracing::debug!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""));
+            tracing::debug!(target: "egress_proxy::decision", id, protocol = protocol.as_str(), %client, dest = %dest, verdict, reason, rule = rule.unwrap_or(""), upstream = upstream.unwrap_or(""));
         }
         if self.audit.is_some() {
             self.write(&DecisionLine {
@@ -352,6 +373,7 @@ impl Events {
                 ip: first.map(|c| c.ip.to_string()),
                 class: first.map(|c| c.class.name()),
                 declared: first.and_then(|c| c.declared).map(|was| was.name()),
+                upstream,
             });
         }
         id
@@ -370,6 +392,7 @@ impl Events {
             stats,
             duration,
             revoked,
+            upstream,
         } = end;
         metrics::counter!(crate::metrics::BYTES, "protocol" => protocol.as_str(), "direction" => "up")
             .increment(stats.up);
@@ -388,6 +411,7 @@ impl Events {
                 closed_by: revoked.map(|_| "policy-reload"),
                 reason: revoked.map(|d| d.reason().code()),
                 rule: revoked.and_then(|d| d.rule()).map(|r| &*r.pattern),
+                upstream,
             });
         }
     }

@@ -69,6 +69,10 @@ pub struct PolicyArgs {
     /// multicast, broadcast or unspecified. Repeatable.
     #[arg(long = "public-range", value_name = "CIDR")]
     public_ranges: Vec<String>,
+    /// Dial every destination directly: ignore `[upstream]` and the HTTPS_PROXY, HTTP_PROXY,
+    /// ALL_PROXY and NO_PROXY of this process's environment.
+    #[arg(long = "no-upstream-proxy")]
+    no_upstream_proxy: bool,
 }
 
 impl PolicyArgs {
@@ -81,6 +85,10 @@ impl PolicyArgs {
             deny: self.deny.clone(),
             dns_servers: self.dns_servers.clone(),
             public_ranges: self.public_ranges.clone(),
+            // Read once, at start: `run` never changes its own environment (it sets the
+            // child's), so an upstream named here is the user's, not the child's proxy.
+            env: config::ProxyEnv::from_process(),
+            no_upstream_proxy: self.no_upstream_proxy,
             ..Sources::default()
         }
     }

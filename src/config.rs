@@ -24,12 +24,14 @@ mod merge;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod warnings;
 
 pub(crate) use listen::parse_dns_server;
 
 pub use error::ConfigError;
 pub use load::{load, load_texts};
+pub use upstream::{Chosen, NoProxy, ProxyEnv, ProxyKind, ProxyUrl, ResolveAt, UpstreamConfig};
 
 /// Everything that decides where configuration comes from, straight from the policy flags.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +58,12 @@ pub struct Sources {
     pub socks_listen: Option<SocketAddr>,
     /// `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// The proxy's own environment (`HTTPS_PROXY`, `NO_PROXY`, …): where the upstream proxy
+    /// comes from when no `[upstream] url` is set. The CLI fills it from its environment at
+    /// start; it is empty by default, so an embedder or a test chains only when it says so.
+    pub env: ProxyEnv,
+    /// `--no-upstream-proxy`: dial directly, whatever the files and the environment say.
+    pub no_upstream_proxy: bool,
 }
 
 /// The effective configuration after layering. Immutable once built.
@@ -79,11 +87,13 @@ pub struct Config {
     pub enable_socks5: bool,
     /// Serve SOCKS5 UDP ASSOCIATE.
     pub enable_socks5_udp: bool,
-    /// Accepted for Codex compatibility.
+    /// Honour an upstream proxy (`[upstream]` or the environment); see [`Config::upstream`].
     pub allow_upstream_proxy: bool,
     /// Ranges this network uses for public destinations (fake-IP DNS, a tailnet): classified
     /// `public`, never loopback, link-local or another never-public class.
     pub public_ranges: PublicRanges,
+    /// Which upstream proxy each kind of connection goes through, if any.
+    pub upstream: UpstreamConfig,
     /// The HTTP listener (`proxy_url`).
     pub proxy_addr: SocketAddr,
     /// The SOCKS5 listener (`socks_url`).

@@ -187,8 +187,8 @@ impl Control {
                 }
                 if needs_restart(&running, &config) {
                     tracing::warn!(
-                        "listener addresses, SOCKS5 settings and [limits] apply at start only; \
-                         restart to use the new values"
+                        "listener addresses, SOCKS5 settings, [limits] and the upstream proxy \
+                         apply at start only; restart to use the new values"
                     );
                 }
                 if let Ok(mut current) = self.config.lock() {
@@ -282,4 +282,5 @@ fn needs_restart(running: &Config, new: &Config) -> bool {
         || running.enable_socks5 != new.enable_socks5
         || running.enable_socks5_udp != new.enable_socks5_udp
         || running.limits != new.limits
+        || running.upstream != new.upstream
 }

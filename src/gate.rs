@@ -7,6 +7,10 @@
 //! is only made here, from the engine's [`crate::policy::Allowed`]. A Unix socket likewise:
 //! [`crate::net::Ctx::authorize_unix`] opens the path once and decides on the file found, and
 //! [`crate::net::dial::dial_unix`] connects to that file, never to the path again.
+//!
+//! The one exception is a name sent to an upstream proxy that resolves it
+//! (`[upstream] resolve = "upstream"`): [`Gate::authorize_by_name`] gives a [`Named`], which
+//! has no address, so the direct dial cannot take it; only the upstream dial does.
 
 pub mod unix;
 
@@ -64,6 +68,49 @@ impl Pinned {
 
     pub fn generation(&self) -> &Arc<Policy> {
         &self.generation
+    }
+}
+
+/// A name the policy allowed without resolving it, for an upstream proxy that resolves it
+/// itself: no address, so nothing can dial it directly. Only the gate makes one.
+#[derive(Clone, Debug)]
+pub struct Named {
+    unresolved: policy::Unresolved,
+    generation: Arc<Policy>,
+}
+
+impl Named {
+    pub fn decision(&self) -> &Decision {
+        self.unresolved.decision()
+    }
+
+    pub fn generation(&self) -> &Arc<Policy> {
+        &self.generation
+    }
+}
+
+/// What the gate allows for a connection through an upstream proxy that resolves names.
+#[derive(Clone, Debug)]
+pub enum Checked {
+    /// An IP literal or `localhost`, classified here.
+    Pinned(Pinned),
+    /// A name, left to the upstream.
+    Named(Named),
+}
+
+impl Checked {
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Checked::Pinned(pinned) => pinned.decision(),
+            Checked::Named(named) => named.decision(),
+        }
+    }
+
+    pub fn generation(&self) -> &Arc<Policy> {
+        match self {
+            Checked::Pinned(pinned) => pinned.generation(),
+            Checked::Named(named) => named.generation(),
+        }
     }
 }
 
@@ -147,18 +194,62 @@ impl Gate {
     ) -> Result<Pinned, Denied> {
         let generation = self.policy.load_full();
         let resolver = Metered(&self.resolver);
-        let step = match (generation.decide(target, access), &self.asker) {
-            (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
-                let allowed = asker.ask(protocol.as_str(), client, target).await;
-                generation.decide_asked(target, access, allowed)
-            }
-            (step, _) => step,
-        };
+        let step = self
+            .decide(&generation, protocol, client, target, access)
+            .await;
         let allowed = step.resolve(&resolver).await?;
         Ok(Pinned {
             allowed,
             generation,
         })
+    }
+
+    /// [`Gate::authorize`] for a connection that an upstream proxy makes by name: an allowed
+    /// name is not resolved here ([`crate::policy::Pending::unresolved`]); IP literals and
+    /// `localhost` are decided and classified as usual.
+    pub(crate) async fn authorize_by_name(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &Target<'_>,
+        access: Access<'_>,
+    ) -> Result<Checked, Denied> {
+        let generation = self.policy.load_full();
+        let step = self
+            .decide(&generation, protocol, client, target, access)
+            .await;
+        let deferred = step.defer().map_err(|decision| Denied {
+            decision,
+            dns: None,
+        })?;
+        Ok(match deferred {
+            policy::Deferred::Checked(allowed) => Checked::Pinned(Pinned {
+                allowed,
+                generation: Arc::clone(&generation),
+            }),
+            policy::Deferred::Unresolved(unresolved) => Checked::Named(Named {
+                unresolved,
+                generation: Arc::clone(&generation),
+            }),
+        })
+    }
+
+    /// The rules' step for `target`, asking the decider about what no rule matched.
+    async fn decide<'a>(
+        &self,
+        generation: &'a Policy,
+        protocol: Protocol,
+        client: SocketAddr,
+        target: &'a Target<'_>,
+        access: Access<'_>,
+    ) -> Step<'a> {
+        match (generation.decide(target, access), &self.asker) {
+            (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
+                let allowed = asker.ask(protocol.as_str(), client, target).await;
+                generation.decide_asked(target, access, allowed)
+            }
+            (step, _) => step,
+        }
     }
 
     /// Opens the socket at `path` and decides on the file found there; a path with no socket

@@ -21,7 +21,8 @@
 //! - `gate`: the pipeline over the current policy generation and resolver; the only maker of a
 //!   pinned destination, with the embedder's `decider`.
 //! - `net`: what listeners share: the connection context that records each decision once,
-//!   the dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
+//!   the route (direct, or through the upstream proxy of `[upstream]` or the environment), the
+//!   dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
 //! - `respond`: every refusal's HTTP answer and SOCKS5 code, side by side.
 //! - `http`, `socks5` (with `socks5_codec`): the listeners.
 //! - `control` (reload, mode; `watch` reloads on a file change), `admin` (its API, with

@@ -28,6 +28,9 @@ pub(crate) const RELOADS: &str = "egress_reloads_total";
 pub(crate) const DNS_LOOKUP_SECONDS: &str = "egress_dns_lookup_seconds";
 /// Histogram `{result}`, seconds: connects to checked destination addresses.
 pub(crate) const CONNECT_SECONDS: &str = "egress_connect_seconds";
+/// Counter `{kind, result}`: connections opened through an upstream proxy (`kind`: http,
+/// https, socks5, socks5h; `result`: ok, unreachable, tls, auth, refused).
+pub(crate) const UPSTREAM_CONNECTS: &str = "egress_upstream_connects_total";
 /// Counter: audit lines that could not be written.
 pub(crate) const AUDIT_WRITE_ERRORS: &str = "egress_audit_write_errors_total";
 
@@ -97,6 +100,10 @@ fn describe() {
         CONNECT_SECONDS,
         Unit::Seconds,
         "Latency of connecting to a checked destination address, by result"
+    );
+    describe_counter!(
+        UPSTREAM_CONNECTS,
+        "Tunnels and forward connections opened through the upstream proxy, by its kind and the result"
     );
     describe_counter!(AUDIT_WRITE_ERRORS, "Audit lines that could not be written");
 }

@@ -1,21 +1,24 @@
-//! What every listener shares: the connection context whose [`Ctx::authorize`] asks the gate
-//! and records each decision once, the dialler that connects only to what the gate pinned,
-//! the splice, the accept loop, graceful drain and the open-tunnel registry.
+//! What every listener shares: the connection context whose [`Ctx::route`] and
+//! [`Ctx::authorize`] ask the gate and record each decision once, the dialler that connects
+//! only to what the gate pinned, the upstream proxy, the splice and copy relays, the accept
+//! loop, graceful drain and the open-tunnel registry.
 
+pub mod copy;
 pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod owner;
+pub mod route;
 pub mod splice;
 pub mod tunnels;
+pub mod upstream;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::audit::{Closed, Dest, Events, Protocol};
@@ -23,6 +26,8 @@ use crate::config::Limits;
 use crate::dns::DnsError;
 use crate::gate::{Denied, Gate, Pinned, PinnedUnix};
 use crate::policy::{Access, DecidedBy, Decision, Target};
+use route::Route;
+use upstream::Chain;
 
 /// What a listener needs to serve connections; cheap to clone into each connection task.
 #[derive(Clone)]
@@ -37,6 +42,8 @@ pub struct Ctx {
     pub drain: drain::Drain,
     /// The open tunnels, which a new policy generation re-decides.
     pub tunnels: Arc<tunnels::Tunnels>,
+    /// The upstream proxies, fixed at start; `None` when every connection is direct.
+    pub upstream: Option<Arc<Chain>>,
 }
 
 impl Ctx {
@@ -62,13 +69,21 @@ impl Ctx {
             events,
             drain,
             tunnels: Arc::default(),
+            upstream: None,
         }
     }
 
-    /// Decides `target` through the gate and records the decision either way. Every
-    /// decision of every listener (HTTP, CONNECT, SOCKS5 TCP and UDP here, Unix sockets in
+    /// The same context, chaining through `upstream`.
+    pub fn with_upstream(mut self, upstream: Option<Chain>) -> Self {
+        self.upstream = upstream.map(Arc::new);
+        self
+    }
+
+    /// Decides `target` through the gate, for a direct connection (SOCKS5 UDP never chains),
+    /// and records the decision either way. Every decision of every listener (HTTP, CONNECT
+    /// and SOCKS5 TCP in [`Ctx::route`], SOCKS5 UDP here, Unix sockets in
     /// [`Ctx::authorize_unix`], invalid hosts in [`Ctx::refuse_invalid`]) is recorded exactly
-    /// once, by [`Ctx::record`]. Returns the decision's id for the close line.
+    /// once. Returns the decision's id for the close line.
     pub async fn authorize(
         &self,
         protocol: Protocol,
@@ -81,7 +96,7 @@ impl Ctx {
             Ok(pinned) => (pinned.decision(), None),
             Err(denied) => (&denied.decision, denied.dns.as_ref()),
         };
-        let id = self.record(protocol, client, Dest::Target(target), decision, dns);
+        let id = self.record(protocol, client, Dest::Target(target), decision, dns, None);
         result.map(|pinned| (id, pinned))
     }
 
@@ -92,7 +107,14 @@ impl Ctx {
             decision: Decision::invalid_host(),
             dns: None,
         };
-        self.record(protocol, client, Dest::Raw(written), &denied.decision, None);
+        self.record(
+            protocol,
+            client,
+            Dest::Raw(written),
+            &denied.decision,
+            None,
+            None,
+        );
         denied
     }
 
@@ -108,11 +130,19 @@ impl Ctx {
             Ok(pinned) => pinned.decision(),
             Err(denied) => &denied.decision,
         };
-        self.record(Protocol::Unix, client, Dest::Unix(path), decision, None);
+        self.record(
+            Protocol::Unix,
+            client,
+            Dest::Unix(path),
+            decision,
+            None,
+            None,
+        );
         result
     }
 
-    /// `dns`: why the lookup failed, for a `dns-failed` denial.
+    /// The one place a decision is reported. `dns`: why the lookup failed, for a `dns-failed`
+    /// denial; `upstream`: the proxy an allowed connection goes through (no password).
     fn record(
         &self,
         protocol: Protocol,
@@ -120,8 +150,10 @@ impl Ctx {
         dest: Dest<'_>,
         d: &Decision,
         dns: Option<&DnsError>,
+        upstream: Option<&str>,
     ) -> u64 {
-        self.events.decision(protocol, client, dest, d, dns)
+        self.events
+            .decision_via(protocol, client, dest, d, dns, upstream)
     }
 }
 
@@ -132,7 +164,9 @@ pub struct Established<'a> {
     pub protocol: Protocol,
     pub client: SocketAddr,
     pub target: &'a Target<'a>,
-    pub pinned: &'a Pinned,
+    pub route: &'a Route,
+    /// The address a reload re-decides it with ([`route::Opened::dialled`]).
+    pub dialled: Option<IpAddr>,
 }
 
 /// Runs the relay of an allowed connection until it ends or a new policy generation denies
@@ -142,7 +176,6 @@ pub struct Established<'a> {
 pub async fn tunnel<F>(
     ctx: &Ctx,
     allowed: Established<'_>,
-    upstream: &TcpStream,
     relay: impl FnOnce(tunnels::Revoked) -> F,
 ) where
     F: Future<Output = (crate::audit::TunnelStats, io::Result<()>)>,
@@ -152,28 +185,23 @@ pub async fn tunnel<F>(
         protocol,
         client,
         target,
-        pinned,
+        route,
+        dialled,
     } = allowed;
     let gauge = metrics::gauge!(crate::metrics::ACTIVE_TUNNELS, "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
-    let asked = pinned.decision().decided_by() == DecidedBy::Decider;
-    let (stats, result, registration) = match upstream.peer_addr() {
-        Ok(dialled) => {
-            let registration =
-                ctx.tunnels
-                    .register(id, protocol, client, target, dialled.ip(), asked);
-            // A reload between the decision and the registration may have walked the
-            // registry without this tunnel: re-decide it under the generation it missed.
-            let current = ctx.gate.current();
-            if !Arc::ptr_eq(&current, pinned.generation()) {
-                ctx.tunnels.recheck_one(&current, id);
-            }
-            let (stats, result) = relay(registration.revoked()).await;
-            (stats, result, Some(registration))
-        }
-        Err(error) => (crate::audit::TunnelStats::default(), Err(error), None),
-    };
+    let asked = route.decision().decided_by() == DecidedBy::Decider;
+    let registration = ctx
+        .tunnels
+        .register(id, protocol, client, target, dialled, asked);
+    // A reload between the decision and the registration may have walked the registry
+    // without this tunnel: re-decide it under the generation it missed.
+    let current = ctx.gate.current();
+    if !Arc::ptr_eq(&current, route.generation()) {
+        ctx.tunnels.recheck_one(&current, id);
+    }
+    let (stats, result) = relay(registration.revoked()).await;
     if let Err(err) = result {
         tracing::debug!(%client, dest = %target, error = %err, "tunnel ended with an error");
     }
@@ -181,7 +209,8 @@ pub async fn tunnel<F>(
     let end = Closed {
         stats,
         duration: start.elapsed(),
-        revoked: registration.as_ref().and_then(|r| r.revocation()),
+        revoked: registration.revocation(),
+        upstream: route.upstream().map(|p| &**p.label()),
     };
     ctx.events
         .closed(id, protocol, client, Dest::Target(target), end);
@@ -223,18 +252,18 @@ mod tests {
             .authorize(Protocol::Connect, client, &target, Access::Tunnel)
             .await
             .unwrap();
-        let upstream = TcpStream::connect(pinned.addrs().next().unwrap())
-            .await
-            .unwrap();
+        let dialled = pinned.first().ip();
+        let route = Route::Direct(pinned);
         ctx.gate.policy().store(Arc::new(policy(&["127.0.0.2"])));
         let allowed = Established {
             id,
             protocol: Protocol::Connect,
             client,
             target: &target,
-            pinned: &pinned,
+            route: &route,
+            dialled: Some(dialled),
         };
-        let relay = tunnel(&ctx, allowed, &upstream, |revoked| async {
+        let relay = tunnel(&ctx, allowed, |revoked| async {
             revoked.wait().await;
             (crate::audit::TunnelStats::default(), Ok(()))
         });

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Chosen, Config, ResolveAt, UpstreamConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{
     Access, ClassifiedIp, Decision, Host, InvalidHost, Policy, Reason, RuleRef, Step, Target,
@@ -300,9 +300,80 @@ struct JsonPolicy<'a> {
     dns_servers: Vec<String>,
     dns_timeout_ms: u128,
     dns_multi_answer: &'static str,
+    upstream: JsonUpstream,
     rules: Vec<JsonRule<'a>>,
     unix_sockets: Vec<JsonUnix>,
     warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonChosen {
+    /// Without the password.
+    url: String,
+    from: String,
+}
+
+#[derive(Serialize)]
+struct JsonUpstream {
+    tunnel: Option<JsonChosen>,
+    forward: Option<JsonChosen>,
+    no_proxy: Vec<String>,
+    resolve: &'static str,
+    ca_file: Option<String>,
+    off: Option<String>,
+}
+
+fn upstream_json(u: &UpstreamConfig) -> JsonUpstream {
+    let chosen = |c: &Option<Chosen>| {
+        c.as_ref().map(|c| JsonChosen {
+            url: c.url.to_string(),
+            from: c.from.clone(),
+        })
+    };
+    JsonUpstream {
+        tunnel: chosen(&u.tunnel),
+        forward: chosen(&u.forward),
+        no_proxy: u.no_proxy.entries().to_vec(),
+        resolve: u.resolve.as_str(),
+        ca_file: u.ca_file.as_ref().map(|p| p.display().to_string()),
+        off: u.off.clone(),
+    }
+}
+
+/// What `validate` says about the upstream: which applies to what, and where names are
+/// resolved. Never a password.
+pub fn upstream_lines(u: &UpstreamConfig) -> Vec<String> {
+    if !u.is_active() {
+        let why = u.off.as_ref().map_or_else(
+            || "none (no `[upstream] url`, HTTPS_PROXY, HTTP_PROXY or ALL_PROXY)".to_string(),
+            |off| format!("off ({off})"),
+        );
+        return vec![format!("upstream: {why}; every connection is direct")];
+    }
+    let via = |c: &Option<Chosen>| {
+        c.as_ref().map_or("direct".to_string(), |c| {
+            format!("via {} ({})", c.url, c.from)
+        })
+    };
+    let mut lines = vec![
+        format!("upstream: tunnels (CONNECT, SOCKS5 CONNECT) {}", via(&u.tunnel)),
+        format!("upstream: plain HTTP {}", via(&u.forward)),
+        match u.resolve {
+            ResolveAt::Local => "upstream: names are resolved and checked here, then sent to the upstream by name (resolve = \"local\")".to_string(),
+            ResolveAt::Upstream => "upstream: names are resolved by the upstream, not here; IP addresses are still checked here (resolve = \"upstream\")".to_string(),
+        },
+    ];
+    let exceptions = if u.no_proxy.is_all() {
+        "every destination (no_proxy = *)".to_string()
+    } else {
+        let mut list = vec!["localhost and loopback addresses".to_string()];
+        list.extend(u.no_proxy.entries().iter().cloned());
+        list.join(", ")
+    };
+    lines.push(format!(
+        "upstream: direct for {exceptions}; SOCKS5 UDP is never chained"
+    ));
+    lines
 }
 
 /// The effective policy as JSON; the admin API's `/config` serves the same shape.
@@ -345,6 +416,7 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
         dns_servers: config.dns.servers.iter().map(ToString::to_string).collect(),
         dns_timeout_ms: config.dns.timeout.as_millis(),
         dns_multi_answer: config.dns.multi_answer.as_str(),
+        upstream: upstream_json(&config.upstream),
         rules: rules_json(policy),
         unix_sockets: config
             .unix_sockets

@@ -18,6 +18,8 @@ use crate::dns::DnsError;
 use crate::gate::Denied;
 use crate::net::dial::DialError;
 use crate::net::owner::OwnerError;
+use crate::net::route::OpenError;
+use crate::net::upstream::{Answer, UpstreamError};
 use crate::policy::{Decision, Origin, Reason, RuleInfo};
 use crate::socks5_codec::{Command, RequestError};
 
@@ -33,6 +35,12 @@ pub enum Refusal<'a> {
     /// The destination was allowed but could not be reached.
     #[error("cannot connect to {dest}: {error}")]
     Dial { dest: &'a str, error: &'a DialError },
+    /// The destination was allowed, but the upstream proxy did not connect to it.
+    #[error("cannot connect to {dest}: {error}")]
+    UpstreamProxy {
+        dest: &'a str,
+        error: &'a UpstreamError,
+    },
     /// The HTTP request itself is unusable (malformed target, wrong form, bad header).
     #[error("{0}")]
     BadRequest(&'static str),
@@ -61,6 +69,28 @@ pub enum Refusal<'a> {
     /// datagram could be attributed to it.
     #[error("cannot tell who owns the client's connection: {0}")]
     Owner(&'a OwnerError),
+}
+
+impl<'a> Refusal<'a> {
+    /// The refusal for a connection that could not be made along its route.
+    pub fn open(dest: &'a str, error: &'a OpenError) -> Refusal<'a> {
+        match error {
+            OpenError::Dial(error) => Refusal::Dial { dest, error },
+            OpenError::Upstream(error) => Refusal::UpstreamProxy { dest, error },
+        }
+    }
+}
+
+/// The reason code of an upstream failure, also its `x-proxy-error`.
+pub fn upstream_code(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::Unreachable { .. }
+        | UpstreamError::Loop { .. }
+        | UpstreamError::Timeout { .. } => "upstream-unreachable",
+        UpstreamError::Tls { .. } => "upstream-tls",
+        UpstreamError::Auth { .. } => "upstream-auth",
+        UpstreamError::Refused { .. } | UpstreamError::Broken { .. } => "upstream-refused",
+    }
 }
 
 /// What the HTTP listener answers.
@@ -183,24 +213,31 @@ pub fn category(reason: Reason) -> &'static str {
 
 /// The HTTP answer to `refusal`.
 pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
-    let (status, error) = match refusal {
+    let (status, error, reason) = match refusal {
         Refusal::Denied { dest, denied } => return denial(dest, denied),
         Refusal::Dial { error, .. } => match error {
-            DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
-            DialError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect-refused"),
-            DialError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
+            DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout", None),
+            DialError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect-refused", None),
+            DialError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "connect-failed", None),
         },
+        Refusal::UpstreamProxy { error, .. } => {
+            let code = upstream_code(error);
+            (StatusCode::BAD_GATEWAY, code, Some(code))
+        }
         Refusal::BadRequest(_) | Refusal::Command(_) | Refusal::Request(_) => {
-            (StatusCode::BAD_REQUEST, "bad-request")
+            (StatusCode::BAD_REQUEST, "bad-request", None)
         }
         Refusal::UnrequestedUpgrade { .. } | Refusal::Upstream { .. } => {
-            (StatusCode::BAD_GATEWAY, "upstream-failed")
+            (StatusCode::BAD_GATEWAY, "upstream-failed", None)
         }
-        Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-        Refusal::Local(_) | Refusal::Owner(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+        Refusal::Local(_) | Refusal::Owner(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+        }
     };
     let dest = match refusal {
         Refusal::Dial { dest, .. }
+        | Refusal::UpstreamProxy { dest, .. }
         | Refusal::UnrequestedUpgrade { dest }
         | Refusal::Upstream { dest, .. } => Some(host_port(dest)),
         _ => None,
@@ -212,14 +249,14 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
         error,
         host: dest.map(|(host, _)| host),
         port: dest.and_then(|(_, port)| port),
-        reason: None,
+        reason,
         decision: None,
         source: None,
         rule: None,
         hint: None,
         message: &message,
     };
-    answer(status, error, None, &message, &json)
+    answer(status, error, reason, &message, &json)
 }
 
 /// The answer to a policy (or DNS) denial of `dest`: a person reads the reason, its
@@ -320,6 +357,23 @@ pub fn socks(refusal: &Refusal<'_>) -> Code {
                 _ => Code::GeneralFailure,
             },
         },
+        Refusal::UpstreamProxy { error, .. } => match error {
+            // The upstream's own reply code says what it found; an HTTP upstream's status is
+            // translated where SOCKS5 has a word for it.
+            UpstreamError::Refused {
+                answer: Answer::Socks(code @ 0x01..=0x08),
+                ..
+            } => socks_code(*code),
+            UpstreamError::Refused {
+                answer: Answer::Http(403),
+                ..
+            } => Code::NotAllowed,
+            UpstreamError::Refused {
+                answer: Answer::Http(502..=504),
+                ..
+            } => Code::HostUnreachable,
+            _ => Code::GeneralFailure,
+        },
         Refusal::Command(_) => Code::CommandNotSupported,
         Refusal::Request(RequestError::AddressType(_)) => Code::AddressTypeNotSupported,
         Refusal::Request(RequestError::Version(_) | RequestError::Incomplete) => {
@@ -331,6 +385,20 @@ pub fn socks(refusal: &Refusal<'_>) -> Code {
         | Refusal::Busy
         | Refusal::Local(_)
         | Refusal::Owner(_) => Code::GeneralFailure,
+    }
+}
+
+/// The [`Code`] with RFC 1928 value `code` (1-8).
+fn socks_code(code: u8) -> Code {
+    match code {
+        0x02 => Code::NotAllowed,
+        0x03 => Code::NetworkUnreachable,
+        0x04 => Code::HostUnreachable,
+        0x05 => Code::ConnectionRefused,
+        0x06 => Code::TtlExpired,
+        0x07 => Code::CommandNotSupported,
+        0x08 => Code::AddressTypeNotSupported,
+        _ => Code::GeneralFailure,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
 use crate::gate::{policy_handle, Gate};
 use crate::net::drain::{self, DrainHandle};
+use crate::net::upstream::Chain;
 use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
 use crate::socks5::{self, SocksOptions};
@@ -35,6 +36,9 @@ pub enum StartError {
     /// A rule does not compile.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// TLS to the `https://` upstream proxy cannot be set up (`[upstream] ca_file`, no CA).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// One listener that could not be bound.
@@ -205,7 +209,13 @@ impl Server {
         own.extend(socks_addr);
 
         let resolver = Resolver::new(&config.dns)?;
-        let handle = policy_handle(policy.with_self_addrs(&reachable(&own)));
+        let own_reachable = reachable(&own);
+        let chain = Chain::new(&config.upstream, &own_reachable)
+            .map_err(|e| StartError::Upstream(e.to_string()))?;
+        if let Some(chain) = &chain {
+            tracing::info!(upstream = %chain, "chaining through the upstream proxy");
+        }
+        let handle = policy_handle(policy.with_self_addrs(&own_reachable));
         let events = Events::new(audit);
         let events = Arc::new(match on_first_denial {
             Some(hook) => events.on_first_denial(hook),
@@ -220,7 +230,8 @@ impl Server {
             config.limits.clone(),
             Arc::clone(&events),
             drain.clone(),
-        );
+        )
+        .with_upstream(chain);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
 
         let mut tasks = Vec::new();

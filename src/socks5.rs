@@ -225,34 +225,35 @@ async fn succeed(stream: &mut TcpStream, bound: SocketAddr) -> io::Result<()> {
         .await
 }
 
-/// A destination the policy allowed, with what its close event needs.
-struct Authorized<'a> {
-    target: Target<'a>,
-    /// The decision's event id.
-    id: u64,
-    pinned: Pinned,
-}
-
-/// Decides a destination the way the client wrote it and reports the decision.
+/// The destination the client wrote, canonical.
 ///
 /// Names go through the one canonicaliser, so a SOCKS name is judged exactly like the same
 /// name in a CONNECT line; one that fails it (empty, not UTF-8, bad characters) is denied as
-/// `invalid-host`. Port 0 is not a destination either.
-async fn authorize<'a>(
+/// `invalid-host` (and that denial recorded). Port 0 is not a destination either.
+fn target_of<'a>(
     ctx: &Ctx,
     protocol: Protocol,
     client: SocketAddr,
     addr: Addr<'a>,
     port: u16,
-) -> Result<Authorized<'a>, Denied> {
-    let target = match target(addr, port) {
-        Ok(target) => target,
-        Err(_) => return Err(ctx.refuse_invalid(protocol, client, &written(addr, port))),
-    };
-    let (id, pinned) = ctx
+) -> Result<Target<'a>, Denied> {
+    target(addr, port).map_err(|_| ctx.refuse_invalid(protocol, client, &written(addr, port)))
+}
+
+/// Decides a UDP destination the way the client wrote it (always dialled directly: UDP is
+/// never chained through an upstream proxy) and reports the decision.
+async fn authorize(
+    ctx: &Ctx,
+    protocol: Protocol,
+    client: SocketAddr,
+    addr: Addr<'_>,
+    port: u16,
+) -> Result<Pinned, Denied> {
+    let target = target_of(ctx, protocol, client, addr, port)?;
+    let (_, pinned) = ctx
         .authorize(protocol, client, &target, Access::Tunnel)
         .await?;
-    Ok(Authorized { target, id, pinned })
+    Ok(pinned)
 }
 
 fn target(addr: Addr<'_>, port: u16) -> Result<Target<'_>, InvalidHost> {

@@ -47,6 +47,8 @@ import traceback
 import urllib.request
 import zipfile
 
+import squid_upstream
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CLIENTS = os.path.join(HERE, "clients")
@@ -885,6 +887,10 @@ class Suite:
             return None
         return int(line) if line.strip().isdigit() else None
 
+    def case_squid_upstream(self):
+        """squid as the upstream (HTTPS_PROXY/http_proxy in run's own environment): CONNECT and forward go through it, the policy still decides first."""
+        squid_upstream.case(self, NAMES, spawn, lambda proc: (_kill_group(proc.pid), forget(proc)))
+
     def case_check(self):
         """`egress-proxy check` explains both verdicts (the 'why was X blocked?' tool)."""
         check = [self.bin, "check", "--dns-server", self.dns_flag, "--config", self.policy]
@@ -1076,6 +1082,7 @@ class Suite:
         ("node", False, "case_node"),
         ("node-env-proxy", False, "case_node_env_proxy"),
         ("grpc", False, "case_grpc"),
+        ("squid-upstream", False, "case_squid_upstream"),
         ("check", False, "case_check"),
         ("serve", False, "case_serve"),
     ]

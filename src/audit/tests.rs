@@ -84,6 +84,7 @@ fn audit_lines_ring_and_summary() {
             stats,
             duration: Duration::from_millis(7),
             revoked: None,
+            upstream: None,
         },
     );
 

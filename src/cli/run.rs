@@ -49,7 +49,9 @@ and there is no admin API. The child gets the HTTP proxy URL in HTTP_PROXY and H
 (also lower-case, and the WS_, GRPC_, DOCKER_, YARN_, npm_config_/NPM_CONFIG_, BUNDLE_ and PIP_ \
 forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
 NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
-forms are empty unless --no-proxy. The README's `run` section lists every variable.
+forms are empty unless --no-proxy. The README's `run` section lists every variable. The proxy itself reads HTTPS_PROXY, \
+HTTP_PROXY, ALL_PROXY and NO_PROXY from its own environment before setting the child's, and \
+chains through that upstream (unless `[upstream]` names another, or --no-upstream-proxy).
 
 A destination is reported on stderr the first time it is blocked, one line per destination \
 and reason, and once more in a summary at exit; --quiet prints neither.

@@ -88,6 +88,9 @@ fn text(config: &Config, policy: &Policy) -> String {
         let ranges: Vec<String> = declared.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "public ranges (declared): {}", ranges.join(", "));
     }
+    for line in report::upstream_lines(&config.upstream) {
+        let _ = writeln!(out, "{line}");
+    }
     let width = rules.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     let _ = writeln!(out, "rules:");
     for rule in rules {

@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::keys::{
     AdminScalars, DnsScalars, Key, LimitScalars, LogScalars, NetworkScalars, RawNetwork,
+    UpstreamScalars,
 };
 use super::listen::{self, Listener};
 use super::merge::{Layer, Listeners, Scalars, Set, UnixEntry};
@@ -30,6 +31,7 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         mut limits,
         mut admin,
         mut log,
+        mut upstream,
     } = table;
     let network_scalars = NetworkScalars::take(src, &mut network)?;
     let listeners = listeners(src, &mut network)?;
@@ -40,6 +42,7 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         limits: LimitScalars::take(src, &mut limits)?,
         admin: AdminScalars::take(src, &mut admin)?,
         log: LogScalars::take(src, &mut log)?,
+        upstream: UpstreamScalars::take(src, &mut upstream)?,
     };
     Ok(Layer {
         scalars,
@@ -246,7 +249,7 @@ fn entry<T: DeserializeOwned>(
 }
 
 /// The value with its origin, converted; a conversion error is reported at the value.
-fn checked<T, U>(
+pub(super) fn checked<T, U>(
     src: &Source,
     value: Option<Spanned<T>>,
     convert: impl FnOnce(T) -> Result<U, String>,

@@ -8,8 +8,9 @@ use super::error::{ConfigError, Source};
 use super::keys::{DnsScalars, LimitScalars};
 use super::listen::{self, Listener};
 use super::merge::{Entries, Merged, Set};
+use super::upstream::{self, Inputs};
 use super::warnings;
-use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig};
+use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, Sources};
 use crate::policy::{Action, RuleSpec, UnixAction, UnixSocketSpec};
 
 fn value<T: Clone>(set: &Option<Set<T>>) -> Option<T> {
@@ -25,6 +26,7 @@ pub(super) fn finish(
     merged: Merged,
     enabled_default: bool,
     configs: &[Source],
+    sources: &Sources,
     mut warnings: Vec<String>,
 ) -> Result<Config, ConfigError> {
     let Merged {
@@ -71,6 +73,21 @@ pub(super) fn finish(
     let (rules, managed_allows) = rules(user_rules, managed_rules, managed_only);
     let enabled = flag(&net.enabled, enabled_default);
     warnings.extend(warnings::settings(net, enabled, managed_allows, configs));
+    let mut listeners = vec![(proxy_addr, "proxy_url"), (admin_addr, "admin_url")];
+    if flag(&net.enable_socks5, true) {
+        listeners.push((socks_addr, "socks_url"));
+    }
+    let inputs = Inputs {
+        env: &sources.env,
+        no_upstream_flag: sources.no_upstream_proxy,
+        listeners: &listeners,
+    };
+    let upstream = upstream::effective(
+        &s.upstream,
+        &net.allow_upstream_proxy,
+        &inputs,
+        &mut warnings,
+    )?;
 
     Ok(Config {
         enabled,
@@ -83,6 +100,7 @@ pub(super) fn finish(
         enable_socks5_udp: flag(&net.enable_socks5_udp, true),
         allow_upstream_proxy: flag(&net.allow_upstream_proxy, true),
         public_ranges: value(&net.public_ranges).unwrap_or_default(),
+        upstream,
         proxy_addr,
         socks_addr,
         admin_addr,

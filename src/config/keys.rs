@@ -18,6 +18,7 @@ use super::convert::{
 use super::error::{ConfigError, Source};
 use super::merge::{replace, Set};
 use super::raw::{SpannedList, SpannedMap};
+use super::upstream::{no_proxy, proxy_url, NoProxy, NoProxyText, ProxyUrl, ResolveAt};
 use super::{LogFormat, MultiAnswer};
 use crate::policy::{Mode, PublicRanges};
 
@@ -146,6 +147,16 @@ key_table! {
 key_table! {
     "admin": RawAdmin, AdminScalars, ADMIN {
         token_file: Spanned<String>, TABLE => PathBuf = path;
+    }
+}
+
+key_table! {
+    /// `[upstream]`: the upstream proxy, overriding the proxy's environment.
+    "upstream": RawUpstream, UpstreamScalars, UPSTREAM {
+        url: Spanned<String>, TABLE => ProxyUrl = proxy_url;
+        no_proxy: Spanned<NoProxyText>, TABLE => NoProxy = no_proxy;
+        resolve: Spanned<String>, TABLE => ResolveAt = choice;
+        ca_file: Spanned<String>, TABLE => PathBuf = path;
     }
 }
 

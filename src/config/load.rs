@@ -86,7 +86,7 @@ fn build(
     // Without an explicit `enabled`, a native file or bare flags mean "use the proxy";
     // Codex-shaped files follow Codex, where sandboxed networking is off by default.
     let enabled_default = any_native || configs.is_empty();
-    finish(merged, enabled_default, configs, warnings)
+    finish(merged, enabled_default, configs, sources, warnings)
 }
 
 fn unknown_profile(name: &str, mut defined: Vec<String>) -> ConfigError {

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::keys::{AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars};
+use super::keys::{
+    AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars, UpstreamScalars,
+};
 use crate::policy::{Action, Mode, Origin, UnixAction};
 
 /// A value and where it was set, so warnings and errors about the effective value can point
@@ -40,6 +42,7 @@ pub(super) struct Scalars {
     pub(super) limits: LimitScalars,
     pub(super) admin: AdminScalars,
     pub(super) log: LogScalars,
+    pub(super) upstream: UpstreamScalars,
 }
 
 impl Scalars {
@@ -52,6 +55,7 @@ impl Scalars {
         self.limits.override_with(later.limits);
         self.admin.override_with(later.admin);
         self.log.override_with(later.log);
+        self.upstream.override_with(later.upstream);
     }
 }
 

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Source};
 use super::keys::{
-    names, RawAdmin, RawDns, RawLimits, RawLog, RawNetwork, ADMIN, DNS, LIMITS, LOG, NETWORK,
-    REQUIREMENTS, TABLE,
+    names, RawAdmin, RawDns, RawLimits, RawLog, RawNetwork, RawUpstream, ADMIN, DNS, LIMITS, LOG,
+    NETWORK, REQUIREMENTS, TABLE, UPSTREAM,
 };
 
 mod codex;
@@ -29,7 +29,7 @@ pub(super) type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
 pub(super) type SpannedList = Spanned<Vec<Spanned<String>>>;
 
 /// Extension tables only a native file has.
-const NATIVE_TABLES: &[&str] = &["dns", "limits", "admin", "log"];
+const NATIVE_TABLES: &[&str] = &["dns", "limits", "admin", "log", "upstream"];
 
 /// Top-level keys that make a file Codex-shaped.
 const CODEX_KEYS: &[&str] = &["features", "permissions", "network", "default_permissions"];
@@ -43,6 +43,7 @@ pub(super) struct RawLayer {
     pub(super) limits: RawLimits,
     pub(super) admin: RawAdmin,
     pub(super) log: RawLog,
+    pub(super) upstream: RawUpstream,
 }
 
 /// One `--config` file, split into the layers it contributes, in the order they apply.
@@ -112,13 +113,15 @@ fn parse_native(
     })
 }
 
-/// The extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`), taken out of `root`.
+/// The extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`, `[upstream]`), taken out
+/// of `root`.
 fn extension_layer(src: &Source, root: &mut DeTable<'_>) -> Result<RawLayer, ConfigError> {
     Ok(RawLayer {
         dns: optional_table(src, root, "dns", &names(DNS, TABLE))?,
         limits: optional_table(src, root, "limits", &names(LIMITS, TABLE))?,
         admin: optional_table(src, root, "admin", &names(ADMIN, TABLE))?,
         log: optional_table(src, root, "log", &names(LOG, TABLE))?,
+        upstream: optional_table(src, root, "upstream", &names(UPSTREAM, TABLE))?,
         network: RawNetwork::default(),
     })
 }

@@ -65,6 +65,7 @@ fn defaults(enabled: bool) -> Config {
         enable_socks5_udp: true,
         allow_upstream_proxy: true,
         public_ranges: PublicRanges::default(),
+        upstream: UpstreamConfig::default(),
         proxy_addr: addr("127.0.0.1:3128"),
         socks_addr: addr("127.0.0.1:8081"),
         admin_addr: addr("127.0.0.1:8080"),

@@ -1,4 +1,5 @@
-//! CONNECT tunnels: decide, resolve once, dial the checked address, answer 200, splice.
+//! CONNECT tunnels: decide, resolve once, dial the checked address (or open the tunnel through
+//! the upstream proxy), answer 200, splice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +14,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::respond;
 use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
-use crate::net::dial::dial;
-use crate::net::splice::relay_tcp;
-use crate::net::{tunnel, Ctx, Established};
+use crate::net::route::{open, relay};
+use crate::net::{Ctx, Established};
 use crate::policy::{Access, Target};
 use crate::respond::Refusal;
 
@@ -35,22 +35,17 @@ pub async fn handle(
         let denied = ctx.refuse_invalid(Protocol::Connect, client, &authority);
         return denial(Dest::Raw(&authority), &denied);
     };
-    let authorized = ctx
-        .authorize(Protocol::Connect, client, &target, Access::Tunnel)
+    let routed = ctx
+        .route(Protocol::Connect, client, &target, Access::Tunnel)
         .await;
-    let (id, pinned) = match authorized {
-        Ok(allowed) => allowed,
+    let (id, route) = match routed {
+        Ok(routed) => routed,
         Err(denied) => return denial(Dest::Target(&target), &denied),
     };
     let dest = target.to_string();
-    let mut upstream = match dial(&pinned, ctx.limits.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            return respond::response(&Refusal::Dial {
-                dest: &dest,
-                error: &error,
-            })
-        }
+    let opened = match open(&route, &target, ctx.limits.connect_timeout).await {
+        Ok(opened) => opened,
+        Err(error) => return respond::response(&Refusal::open(&dest, &error)),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ctx = ctx.clone();
@@ -65,13 +60,13 @@ pub async fn handle(
                 return;
             }
         };
-        let idle = ctx.limits.idle_timeout;
         // The client side is our own TCP socket (the listener serves nothing else): splice it
         // directly, after passing on whatever the client sent behind the CONNECT request.
         let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
             tracing::error!(%client, dest, "CONNECT upgrade is not a TCP socket");
             return;
         };
+        let mut upstream = opened.stream;
         if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err() {
             return;
         }
@@ -80,12 +75,13 @@ pub async fn handle(
             protocol: Protocol::Connect,
             client,
             target: &target,
-            pinned: &pinned,
+            route: &route,
+            dialled: opened.dialled,
         };
-        tunnel(&ctx, allowed, &upstream, |revoked| {
-            relay_tcp(parts.io.inner(), &upstream, idle, revoked.wait())
-        })
-        .await;
+        let mut client_io = parts.io.into_inner();
+        if let Err(err) = relay(&ctx, allowed, &mut client_io, upstream, &opened.early).await {
+            tracing::debug!(%client, dest, error = %err, "tunnel ended before it started");
+        }
     });
     let mut response = Response::new(respond::full(""));
     *response.status_mut() = StatusCode::OK;

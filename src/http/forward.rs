@@ -7,6 +7,9 @@
 //! to the same address. When a kept connection turns out to have been closed by the origin
 //! under a bodiless GET, HEAD or OPTIONS, the request is sent again once on a new connection
 //! (RFC 9110 section 9.2.2), as browsers and squid do, instead of failing with 502.
+//!
+//! Through an upstream proxy (`chain`), the request goes to it in absolute form instead, and
+//! the kept connection is the one to the upstream.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,10 +30,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::respond;
 use super::{denial, Body};
 use crate::audit::{Dest, Protocol};
+use crate::gate::Pinned;
 use crate::net::dial::{dial, dial_unix, DialError};
+use crate::net::route::Route;
 use crate::net::Ctx;
 use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
 use crate::respond::Refusal;
+
+mod chain;
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -40,6 +47,10 @@ const UNIX_SOCKET: &str = "x-unix-socket";
 enum Key {
     Tcp(SocketAddr),
     Unix(FileId),
+    /// The HTTP upstream proxy, which takes requests for any destination.
+    Proxy,
+    /// A tunnel to this destination through a SOCKS5 upstream.
+    Socks(Target<'static>),
 }
 
 /// An idle upstream connection kept for the next request on the same client connection.
@@ -87,27 +98,52 @@ pub async fn handle(
         method: req.method().as_str(),
         body: has_body(&req),
     };
-    let pinned = match ctx.authorize(Protocol::Http, client, &target, access).await {
-        Ok((_, pinned)) => pinned,
+    let route = match ctx.route(Protocol::Http, client, &target, access).await {
+        Ok((_, route)) => route,
         Err(denied) => return denial(Dest::Target(&target), &denied),
     };
     let dest = target.to_string();
     let host_header = HeaderValue::from_str(host_port).ok();
+    match &route {
+        Route::Direct(pinned) => direct(prepare(req, host_header), pinned, ctx, &dest, cache).await,
+        Route::Upstream { proxy, dest: via } => {
+            // Owned, so the request can be taken apart.
+            let target = target.into_owned();
+            let chained = chain::Chained {
+                proxy,
+                via,
+                target: &target,
+                dest: &dest,
+            };
+            chained.send(prepare(req, host_header), ctx, cache).await
+        }
+    }
+}
+
+/// Sends the request to the address the gate pinned, on the kept connection when it goes
+/// there.
+async fn direct(
+    req: Request<Body>,
+    pinned: &Pinned,
+    ctx: &Ctx,
+    dest: &str,
+    cache: &Mutex<Option<Upstream>>,
+) -> Response<Body> {
     let kept = take_reusable(
         cache,
         |key| matches!(key, Key::Tcp(a) if pinned.contains(*a)),
     )
     .await;
     let connect = || async {
-        let connected = dial(&pinned, ctx.limits.connect_timeout)
+        let connected = dial(pinned, ctx.limits.connect_timeout)
             .await
-            .map_err(|error| dial_failure(&dest, &error))?;
+            .map_err(|error| dial_failure(dest, &error))?;
         let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.first()));
         handshake(connected, key)
             .await
-            .map_err(|error| upstream_failure(&dest, &error))
+            .map_err(|error| upstream_failure(dest, &error))
     };
-    exchange(prepare(req, host_header), kept, connect, &dest, cache).await
+    exchange(req, kept, connect, dest, cache).await
 }
 
 /// The answer when an allowed destination could not be connected to.

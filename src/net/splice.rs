@@ -52,26 +52,26 @@ pub async fn relay_tcp(
 
 /// Last activity, in milliseconds since the relay started: one atomic store per chunk moved,
 /// instead of resetting a timer.
-struct Clock {
+pub(super) struct Clock {
     start: Instant,
     last: AtomicU64,
 }
 
 impl Clock {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Clock {
             start: Instant::now(),
             last: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
     }
 
     /// Completes once nothing was touched for `idle`.
-    async fn idle(&self, idle: Duration) {
+    pub(super) async fn idle(&self, idle: Duration) {
         loop {
             let seen = self.last.load(Ordering::Relaxed);
             tokio::time::sleep_until(self.start + Duration::from_millis(seen) + idle).await;

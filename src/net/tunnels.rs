@@ -4,7 +4,8 @@
 //! The registry's lock is taken when a tunnel opens, when it closes and on reload, never per
 //! byte. Re-deciding needs no DNS: the name goes through the domain rules again, and the
 //! address actually dialled through the IP rules and the classifier, as if the name had
-//! resolved to it alone. A UDP association needs none of this: it re-decides its cached
+//! resolved to it alone; a tunnel an upstream proxy opened by a name never resolved here is
+//! re-decided by the domain rules alone. A UDP association needs none of this: it re-decides its cached
 //! routes the same way ([`Policy::recheck`]) on its next datagram after a reload.
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
 use crate::audit::Protocol;
-use crate::policy::{Decision, Policy, Target};
+use crate::policy::{Decision, Policy, Step, Target};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -30,8 +31,9 @@ struct Entry {
     protocol: Protocol,
     client: SocketAddr,
     target: Target<'static>,
-    /// The address the tunnel is connected to.
-    dialled: IpAddr,
+    /// The address the tunnel is connected to; `None` for a name sent unresolved to the
+    /// upstream proxy.
+    dialled: Option<IpAddr>,
     /// The embedder's decider allowed it (no rule did): its consent stands on a reload.
     asked: bool,
     revocation: Arc<Revocation>,
@@ -91,7 +93,7 @@ impl Tunnels {
         protocol: Protocol,
         client: SocketAddr,
         target: &Target<'_>,
-        dialled: IpAddr,
+        dialled: Option<IpAddr>,
         asked: bool,
     ) -> Registration<'_> {
         let revocation = Arc::new(Revocation::default());
@@ -129,11 +131,7 @@ impl Tunnels {
             if only.is_some_and(|only| only != id) {
                 return true;
             }
-            let decision = if entry.asked {
-                policy.recheck_asked(&entry.target, entry.dialled)
-            } else {
-                policy.recheck(&entry.target, entry.dialled)
-            };
+            let decision = recheck(policy, entry);
             if decision.is_allowed() {
                 return true;
             }
@@ -143,7 +141,7 @@ impl Tunnels {
                 protocol = entry.protocol.as_str(),
                 client = %entry.client,
                 dest = %entry.target,
-                ip = %entry.dialled,
+                ip = ?entry.dialled,
                 reason,
                 "closing a tunnel the new policy denies"
             );
@@ -165,6 +163,26 @@ impl Tunnels {
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The decision `policy` makes for an open tunnel, without DNS.
+fn recheck(policy: &Policy, entry: &Entry) -> Decision {
+    match (entry.dialled, entry.asked) {
+        (Some(ip), false) => policy.recheck(&entry.target, ip),
+        (Some(ip), true) => policy.recheck_asked(&entry.target, ip),
+        (None, asked) => {
+            let access = crate::policy::Access::Tunnel;
+            let step = if asked {
+                policy.decide_asked(&entry.target, access, true)
+            } else {
+                policy.decide(&entry.target, access)
+            };
+            match step {
+                Step::Done(decision) => decision,
+                Step::Resolve(pending) => pending.unresolved().decision().clone(),
+            }
+        }
     }
 }
 
@@ -252,8 +270,8 @@ mod tests {
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let kept = Target::parse_authority("kept.test:80", None).unwrap();
         let gone = Target::parse_authority("gone.test:80", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &kept, loopback, false);
-        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, loopback, false);
+        let a = tunnels.register(1, Protocol::Connect, client, &kept, Some(loopback), false);
+        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, Some(loopback), false);
         let rules = [("kept.test", Action::Allow), ("gone.test", Action::Deny)];
         let new = policy(&rules, true);
         assert_eq!(tunnels.recheck(&new), 1);
@@ -280,8 +298,8 @@ mod tests {
         let public: IpAddr = "93.184.215.14".parse().unwrap();
         let asked = Target::parse_authority("asked.test:443", None).unwrap();
         let unasked = Target::parse_authority("unasked.test:443", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &asked, public, true);
-        let b = tunnels.register(2, Protocol::Connect, client, &unasked, public, false);
+        let a = tunnels.register(1, Protocol::Connect, client, &asked, Some(public), true);
+        let b = tunnels.register(2, Protocol::Connect, client, &unasked, Some(public), false);
         assert_eq!(
             tunnels.recheck(&policy(&[], false)),
             1,
@@ -292,5 +310,20 @@ mod tests {
         let deny = policy(&[("asked.test", Action::Deny)], false);
         assert_eq!(tunnels.recheck(&deny), 1);
         assert_eq!(a.revocation().map(|d| d.reason()), Some(Reason::DenyRule));
+    }
+
+    /// A name the upstream resolved is re-decided by the rules alone.
+    #[test]
+    fn an_unresolved_tunnel_is_redecided_by_its_name() {
+        let tunnels = Tunnels::default();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let named = Target::parse_authority("named.test:443", None).unwrap();
+        let other = Target::parse_authority("other.test:443", None).unwrap();
+        let a = tunnels.register(1, Protocol::Connect, client, &named, None, false);
+        let b = tunnels.register(2, Protocol::Connect, client, &other, None, false);
+        let rules = [("named.test", Action::Allow), ("other.test", Action::Deny)];
+        assert_eq!(tunnels.recheck(&policy(&rules, false)), 1);
+        assert!(a.revocation().is_none());
+        assert_eq!(b.revocation().map(|d| d.reason()), Some(Reason::DenyRule));
     }
 }

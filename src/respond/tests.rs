@@ -418,3 +418,132 @@ fn a_declarable_answer_names_the_range_to_declare() {
     ));
     assert_eq!(hint("lo.test:443", &loopback.decision, None), None);
 }
+
+/// Every upstream failure on both edges: the HTTP status and reason code, the body naming
+/// the upstream's answer, and the SOCKS5 reply.
+#[test]
+fn upstream_failures_on_both_edges() {
+    use crate::net::upstream::{Answer, UpstreamError};
+    let proxy: std::sync::Arc<str> = "http://me:***@corp.test:3128".into();
+    let p = || std::sync::Arc::clone(&proxy);
+    let rows = [
+        (
+            UpstreamError::Unreachable {
+                proxy: p(),
+                source: io::ErrorKind::ConnectionRefused.into(),
+            },
+            "upstream-unreachable",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Timeout {
+                proxy: p(),
+                after: Duration::from_secs(3),
+            },
+            "upstream-unreachable",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Loop {
+                proxy: p(),
+                addr: "127.0.0.1:3128".parse().unwrap(),
+            },
+            "upstream-unreachable",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Tls {
+                proxy: p(),
+                source: io::Error::other("invalid peer certificate: UnknownIssuer"),
+            },
+            "upstream-tls",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Auth {
+                proxy: p(),
+                answer: Answer::Http(407),
+            },
+            "upstream-auth",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Auth {
+                proxy: p(),
+                answer: Answer::SocksPassword,
+            },
+            "upstream-auth",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Refused {
+                proxy: p(),
+                answer: Answer::Http(403),
+            },
+            "upstream-refused",
+            Code::NotAllowed,
+        ),
+        (
+            UpstreamError::Refused {
+                proxy: p(),
+                answer: Answer::Http(503),
+            },
+            "upstream-refused",
+            Code::HostUnreachable,
+        ),
+        (
+            UpstreamError::Refused {
+                proxy: p(),
+                answer: Answer::Http(400),
+            },
+            "upstream-refused",
+            Code::GeneralFailure,
+        ),
+        (
+            UpstreamError::Refused {
+                proxy: p(),
+                answer: Answer::Socks(0x05),
+            },
+            "upstream-refused",
+            Code::ConnectionRefused,
+        ),
+        (
+            UpstreamError::Refused {
+                proxy: p(),
+                answer: Answer::Socks(0x02),
+            },
+            "upstream-refused",
+            Code::NotAllowed,
+        ),
+        (
+            UpstreamError::Broken {
+                proxy: p(),
+                detail: "its answer is not HTTP".into(),
+            },
+            "upstream-refused",
+            Code::GeneralFailure,
+        ),
+    ];
+    for (error, code, socks_code) in rows {
+        let refusal = Refusal::UpstreamProxy {
+            dest: "a.test:443",
+            error: &error,
+        };
+        assert_eq!(head(&refusal), (502, code, code), "{error}");
+        assert_eq!(socks(&refusal), socks_code, "{error}");
+        let body = http(&refusal).body;
+        assert!(
+            body.starts_with("egress-proxy: cannot connect to a.test:443: "),
+            "{body}"
+        );
+        assert!(body.contains("http://me:***@corp.test:3128"), "{body}");
+    }
+    let refused = UpstreamError::Refused {
+        proxy: p(),
+        answer: Answer::Http(403),
+    };
+    assert_eq!(
+        http(&Refusal::UpstreamProxy { dest: "a.test:443", error: &refused }).body,
+        "egress-proxy: cannot connect to a.test:443: the upstream proxy http://me:***@corp.test:3128 refused: HTTP 403\n"
+    );
+}

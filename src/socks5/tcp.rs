@@ -1,4 +1,5 @@
-//! CONNECT: decide, resolve once, dial a checked address, reply, splice.
+//! CONNECT: decide, resolve once, dial a checked address (or open the tunnel through the
+//! upstream proxy), reply, splice.
 
 use std::net::SocketAddr;
 
@@ -7,9 +8,9 @@ use tokio::net::TcpStream;
 
 use super::codec::Addr;
 use crate::audit::Protocol;
-use crate::net::dial::dial;
-use crate::net::splice::relay_tcp;
-use crate::net::{tunnel, Ctx, Established};
+use crate::net::route::{open, relay};
+use crate::net::{Ctx, Established};
+use crate::policy::Access;
 use crate::respond::Refusal;
 
 /// Serves one CONNECT request. `early` is what the client sent after the request without
@@ -22,8 +23,16 @@ pub async fn connect(
     early: &[u8],
     ctx: &Ctx,
 ) {
-    let allowed = match super::authorize(ctx, Protocol::SocksTcp, client, addr, port).await {
-        Ok(allowed) => allowed,
+    let protocol = Protocol::SocksTcp;
+    let routed = match super::target_of(ctx, protocol, client, addr, port) {
+        Ok(target) => ctx
+            .route(protocol, client, &target, Access::Tunnel)
+            .await
+            .map(|(id, route)| (target, id, route)),
+        Err(denied) => Err(denied),
+    };
+    let (target, id, route) = match routed {
+        Ok(routed) => routed,
         Err(denied) => {
             let dest = super::written(addr, port);
             let refusal = Refusal::Denied {
@@ -33,37 +42,30 @@ pub async fn connect(
             return super::reject(&mut stream, client, &refusal).await;
         }
     };
-    let mut upstream = match dial(&allowed.pinned, ctx.limits.connect_timeout).await {
-        Ok(upstream) => upstream,
+    let mut opened = match open(&route, &target, ctx.limits.connect_timeout).await {
+        Ok(opened) => opened,
         Err(error) => {
-            let dest = allowed.target.to_string();
-            let refusal = Refusal::Dial {
-                dest: &dest,
-                error: &error,
-            };
-            return super::reject(&mut stream, client, &refusal).await;
+            let dest = target.to_string();
+            return super::reject(&mut stream, client, &Refusal::open(&dest, &error)).await;
         }
     };
-    let bound = match upstream.local_addr() {
+    let bound = match opened.stream.tcp().local_addr() {
         Ok(bound) => bound,
         Err(error) => return super::reject(&mut stream, client, &Refusal::Local(&error)).await,
     };
     if super::succeed(&mut stream, bound).await.is_err() {
         return;
     }
-    if !early.is_empty() && upstream.write_all(early).await.is_err() {
+    if !early.is_empty() && opened.stream.write_all(early).await.is_err() {
         return;
     }
-    let idle = ctx.limits.idle_timeout;
-    let opened = Established {
-        id: allowed.id,
-        protocol: Protocol::SocksTcp,
+    let established = Established {
+        id,
+        protocol,
         client,
-        target: &allowed.target,
-        pinned: &allowed.pinned,
+        target: &target,
+        route: &route,
+        dialled: opened.dialled,
     };
-    tunnel(ctx, opened, &upstream, |revoked| {
-        relay_tcp(&stream, &upstream, idle, revoked.wait())
-    })
-    .await;
+    let _ = relay(ctx, established, &mut stream, opened.stream, &opened.early).await;
 }

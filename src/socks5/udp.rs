@@ -337,7 +337,7 @@ impl<'a> Association<'a> {
         )
         .await;
         let route = match result {
-            Ok(allowed) => Route::Allowed(allowed.pinned.first()),
+            Ok(pinned) => Route::Allowed(pinned.first()),
             Err(_) => Route::Denied,
         };
         self.routes.insert(header.dest, route);

@@ -35,6 +35,7 @@ policy OK: 3 rules (2 allow, 1 deny), mode limited, enabled
 listeners: http 127.0.0.1:4128, socks5 127.0.0.1:8081 (TCP only), admin 127.0.0.1:8080
 dns: 127.0.0.1:5353, timeout 750 ms, block-if-any-non-public
 allow_local_binding: false
+upstream: none (no `[upstream] url`, HTTPS_PROXY, HTTP_PROXY or ALL_PROXY); every connection is direct
 rules:
   allow  **.github.com    {p}:5:20
   allow  pypi.org:443     {p}:5:37
@@ -71,6 +72,7 @@ policy OK: 2 rules (1 allow, 1 deny), mode full, enabled
 listeners: http 127.0.0.1:3128, socks5 127.0.0.1:8081 (with UDP), admin 127.0.0.1:8080
 dns: system resolver, timeout 2000 ms, block-if-any-non-public
 allow_local_binding: false
+upstream: none (no `[upstream] url`, HTTPS_PROXY, HTTP_PROXY or ALL_PROXY); every connection is direct
 rules:
   allow  **.github.com    --allow
   deny   gist.github.com  --deny
@@ -155,7 +157,7 @@ denied_domains = [\"**.corp.test\"]
 
 #[test]
 fn validate_rejects_bad_files_with_the_exact_line() {
-    let native_keys = "`enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`";
+    let native_keys = "`enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`, `upstream`";
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "typo",

@@ -4,9 +4,18 @@ use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
+/// Removes the variables through which the binary would chain through an upstream proxy of
+/// the machine running the tests (a test that wants one sets it after this).
+pub fn without_proxy_env(command: &mut Command) -> &mut Command {
+    for var in super::curl::PROXY_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
 /// Runs the binary with `args` (no `RUST_LOG`, no stdin): exit code, stdout, stderr.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = without_proxy_env(&mut Command::new(BIN))
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

@@ -125,7 +125,7 @@ pub fn v4(s: &str) -> Ipv4Addr {
 /// Runs the binary, killing it if it is still running after `limit`.
 pub fn run_within(args: &[&str], limit: Duration) -> (i32, String, String, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = crate::support::bin::without_proxy_env(&mut Command::new(BIN))
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

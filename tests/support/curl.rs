@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::reply::Reply;
 
 /// The environment variables through which curl would pick a proxy by itself.
-const PROXY_VARS: [&str; 8] = [
+pub const PROXY_VARS: [&str; 8] = [
     "http_proxy",
     "https_proxy",
     "all_proxy",

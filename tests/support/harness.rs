@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use egress_proxy::admin::AdminOptions;
-use egress_proxy::config::{self, Limits, Sources};
+use egress_proxy::config::{self, Limits, ProxyEnv, Sources};
 use egress_proxy::control::Control;
 use egress_proxy::policy::Mode;
 use egress_proxy::server::Server;
@@ -53,6 +53,8 @@ pub struct ProxyBuilder {
     dns_timeout: Duration,
     extra: String,
     admin: bool,
+    /// The proxy's own environment (`HTTPS_PROXY`, …), as the CLI would read it.
+    env: Vec<(String, String)>,
 }
 
 /// The JSON audit lines the proxy wrote, shared with the test.
@@ -132,6 +134,7 @@ impl Proxy {
             dns_timeout: Duration::from_secs(2),
             extra: String::new(),
             admin: false,
+            env: Vec::new(),
         }
     }
 
@@ -254,6 +257,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Sets a variable of the proxy's own environment (where an upstream proxy comes from).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Also runs the admin API, with the token [`TOKEN`] and no metrics recorder.
     pub fn admin(mut self) -> Self {
         self.admin = true;
@@ -297,6 +306,7 @@ impl ProxyBuilder {
             configs: vec![policy_file.clone()],
             allow: self.allow.clone(),
             deny: self.deny.clone(),
+            env: ProxyEnv::from_vars(self.env.iter().map(|(k, v)| (k, v))),
             ..Sources::default()
         };
         let mut config = config::load(&sources).expect("the test policy loads");

@@ -18,3 +18,4 @@ pub mod run;
 pub mod socks;
 pub mod socks_world;
 pub mod unix_origin;
+pub mod upstream;

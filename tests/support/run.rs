@@ -31,6 +31,7 @@ pub struct Output {
 /// changes it.
 pub fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
+    super::bin::without_proxy_env(&mut cmd);
     cmd.args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

@@ -43,6 +43,7 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// generated admin token under `runtime_dir`.
 pub fn command(args: &[&str], runtime_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    crate::support::bin::without_proxy_env(&mut cmd);
     cmd.arg("serve")
         .args(args)
         .env("RUST_LOG", "info")

@@ -8,6 +8,10 @@
 //! no answers can turn a deny into an allow. An allowed outcome is an [`Allowed`], which only
 //! this module makes and which carries the exact addresses checked:
 //!
+//! A connection that goes to an upstream proxy *by name*, with the upstream resolving it, takes
+//! a separate path: [`Step::defer`] (or [`Pending::unresolved`]) gives an [`Unresolved`] for a
+//! name the rules allow, which has no addresses and so can never be taken for an [`Allowed`].
+//!
 //! ```compile_fail,E0451
 //! use egress_policy::Allowed;
 //! // Addresses nobody checked cannot be dressed up as allowed ones.
@@ -56,6 +60,17 @@ impl<'a> Step<'a> {
         Allowed::new(decision).map_err(|decision| Blocked { decision, dns })
     }
 
+    /// Completes the step without any lookup, for a connection that an upstream proxy makes
+    /// by name (it resolves names itself): a pending name becomes [`Unresolved`]; an IP
+    /// literal or `localhost`, already decided and classified, is an [`Allowed`]. `Err` is
+    /// the blocked decision. See [`Pending::unresolved`] for why this is safe only there.
+    pub fn defer(self) -> Result<Deferred, Decision> {
+        match self {
+            Step::Done(decision) => Allowed::new(decision).map(Deferred::Checked),
+            Step::Resolve(pending) => Ok(Deferred::Unresolved(pending.unresolved())),
+        }
+    }
+
     /// The decision, when no lookup is needed.
     pub fn done(&self) -> Option<&Decision> {
         match self {
@@ -95,6 +110,23 @@ impl Pending<'_> {
         self.policy
             .check_resolved(self.rule, self.port, answers)
             .by(self.by)
+    }
+
+    /// Allows the name without resolving it here, for a connection that goes *by name* to an
+    /// upstream proxy which resolves it (egress-proxy's `[upstream] resolve = "upstream"`, for
+    /// networks where only that proxy can resolve).
+    ///
+    /// Safe only there. The rules have decided the name (deny rules, `limited` mode and the
+    /// decider all applied before a name becomes pending), but its answers were never
+    /// classified: the rebinding defence and CIDR deny rules on answers are left to the
+    /// upstream, which is the one that connects. The outcome is an [`Unresolved`], which has no
+    /// address, and no [`Allowed`] (the only thing a direct dial takes) can be made from it.
+    pub fn unresolved(self) -> Unresolved {
+        Unresolved {
+            decision: Decision::allow(self.rule, Vec::new())
+                .at(self.port)
+                .by(self.by),
+        }
     }
 
     /// The lookup failed or timed out: blocked, never retried by name.
@@ -144,6 +176,31 @@ impl Allowed {
     pub fn contains(&self, addr: SocketAddr) -> bool {
         addr.port() == self.decision.port() && self.decision.ips().iter().any(|c| c.ip == addr.ip())
     }
+}
+
+/// A name the rules allowed that was not resolved here ([`Pending::unresolved`]): its route
+/// is "by name, through an upstream proxy that resolves it". Its decision is allowed and has
+/// no addresses; nothing may be dialled directly for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    decision: Decision,
+}
+
+impl Unresolved {
+    /// The decision (allowed, with no addresses).
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+}
+
+/// What [`Step::defer`] allows: checked addresses (an IP literal, `localhost`), or a name left
+/// to the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// Decided without DNS and classified, as [`Step::resolve`] would.
+    Checked(Allowed),
+    /// A name the rules allow, not resolved here.
+    Unresolved(Unresolved),
 }
 
 /// A destination the pipeline blocked; `dns` says why the lookup failed, when it did.

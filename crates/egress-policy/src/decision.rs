@@ -291,8 +291,9 @@ impl Decision {
         self.rule.as_ref()
     }
 
-    /// For an allowed destination, exactly the addresses that may be dialled (each checked);
-    /// for a blocked one, the addresses that were looked at.
+    /// For an allowed destination, exactly the addresses that may be dialled (each checked;
+    /// none for a name left to an upstream proxy, see [`crate::Unresolved`]); for a blocked
+    /// one, the addresses that were looked at.
     pub fn ips(&self) -> &[ClassifiedIp] {
         &self.ips
     }

@@ -241,7 +241,7 @@ fn check_name(name: Cow<'_, str>) -> Result<Cow<'_, str>, InvalidHost> {
 }
 
 /// `localhost` and its subdomains are loopback by definition (RFC 6761) and never go to DNS.
-pub(crate) fn is_localhost(name: &str) -> bool {
+pub fn is_localhost(name: &str) -> bool {
     name == "localhost" || name.ends_with(".localhost")
 }
 

@@ -44,7 +44,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use authorize::{authorize, Allowed, Blocked, Pending, Resolve, Step};
+pub use authorize::{authorize, Allowed, Blocked, Deferred, Pending, Resolve, Step, Unresolved};
 pub use classifier::{classify, IpClass};
 pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Declarable, Reason, Verdict};
 pub use host::{Host, InvalidHost};

@@ -452,3 +452,60 @@ fn unix_sockets_are_decided_by_the_map_alone() {
 }
 
 mod declared;
+/// `defer` for an upstream that resolves names: an allowed name is left unresolved with no
+/// address, while literals are still classified and everything the rules refuse stays
+/// refused.
+#[test]
+fn deferred_names_are_unresolved_and_literals_still_classified() {
+    let p = policy(&[
+        ("**.corp.test", Allow),
+        ("evil.corp.test", Deny),
+        ("10.0.0.1", Allow),
+    ]);
+    let defer = |target: &str| {
+        let target = Target::parse_authority(target, Some(443)).unwrap();
+        p.decide(&target, Access::Tunnel).defer()
+    };
+    match defer("api.corp.test:8443") {
+        Ok(Deferred::Unresolved(named)) => {
+            let d = named.decision();
+            assert!(d.is_allowed());
+            assert!(d.ips().is_empty(), "nothing to dial directly");
+            assert_eq!(d.port(), 8443);
+            assert_eq!(&*d.rule().unwrap().pattern, "**.corp.test");
+        }
+        other => panic!("{other:?}"),
+    }
+    match defer("10.0.0.1") {
+        Ok(Deferred::Checked(allowed)) => assert_eq!(allowed.first().to_string(), "10.0.0.1:443"),
+        other => panic!("{other:?}"),
+    }
+    let refused = [
+        ("evil.corp.test", "deny-rule"),
+        ("other.test", "not-allowed"),
+        ("10.0.0.2", "not-allowed"),
+        ("127.0.0.1", "not-allowed"),
+        ("localhost", "not-allowed"),
+    ];
+    for (target, reason) in refused {
+        assert_eq!(
+            defer(target).unwrap_err().reason().code(),
+            reason,
+            "{target}"
+        );
+    }
+    let wide = policy(&[("*", Allow)]);
+    let target = Target::parse_authority("169.254.169.254:80", None).unwrap();
+    let d = wide.decide(&target, Access::Tunnel).defer().unwrap_err();
+    assert_eq!(d.reason().code(), "non-public-ip:link-local");
+    let limited = policy_with(
+        &[("**.corp.test", Allow)],
+        PolicyOptions {
+            mode: Mode::Limited,
+            ..Default::default()
+        },
+    );
+    let target = Target::parse_authority("api.corp.test:443", None).unwrap();
+    let d = limited.decide(&target, Access::Tunnel).defer().unwrap_err();
+    assert_eq!(d.reason().code(), "method-not-allowed");
+}

@@ -17,7 +17,8 @@ pub(super) fn parse_codex(
 ) -> Result<ParsedConfig, ConfigError> {
     let keys = names(NETWORK, TABLE);
     reject_top_level_network_keys(src, &root, &keys)?;
-    // Our extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`) work in Codex files too.
+    // Our extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`, `[upstream]`) work in
+    // Codex files too.
     let mut layers = Vec::new();
     if NATIVE_TABLES.iter().any(|t| root.contains_key(*t)) {
         layers.push(extension_layer(src, &mut root)?);

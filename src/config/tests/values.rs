@@ -110,6 +110,7 @@ audit = "-"
         public_ranges: PublicRanges::new(
             ["198.18.0.0/15", "::ffff:192.0.2.0/120"].map(|r| r.parse().unwrap()),
         ),
+        upstream: UpstreamConfig { off: Some("`allow_upstream_proxy = false` at all.toml:9:24".into()), ..UpstreamConfig::default() },
         proxy_addr: addr("127.0.0.1:3000"),
         socks_addr: addr("[::1]:3001"),
         admin_addr: addr("10.0.0.1:3002"),

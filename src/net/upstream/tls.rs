@@ -1,0 +1,82 @@
+//! TLS to an `https://` upstream: rustls with the ring provider, verifying the proxy's
+//! certificate against the system's trust store (rustls-native-certs: a corporate proxy's CA
+//! is installed there, and a compiled-in bundle such as webpki-roots would not have it), plus
+//! the PEM certificates of `[upstream] ca_file`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::policy::Host;
+
+/// Why TLS to the upstream cannot be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read `[upstream] ca_file` {}: {reason}", .path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("no CA certificate to verify the https:// upstream with: the system store is empty and no `[upstream] ca_file` is set")]
+    NoRoots,
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The connector every `https://` upstream uses.
+pub(super) fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, SetupError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::debug!(%error, "skipping part of the system trust store");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(
+        added,
+        "system CA certificates loaded for the https:// upstream"
+    );
+    if let Some(path) = ca_file {
+        let bad = |reason: String| SetupError::CaFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".to_string()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(SetupError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The handshake with the upstream at `host`: its certificate must name it (a DNS name, or
+/// an IP address SAN for an IP literal).
+pub(super) async fn handshake(
+    connector: &TlsConnector,
+    host: &Host<'static>,
+    tcp: TcpStream,
+) -> io::Result<TlsStream<TcpStream>> {
+    let name = match host {
+        Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        Host::Name(name) => ServerName::try_from(name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+    };
+    connector.connect(name, tcp).await
+}
