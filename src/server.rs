@@ -19,6 +19,8 @@ use crate::dns::Resolver;
 use crate::gate::{policy_handle, Gate};
 use crate::net::drain::{self, DrainHandle};
 use crate::net::upstream::Chain;
+/// Why TLS to an `https://` upstream proxy cannot be set up.
+pub use crate::net::upstream::SetupError as UpstreamSetupError;
 use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
 use crate::socks5::{self, SocksOptions};
@@ -37,8 +39,8 @@ pub enum StartError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// TLS to the `https://` upstream proxy cannot be set up (`[upstream] ca_file`, no CA).
-    #[error("{0}")]
-    Upstream(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
 }
 
 /// One listener that could not be bound.
@@ -186,22 +188,11 @@ impl Server {
             allowed_at_info,
             ..
         } = builder;
-        // Every listener is tried before giving up, so one start reports every taken port.
-        let mut failed = Vec::new();
-        let http = bind(config.proxy_addr, "proxy_url", &mut failed).await;
-        let socks = if config.enable_socks5 {
-            bind(config.socks_addr, "socks_url", &mut failed).await
-        } else {
-            None
-        };
-        let admin_listener = if admin.is_some() {
-            bind(config.admin_addr, "admin_url", &mut failed).await
-        } else {
-            None
-        };
-        let Some(http) = http.filter(|_| failed.is_empty()) else {
-            return Err(StartError::Bind(failed));
-        };
+        let Bound {
+            http,
+            socks,
+            admin: admin_listener,
+        } = Bound::all(&config, admin.is_some()).await?;
         let http_addr = local(&http, config.proxy_addr);
         let socks_addr = socks.as_ref().map(|s| local(s, config.socks_addr));
         let admin_addr = admin_listener.as_ref().map(|a| local(a, config.admin_addr));
@@ -210,18 +201,12 @@ impl Server {
 
         let resolver = Resolver::new(&config.dns)?;
         let own_reachable = reachable(&own);
-        let chain = Chain::new(&config.upstream, &own_reachable)
-            .map_err(|e| StartError::Upstream(e.to_string()))?;
+        let chain = Chain::new(&config.upstream, &own_reachable)?;
         if let Some(chain) = &chain {
             tracing::info!(upstream = %chain, "chaining through the upstream proxy");
         }
         let handle = policy_handle(policy.with_self_addrs(&own_reachable));
-        let events = Events::new(audit);
-        let events = Arc::new(match on_first_denial {
-            Some(hook) => events.on_first_denial(hook),
-            None => events,
-        });
-        events.log_allowed_at_info(allowed_at_info);
+        let events = events(audit, on_first_denial, allowed_at_info);
         let (drain_handle, drain) = drain::channel();
         let gate = Gate::new(Arc::clone(&handle), resolver).with_asker(asker);
         let resolver = Arc::clone(gate.resolver());
@@ -308,6 +293,50 @@ impl Server {
             );
         }
         left
+    }
+}
+
+/// Where decisions go: the audit file, `run`'s first-denial hook, allowed lines at INFO or not.
+fn events(
+    audit: Option<Box<dyn Write + Send>>,
+    on_first_denial: Option<DenialHook>,
+    allowed_at_info: bool,
+) -> Arc<Events> {
+    let events = Events::new(audit);
+    let events = match on_first_denial {
+        Some(hook) => events.on_first_denial(hook),
+        None => events,
+    };
+    events.log_allowed_at_info(allowed_at_info);
+    Arc::new(events)
+}
+
+/// The listeners a configuration asks for, bound.
+struct Bound {
+    http: TcpListener,
+    socks: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+impl Bound {
+    /// Every listener is tried before giving up, so one start reports every taken port.
+    async fn all(config: &Config, admin: bool) -> Result<Bound, StartError> {
+        let mut failed = Vec::new();
+        let http = bind(config.proxy_addr, "proxy_url", &mut failed).await;
+        let socks = if config.enable_socks5 {
+            bind(config.socks_addr, "socks_url", &mut failed).await
+        } else {
+            None
+        };
+        let admin = if admin {
+            bind(config.admin_addr, "admin_url", &mut failed).await
+        } else {
+            None
+        };
+        match http {
+            Some(http) if failed.is_empty() => Ok(Bound { http, socks, admin }),
+            _ => Err(StartError::Bind(failed)),
+        }
     }
 }
 

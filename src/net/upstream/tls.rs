@@ -18,11 +18,20 @@ use crate::policy::Host;
 
 /// Why TLS to the upstream cannot be set up at start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
+    /// `[upstream] ca_file` is unreadable or holds no certificate.
     #[error("cannot read `[upstream] ca_file` {}: {reason}", .path.display())]
-    CaFile { path: PathBuf, reason: String },
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Nothing to verify the upstream's certificate with.
     #[error("no CA certificate to verify the https:// upstream with: the system store is empty and no `[upstream] ca_file` is set")]
     NoRoots,
+    /// rustls refused the settings.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
 }
