@@ -68,7 +68,11 @@ function tunnel(proxy, authority) {
       path: authority,
       headers: { host: authority },
     });
-    req.on('connect', (res, socket) => {
+    req.on('connect', (res, socket, head) => {
+      // Bytes the origin sent right behind the proxy's 200 (an h2 server's SETTINGS) can
+      // arrive in the same read as the answer: give them back to the socket, or HTTP/2
+      // fails with "Protocol error" whenever the two coalesce.
+      if (head && head.length) socket.unshift(head);
       if (res.statusCode === 200) return resolve(socket);
       socket.destroy();
       console.log(`status=${res.statusCode}`);
