@@ -15,6 +15,10 @@ run printed. For each client (cargo with a fresh CARGO_HOME and one small depend
    `deny-rule` while the client still runs.
 
     python3 integration/real_network.py [--bin target/release/egress-proxy] [-k cargo]
+        [--upstream http://127.0.0.1:3129]
+
+With `--upstream URL` the proxy's own HTTPS_PROXY and HTTP_PROXY name that upstream proxy, so
+every step also shows the chaining: what is allowed goes through it, by name.
 
 Prints one line per step and `N passed, N failed`; exit status 1 on any failure.
 """
@@ -78,6 +82,7 @@ def clients(work):
 class Run:
     def __init__(self, args):
         self.bin = args.bin
+        self.upstream = args.upstream
         self.passed = 0
         self.failed = 0
 
@@ -93,6 +98,8 @@ class Run:
         cmd, cwd, env = client() if callable(client) else client
         full = [self.bin, "run", "--config", POLICY, *flags, "--", *cmd]
         environment = {**os.environ, **env}
+        if self.upstream:
+            environment.update(HTTPS_PROXY=self.upstream, HTTP_PROXY=self.upstream)
         start = time.monotonic()
         result = subprocess.run(
             full, cwd=cwd, env=environment, capture_output=True, text=True, timeout=TIMEOUT
@@ -149,6 +156,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "egress-proxy"))
     parser.add_argument("-k", dest="only", help="run only the clients whose name contains this")
+    parser.add_argument("--upstream", help="an upstream proxy URL the proxy chains through")
     args = parser.parse_args()
     run = Run(args)
     work = tempfile.mkdtemp(prefix="egress-real-")

@@ -129,14 +129,17 @@ fn allowed_decisions_are_info_at_first_and_with_log_allowed() {
     let late: Vec<&String> = quiet
         .seen
         .iter()
-        .filter(|l| allowed(l) && l.contains(":2"))
+        .filter(|l| allowed(l) && l.contains("dest=allowed.test:2 "))
         .collect();
     assert!(
         late.is_empty(),
         "allowed after the window at INFO: {late:?}"
     );
     proxy_get(loud.http, "allowed.test:3");
-    let line = loud.try_wait_for_line(|l| allowed(l) && l.contains(":3"), DEADLINE);
+    let line = loud.try_wait_for_line(
+        |l| allowed(l) && l.contains("dest=allowed.test:3 "),
+        DEADLINE,
+    );
     assert!(line.is_some(), "--log-allowed:\n{}", loud.stderr());
     quiet.stop();
     loud.stop();
