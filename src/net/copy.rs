@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::splice::Clock;
+use super::splice::{until_done, Clock};
 use crate::audit::TunnelStats;
 
 /// Bytes moved per read.
@@ -37,17 +37,7 @@ where
             one_way(upstream_read, client_write, &down, &clock)
         )
     };
-    let (idle_timeout, result) = tokio::select! {
-        result = both => (false, result.map(|_| ())),
-        () = clock.idle(idle) => (true, Ok(())),
-        () = stop => (false, Ok(())),
-    };
-    let stats = TunnelStats {
-        up: up.load(Ordering::Relaxed),
-        down: down.load(Ordering::Relaxed),
-        idle_timeout,
-    };
-    (stats, result)
+    until_done(both, &clock, idle, stop, [&up, &down]).await
 }
 
 async fn one_way(

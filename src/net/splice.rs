@@ -37,6 +37,18 @@ pub async fn relay_tcp(
             one_way(upstream, client, &down, &clock)
         )
     };
+    until_done(both, &clock, idle, stop, [&up, &down]).await
+}
+
+/// Runs both directions of a relay (`both`) until they are done, nothing moves for `idle`,
+/// or `stop` completes; then the bytes counted `[up, down]`. Shared with [`super::copy`].
+pub(super) async fn until_done(
+    both: impl Future<Output = io::Result<((), ())>>,
+    clock: &Clock,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+    [up, down]: [&AtomicU64; 2],
+) -> (TunnelStats, io::Result<()>) {
     let (idle_timeout, result) = tokio::select! {
         result = both => (false, result.map(|_| ())),
         () = clock.idle(idle) => (true, Ok(())),
