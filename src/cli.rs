@@ -7,6 +7,7 @@ mod check;
 mod isolate;
 mod run;
 mod serve;
+mod signals;
 mod validate;
 
 use std::net::SocketAddr;

@@ -7,7 +7,8 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::run::{exit_code, spawn_error, Signals, EXIT_INTERNAL};
+use super::run::{exit_code, spawn_error, EXIT_INTERNAL};
+use super::signals::Signals;
 use crate::isolate::helper::{self, Spawn};
 use crate::isolate::Options;
 

@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -136,7 +137,14 @@ pub async fn serve_tcp(listener: TcpListener, reporter: Arc<Reporter>) {
     }
 }
 
-async fn answer_tcp(mut stream: TcpStream, reporter: Arc<Reporter>) {
+/// How long a TCP client may take to send its query.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn answer_tcp(stream: TcpStream, reporter: Arc<Reporter>) {
+    let _ = tokio::time::timeout(TCP_TIMEOUT, answer_tcp_query(stream, reporter)).await;
+}
+
+async fn answer_tcp_query(mut stream: TcpStream, reporter: Arc<Reporter>) {
     let mut len = [0u8; 2];
     if stream.read_exact(&mut len).await.is_err() {
         return;
