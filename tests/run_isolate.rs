@@ -128,7 +128,7 @@ struct World {
     dns: FakeDns,
     origin: HttpOrigin,
     echo: UdpEcho,
-    files: Files,
+    _files: Files,
     config: String,
 }
 
@@ -152,7 +152,7 @@ impl World {
             dns,
             origin: HttpOrigin::start(),
             echo: UdpEcho::start(),
-            files,
+            _files: files,
             config,
         }
     }
@@ -409,15 +409,28 @@ fn exit_codes_signals_and_missing_commands_pass_through() {
     assert!(stderr.contains("command not found"), "{stderr}");
 }
 
+/// How many mounts are on /tmp in the mount namespace `mountinfo` describes.
+fn tmp_mounts(mountinfo: &str) -> usize {
+    mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/tmp"))
+        .count()
+}
+
 #[test]
 fn the_run_table_isolates_too_and_the_namespace_ends_with_the_command() {
     let world = World::new("[run]\nisolate = true\n");
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let out =
-        Running::start(world.command(User::Current, &[], "echo ns=$(readlink /proc/self/ns/net)"))
-            .finish();
+    let resolv = std::fs::read("/etc/resolv.conf").ok();
+    let script = r#"
+        echo "ns=$(readlink /proc/self/ns/net)"
+        echo "resolv=$(cat /etc/resolv.conf 2>/dev/null | tr '\n' ' ')"
+        echo "tmp-mounts=$(awk '$5 == "/tmp"' /proc/self/mountinfo | wc -l)"
+    "#;
+    let out = Running::start(world.command(User::Current, &[], script)).finish();
     assert_eq!(out.code, 0, "{out:?}");
-    let inside = keys(&out.stdout)
+    let mut keys = keys(&out.stdout);
+    let inside = keys
         .remove("ns")
         .expect("the command printed its namespace");
     assert_ne!(
@@ -425,6 +438,17 @@ fn the_run_table_isolates_too_and_the_namespace_ends_with_the_command() {
         own.to_str().unwrap(),
         "`[run] isolate = true` did not isolate"
     );
+    if resolv.is_some() {
+        assert_eq!(keys["resolv"], "nameserver 127.0.0.1 ", "{out:?}");
+    }
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        resolv,
+        "the host's file changed"
+    );
+    // The scratch tmpfs that held the namespace's resolv.conf is gone before the command runs.
+    let host_tmp = tmp_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    assert_eq!(keys["tmp-mounts"], host_tmp.to_string(), "{out:?}");
     // No process is left in that namespace once `run` has returned.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(ns) = std::fs::read_link(entry.path().join("ns/net")) {
@@ -436,7 +460,6 @@ fn the_run_table_isolates_too_and_the_namespace_ends_with_the_command() {
             );
         }
     }
-    let _ = &world.files;
 }
 
 #[test]
