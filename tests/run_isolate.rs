@@ -23,6 +23,7 @@ use support::bin::{without_proxy_env, BIN};
 use support::fake_dns::{Answer, FakeDns};
 use support::origin::{HttpOrigin, UdpEcho};
 use support::run::{require_curl, Output, Running};
+use support::unix_origin::UnixHttpOrigin;
 
 /// Who runs `egress-proxy`.
 #[derive(Clone, Copy, Debug)]
@@ -483,4 +484,28 @@ fn without_namespaces_the_command_never_runs() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_allowed_unix_socket_is_reached_through_the_proxy_and_only_so() {
+    let sockets = Files::new();
+    let origin = UnixHttpOrigin::start(&sockets.dir().join("d.sock"));
+    let path = origin.path.display().to_string();
+    let world = World::new(&format!("unix_sockets = {{ '{path}' = 'allow' }}\n"));
+    let script = format!(
+        r#"
+        echo "proxied=$(curl -sS -m 5 -x "$HTTP_PROXY" -H 'x-unix-socket: {path}' http://unix.test/via)"
+        curl -sS -m 5 --unix-socket '{path}' http://unix.test/direct 2>/dev/null
+        echo "direct=$?"
+    "#
+    );
+    let (keys, out) = world.isolated(User::Current, &[], &script);
+    assert_eq!(
+        get(&keys, "proxied", &out),
+        "unix origin saw GET /via body=0"
+    );
+    // curl cannot create the socket: "Couldn't connect to server".
+    assert_eq!(get(&keys, "direct", &out), "7", "{out:?}");
+    let requests = origin.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
 }

@@ -165,7 +165,17 @@ pub fn loopback_up() -> Result<(), String> {
         let (_, n) = rustix::net::recv(&socket, &mut answer[..], RecvFlags::empty())?;
         ack_result(&answer[..n])
     };
-    up().map_err(|e| format!("cannot bring up lo in the namespace: {e}"))
+    up().map_err(|e| {
+        let hint = match e.raw_os_error() {
+            // Ubuntu's default since 24.04: new user namespaces get no capabilities.
+            Some(nix::libc::EPERM | nix::libc::EACCES) => {
+                " (an AppArmor policy may deny capabilities in new user namespaces: \
+                 kernel.apparmor_restrict_unprivileged_userns)"
+            }
+            _ => "",
+        };
+        format!("cannot bring up lo in the namespace: {e}{hint}")
+    })
 }
 
 #[cfg(test)]
