@@ -136,7 +136,8 @@ impl Channel {
     }
 }
 
-/// Reads the first message and checks its tag; an `E` becomes its text as the error.
+/// Checks a received message's tag: an `E` becomes its text as the error, the end of the
+/// channel `None`.
 pub fn expect(message: Option<Message>, tag: u8) -> Result<Message, Option<String>> {
     match message {
         Some(message) if message.tag == tag => Ok(message),
