@@ -7,6 +7,8 @@
 #   bash integration/bench.sh --quick    # < 60 s plumbing / regression check
 #   bash integration/bench.sh --quick --keep-tmp   # keep /tmp/proxybench-* with every proxy's log
 #
+# On Linux, integration/bench-isolate.sh then adds the `run --isolate` lines to the table.
+#
 # Extra arguments go to proxybench.py unchanged (and come last, so e.g. `--peers squid,dante`
 # overrides the default peer list).
 #
@@ -134,6 +136,13 @@ EOF
         echo "bench.sh: rerun with --keep-tmp and read /tmp/proxybench-*/ours.log" >&2
         exit 3
     fi
+fi
+# `run --isolate` is no proxybench test: its lines (download ratio, start-up) are appended.
+if [[ "$(uname -s)" == Linux ]]; then
+    quick=()
+    [[ " $* " == *" --quick "* ]] && quick=(--quick)
+    bash "$here/bench-isolate.sh" "$bin" "${quick[@]}" | tee -a "$txt" ||
+        echo "bench.sh: warning: the run --isolate measurement failed" >&2
 fi
 # A full run (not --quick) is what the README quotes: its summary block is rewritten from the
 # table just written, never by hand.

@@ -3,8 +3,11 @@
 //! Every failure is one line on stderr and an exit code, never a panic or a backtrace.
 
 mod check;
+#[cfg(target_os = "linux")]
+mod isolate;
 mod run;
 mod serve;
+mod signals;
 mod validate;
 
 use std::net::SocketAddr;
@@ -41,6 +44,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load and compile the policy, print the effective policy and its warnings.
     Validate(validate::ValidateArgs),
+    /// The helper stage of `run --isolate` (started by `run`, not by hand).
+    #[cfg(target_os = "linux")]
+    #[command(name = "__isolate", hide = true)]
+    Isolate(isolate::HelperArgs),
 }
 
 /// The policy flags every subcommand shares.
@@ -153,6 +160,8 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Validate(args) => validate::run(&args),
+        #[cfg(target_os = "linux")]
+        Command::Isolate(args) => isolate::run(&args),
     }
 }
 

@@ -114,6 +114,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[run]`.
+    pub run: RunConfig,
     /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
     /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
     pub warnings: Vec<String>,
@@ -206,6 +208,14 @@ pub enum LogFormat {
     Text,
     /// One JSON object per event.
     Json,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// `[run]`: how `egress-proxy run` starts the command.
+pub struct RunConfig {
+    /// Run it in its own network namespace, where the proxy is the only way out
+    /// (`run --isolate`).
+    pub isolate: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

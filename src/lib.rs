@@ -24,6 +24,7 @@
 //!   the route (direct, or through the upstream proxy of `[upstream]` or the environment), the
 //!   dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
 //! - `respond`: every refusal's HTTP answer and SOCKS5 code, side by side.
+//! - `isolate`: `run --isolate`'s network namespace, whose listeners the proxy serves.
 //! - `http`, `socks5` (with `socks5_codec`): the listeners.
 //! - `control` (reload, mode; `watch` reloads on a file change), `admin` (its API, with
 //!   `token`), `server` (starts it all), `report` (what `check` and `validate` print) and
@@ -40,6 +41,7 @@ pub mod decider;
 pub mod dns;
 mod gate;
 mod http;
+mod isolate;
 pub mod metrics;
 mod net;
 pub use egress_policy as policy;

@@ -17,6 +17,7 @@ use crate::control::{reachable, Control};
 use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
 use crate::gate::{policy_handle, Gate};
+use crate::isolate::UdpFactory;
 use crate::net::drain::{self, DrainHandle};
 use crate::net::upstream::Chain;
 /// Why TLS to an `https://` upstream proxy cannot be set up.
@@ -66,7 +67,12 @@ pub struct Builder {
     watch: bool,
     on_first_denial: Option<DenialHook>,
     allowed_at_info: bool,
+    listeners: Option<Listeners>,
+    udp_relay: Option<Arc<UdpFactory>>,
 }
+
+/// Listeners bound by someone else: HTTP, and SOCKS5 if it runs.
+type Listeners = (std::net::TcpListener, Option<std::net::TcpListener>);
 
 impl Builder {
     /// The policy `config` compiles to, when the caller has compiled it already (start-up
@@ -125,6 +131,24 @@ impl Builder {
         self
     }
 
+    /// Serves these listeners instead of binding `proxy_url` and `socks_url` (`run --isolate`
+    /// creates them in the command's network namespace).
+    pub(crate) fn listeners(
+        mut self,
+        http: std::net::TcpListener,
+        socks: Option<std::net::TcpListener>,
+    ) -> Self {
+        self.listeners = Some((http, socks));
+        self
+    }
+
+    /// Has `factory` make the SOCKS5 UDP relay's client-facing sockets (in the command's
+    /// network namespace).
+    pub(crate) fn udp_relay(mut self, factory: Arc<UdpFactory>) -> Self {
+        self.udp_relay = Some(factory);
+        self
+    }
+
     /// Binds every listener on `127.0.0.1:0`, whatever the configuration says: for tests and
     /// embedders that read the chosen ports from the [`Server`].
     pub fn ephemeral(mut self) -> Self {
@@ -173,6 +197,8 @@ impl Server {
             watch: false,
             on_first_denial: None,
             allowed_at_info: false,
+            listeners: None,
+            udp_relay: None,
         }
     }
 
@@ -186,13 +212,18 @@ impl Server {
             watch,
             on_first_denial,
             allowed_at_info,
+            listeners,
+            udp_relay,
             ..
         } = builder;
         let Bound {
             http,
             socks,
             admin: admin_listener,
-        } = Bound::all(&config, admin.is_some()).await?;
+        } = match listeners {
+            Some(given) => Bound::given(&config, given, admin.is_some()).await?,
+            None => Bound::all(&config, admin.is_some()).await?,
+        };
         let http_addr = local(&http, config.proxy_addr);
         let socks_addr = socks.as_ref().map(|s| local(s, config.socks_addr));
         let admin_addr = admin_listener.as_ref().map(|a| local(a, config.admin_addr));
@@ -235,6 +266,7 @@ impl Server {
             tracing::info!(%addr, udp, "socks5 proxy listening");
             let opts = SocksOptions {
                 udp: config.enable_socks5_udp,
+                relay: udp_relay,
             };
             tasks.push(tokio::spawn(socks5::serve(
                 socks,
@@ -335,6 +367,34 @@ impl Bound {
         };
         match http {
             Some(http) if failed.is_empty() => Ok(Bound { http, socks, admin }),
+            _ => Err(StartError::Bind(failed)),
+        }
+    }
+}
+
+impl Bound {
+    /// Listeners bound by someone else, and the admin API if asked for.
+    async fn given(config: &Config, given: Listeners, admin: bool) -> Result<Bound, StartError> {
+        let tokio = |listener: std::net::TcpListener, addr, key| {
+            listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+                .map_err(|source| BindError { addr, key, source })
+        };
+        let mut failed = Vec::new();
+        let http = tokio(given.0, config.proxy_addr, "proxy_url").map_err(|e| failed.push(e));
+        let socks = given.1.filter(|_| config.enable_socks5).and_then(|s| {
+            tokio(s, config.socks_addr, "socks_url")
+                .map_err(|e| failed.push(e))
+                .ok()
+        });
+        let admin = if admin {
+            bind(config.admin_addr, "admin_url", &mut failed).await
+        } else {
+            None
+        };
+        match http {
+            Ok(http) if failed.is_empty() => Ok(Bound { http, socks, admin }),
             _ => Err(StartError::Bind(failed)),
         }
     }

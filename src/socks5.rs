@@ -32,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::Protocol;
 use crate::gate::{Denied, Pinned};
+use crate::isolate::UdpFactory;
 use crate::net::listener;
 use crate::net::Ctx;
 use crate::policy::host::{canonicalize, InvalidHost};
@@ -40,10 +41,13 @@ use crate::respond::{self, Code, Refusal};
 use codec::{Addr, Command, Greeting, GreetingError, Reply, Request, RequestError};
 
 /// What the SOCKS5 listener serves beyond CONNECT.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct SocksOptions {
     /// UDP ASSOCIATE (`enable_socks5_udp`); without it the command gets 0x07.
     pub udp: bool,
+    /// Where the relay's client-facing sockets are made when the listener is in another
+    /// network namespace (`run --isolate`); `None`: here, next to the listener.
+    pub relay: Option<Arc<UdpFactory>>,
 }
 
 /// Serves SOCKS5 on a bound listener until `shutdown` completes. Connections over
@@ -113,7 +117,8 @@ impl Server {
         match command {
             Command::Connect => tcp::connect(stream, client, addr, port, early, &self.ctx).await,
             Command::UdpAssociate if self.opts.udp => {
-                udp::associate(stream, client, port, &self.ctx, &self.associations).await;
+                let relay = self.opts.relay.as_deref();
+                udp::associate(stream, client, port, &self.ctx, &self.associations, relay).await;
             }
             other => reject(&mut stream, client, &Refusal::Command(other)).await,
         }

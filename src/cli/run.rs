@@ -7,7 +7,7 @@
 //! Start-up sits between the user and their command, so nothing happens before the spawn that
 //! the child does not need: load and compile the policy, bind two sockets, spawn.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
@@ -15,13 +15,11 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use clap::Args;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::process::Child;
-use tokio::signal::unix::{signal, SignalKind};
 
+use super::signals::Signals;
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::audit::{FirstDenial, Protocol, Summary};
+use crate::isolate::{self, Sandbox};
 use crate::policy::escape_controls;
 use crate::respond::{self, Audience};
 use crate::server::Server;
@@ -31,7 +29,7 @@ const GRACE: Duration = Duration::from_secs(1);
 
 /// `egress-proxy` itself failed after the configuration was accepted (as env(1) and
 /// timeout(1) report it), so it is not mistaken for the child's own status.
-const EXIT_INTERNAL: i32 = 125;
+pub(super) const EXIT_INTERNAL: i32 = 125;
 /// The command exists but cannot be executed (as a shell reports it).
 const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// The command was not found (as a shell reports it).
@@ -56,6 +54,17 @@ chains through that upstream (unless `[upstream]` names another, or --no-upstrea
 A destination is reported on stderr the first time it is blocked, one line per destination \
 and reason, and once more in a summary at exit; --quiet prints neither.
 
+With --isolate (or `[run] isolate = true`; Linux only) CMD runs in a new user and network \
+namespace whose only interface is lo: the proxy's listeners, created inside it, are the only \
+way out, so a client that ignores the proxy variables reaches nothing. Loopback inside is the \
+command's own (NO_PROXY=localhost,127.0.0.1,::1 unless --no-proxy), DNS queries there are \
+refused at once (names are resolved by the proxy), and socket(AF_UNIX) fails with EPERM, so \
+local daemons' sockets are reached only through the policy's `unix_sockets` and the \
+x-unix-socket header: this breaks clients of the Docker, ssh-agent, D-Bus or X11 sockets \
+inside (set `dangerously_allow_all_unix_sockets = true` to allow them). Set-user-id programs \
+do not gain privileges inside. Not contained: the file system, and signals to processes of \
+the same user outside. When a namespace cannot be created, run exits 2 and CMD never runs.
+
 Exit status: the child's; 128+N if it was killed by signal N; 2 on a usage or configuration \
 error (also when the policy is not enabled: the command is never run unconstrained); 126 if \
 CMD cannot be executed; 127 if it is not found; 125 if the proxy cannot start.
@@ -74,6 +83,10 @@ pub struct RunArgs {
     /// nor the summary at exit.
     #[arg(long, short)]
     quiet: bool,
+    /// Run CMD in its own network namespace where the proxy is the only way out (Linux; see
+    /// below). Also `[run] isolate = true`.
+    #[arg(long)]
+    isolate: bool,
     /// The command to run and its arguments, best after `--`.
     #[arg(
         value_name = "CMD",
@@ -208,10 +221,35 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_INTERNAL;
         }
     };
+    let isolated = args.isolate || config.run.isolate;
+    let options = isolate::Options {
+        socks: config.enable_socks5,
+        allow_unix_sockets: config.dangerously_allow_all_unix_sockets,
+        quiet: args.quiet,
+    };
     let code = runtime.block_on(async move {
+        // Before the helper or the child is started, so a signal that arrives right after is
+        // forwarded, not fatal to us.
+        let mut signals = Signals::install();
+        let mut sandbox = None;
+        if isolated {
+            match Sandbox::start(options, &args.command).await {
+                Ok(started) => sandbox = Some(started),
+                Err(err) => {
+                    eprintln!("error: cannot isolate the command: {err}");
+                    return EXIT_USAGE;
+                }
+            }
+        }
         // No admin API for `run`: the child could reach it on loopback. No file watch either:
         // a child that can write the policy files must not widen its own policy mid-run.
         let mut builder = Server::builder(config).policy(policy).reload_from(sources);
+        if let Some(sandbox) = sandbox.as_mut() {
+            if let Some((http, socks)) = sandbox.take_listeners() {
+                builder = builder.listeners(http, socks);
+            }
+            builder = builder.udp_relay(sandbox.udp_factory());
+        }
         if !args.quiet {
             builder = builder.on_first_denial(Box::new(|first| print(&live_line(first))));
         }
@@ -219,7 +257,7 @@ pub fn run(args: &RunArgs) -> i32 {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let code = run_child(args, &server).await;
+        let code = run_child(args, &server, &mut signals, sandbox).await;
         if !args.quiet {
             print(&summary(&server.control.events().blocked_summary()));
         }
@@ -231,35 +269,41 @@ pub fn run(args: &RunArgs) -> i32 {
     code
 }
 
-/// Spawns the child with the proxy environment, forwards signals until it exits, and returns
-/// the exit code to report.
-async fn run_child(args: &RunArgs, server: &Server) -> i32 {
-    // Before the spawn, so a signal that arrives right after it is forwarded, not fatal to us.
-    let mut signals = Signals::install();
+/// Spawns the child with the proxy environment (in the sandbox, when there is one), forwards
+/// signals until it exits, and returns the exit code to report.
+async fn run_child(
+    args: &RunArgs,
+    server: &Server,
+    signals: &mut Signals,
+    sandbox: Option<Sandbox>,
+) -> i32 {
     let (program, rest) = match args.command.split_first() {
         Some(split) => split,
         None => return EXIT_USAGE,
     };
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(rest)
-        .envs(child_env(
-            server.http_addr,
-            server.socks_addr,
-            args.no_proxy.as_deref(),
-        ))
-        .kill_on_drop(false);
-    let mut child = match command.spawn() {
+    // Inside the namespace loopback is the command's own: its servers are reached directly.
+    let default_no_proxy = sandbox.as_ref().map(|_| isolate::NO_PROXY);
+    let env = child_env(
+        server.http_addr,
+        server.socks_addr,
+        args.no_proxy.as_deref().or(default_no_proxy),
+    );
+    let spawned = match sandbox {
+        // The helper starts the command and exits with its status.
+        Some(sandbox) => sandbox.spawn(&env).await.map_err(|err| {
+            eprintln!("error: lost the isolation helper: {err}");
+            EXIT_INTERNAL
+        }),
+        None => tokio::process::Command::new(program)
+            .args(rest)
+            .envs(env)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|err| spawn_error(program, &err)),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
-        Err(err) => {
-            let (code, why) = match err.kind() {
-                ErrorKind::NotFound => (EXIT_NOT_FOUND, "command not found".to_string()),
-                ErrorKind::PermissionDenied => (EXIT_NOT_EXECUTABLE, "permission denied".into()),
-                _ => (EXIT_NOT_EXECUTABLE, err.to_string()),
-            };
-            eprintln!("error: cannot run `{}`: {why}", program.to_string_lossy());
-            return code;
-        }
+        Err(code) => return code,
     };
     match signals.forward_until_exit(&mut child).await {
         Ok(status) => exit_code(status),
@@ -270,90 +314,24 @@ async fn run_child(args: &RunArgs, server: &Server) -> i32 {
     }
 }
 
+/// Reports why `program` could not be started; the exit code as a shell gives it.
+pub(super) fn spawn_error(program: &OsStr, err: &std::io::Error) -> i32 {
+    let (code, why) = match err.kind() {
+        ErrorKind::NotFound => (EXIT_NOT_FOUND, "command not found".to_string()),
+        ErrorKind::PermissionDenied => (EXIT_NOT_EXECUTABLE, "permission denied".into()),
+        _ => (EXIT_NOT_EXECUTABLE, err.to_string()),
+    };
+    eprintln!("error: cannot run `{}`: {why}", program.to_string_lossy());
+    code
+}
+
 /// The shell's convention: the exit code, or 128 + the signal that killed the process.
-fn exit_code(status: ExitStatus) -> i32 {
+pub(super) fn exit_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
         (None, None) => EXIT_INTERNAL,
     }
-}
-
-/// The signals `egress-proxy` passes on to the child.
-struct Signals {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-    hup: Option<tokio::signal::unix::Signal>,
-    quit: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        Signals {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-            hup: signal(SignalKind::hangup()).ok(),
-            quit: signal(SignalKind::quit()).ok(),
-        }
-    }
-
-    async fn forward_until_exit(&mut self, child: &mut Child) -> std::io::Result<ExitStatus> {
-        loop {
-            let signal = tokio::select! {
-                status = child.wait() => return status,
-                Some(()) = recv(&mut self.int) => Signal::SIGINT,
-                Some(()) = recv(&mut self.term) => Signal::SIGTERM,
-                Some(()) = recv(&mut self.hup) => Signal::SIGHUP,
-                Some(()) = recv(&mut self.quit) => Signal::SIGQUIT,
-            };
-            // `id()` is `None` once the child has been reaped: never signal a reused pid.
-            let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-                continue;
-            };
-            let pid = Pid::from_raw(pid);
-            if matches!(signal, Signal::SIGINT | Signal::SIGQUIT) && terminal_sent_to_both(pid) {
-                continue;
-            }
-            tracing::debug!(signal = signal.as_str(), "forwarding to the command");
-            let _ = kill(pid, signal);
-        }
-    }
-}
-
-async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Whether a Ctrl-C or Ctrl-\ has already reached the child: the terminal signals its whole
-/// foreground process group, and when that is ours and the child is still in it, forwarding
-/// would deliver the signal twice (a second SIGINT aborts many programs' clean-up). Anything
-/// else, including a `kill` aimed at `egress-proxy`, is forwarded. Linux only; elsewhere
-/// signals are always forwarded.
-fn terminal_sent_to_both(child: Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    let Some((pgrp, foreground)) = parse_stat(&stat) else {
-        return false;
-    };
-    foreground > 0
-        && foreground == pgrp
-        && nix::unistd::getpgid(Some(child)).is_ok_and(|group| group.as_raw() == pgrp)
-}
-
-/// `(pgrp, tpgid)` from `/proc/<pid>/stat`: the process group and the foreground process
-/// group of the controlling terminal (-1 without one).
-fn parse_stat(stat: &str) -> Option<(i32, i32)> {
-    // The command name may contain spaces and parentheses; the fields follow the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // state ppid pgrp session tty_nr tpgid
-    let mut fields = rest.split_whitespace();
-    let pgrp = fields.nth(2)?.parse().ok()?;
-    let tpgid = fields.nth(2)?.parse().ok()?;
-    Some((pgrp, tpgid))
 }
 
 /// Writes `text` to stderr in one call, so it is not interleaved with the child's lines.
@@ -466,15 +444,6 @@ mod tests {
         assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
         assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
         assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
-    }
-
-    #[test]
-    fn stat_fields() {
-        let stat = "4242 (a (weird) name) S 1 4240 4240 34816 4240 4194304 0 0";
-        assert_eq!(parse_stat(stat), Some((4240, 4240)));
-        let daemon = "7 (sh) S 1 7 7 0 -1 4194560";
-        assert_eq!(parse_stat(daemon), Some((7, -1)));
-        assert_eq!(parse_stat("garbage"), None);
     }
 
     fn rule(pattern: &str, origin: Origin) -> Option<RuleRef> {

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::keys::{
     AdminScalars, DnsScalars, Key, LimitScalars, LogScalars, NetworkScalars, RawNetwork,
-    UpstreamScalars,
+    RunScalars, UpstreamScalars,
 };
 use super::listen::{self, Listener};
 use super::merge::{Layer, Listeners, Scalars, Set, UnixEntry};
@@ -32,6 +32,7 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         mut admin,
         mut log,
         mut upstream,
+        mut run,
     } = table;
     let network_scalars = NetworkScalars::take(src, &mut network)?;
     let listeners = listeners(src, &mut network)?;
@@ -43,6 +44,7 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         admin: AdminScalars::take(src, &mut admin)?,
         log: LogScalars::take(src, &mut log)?,
         upstream: UpstreamScalars::take(src, &mut upstream)?,
+        run: RunScalars::take(src, &mut run)?,
     };
     Ok(Layer {
         scalars,

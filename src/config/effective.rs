@@ -10,7 +10,7 @@ use super::listen::{self, Listener};
 use super::merge::{Entries, Merged, Set};
 use super::upstream::{self, Inputs};
 use super::warnings;
-use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, Sources};
+use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, RunConfig, Sources};
 use crate::policy::{Action, RuleSpec, UnixAction, UnixSocketSpec};
 
 fn value<T: Clone>(set: &Option<Set<T>>) -> Option<T> {
@@ -115,6 +115,9 @@ pub(super) fn finish(
         log: LogConfig {
             format: value(&s.log.format).unwrap_or_default(),
             audit: value(&s.log.audit),
+        },
+        run: RunConfig {
+            isolate: flag(&s.run.isolate, false),
         },
         warnings,
     })

@@ -161,6 +161,13 @@ key_table! {
 }
 
 key_table! {
+    /// `[run]`: how `egress-proxy run` starts the command.
+    "run": RawRun, RunScalars, RUN {
+        isolate: Spanned<bool>, TABLE => bool = plain;
+    }
+}
+
+key_table! {
     "log": RawLog, LogScalars, LOG {
         format: Spanned<String>, TABLE => LogFormat = choice;
         audit: Spanned<String>, TABLE => PathBuf = path;

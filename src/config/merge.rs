@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::keys::{
-    AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars, UpstreamScalars,
+    AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars, RunScalars, UpstreamScalars,
 };
 use crate::policy::{Action, Mode, Origin, UnixAction};
 
@@ -43,6 +43,7 @@ pub(super) struct Scalars {
     pub(super) admin: AdminScalars,
     pub(super) log: LogScalars,
     pub(super) upstream: UpstreamScalars,
+    pub(super) run: RunScalars,
 }
 
 impl Scalars {
@@ -56,6 +57,7 @@ impl Scalars {
         self.admin.override_with(later.admin);
         self.log.override_with(later.log);
         self.upstream.override_with(later.upstream);
+        self.run.override_with(later.run);
     }
 }
 

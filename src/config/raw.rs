@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Source};
 use super::keys::{
-    names, RawAdmin, RawDns, RawLimits, RawLog, RawNetwork, RawUpstream, ADMIN, DNS, LIMITS, LOG,
-    NETWORK, REQUIREMENTS, TABLE, UPSTREAM,
+    names, RawAdmin, RawDns, RawLimits, RawLog, RawNetwork, RawRun, RawUpstream, ADMIN, DNS,
+    LIMITS, LOG, NETWORK, REQUIREMENTS, RUN, TABLE, UPSTREAM,
 };
 
 mod codex;
@@ -29,7 +29,7 @@ pub(super) type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
 pub(super) type SpannedList = Spanned<Vec<Spanned<String>>>;
 
 /// Extension tables only a native file has.
-const NATIVE_TABLES: &[&str] = &["dns", "limits", "admin", "log", "upstream"];
+const NATIVE_TABLES: &[&str] = &["dns", "limits", "admin", "log", "upstream", "run"];
 
 /// Top-level keys that make a file Codex-shaped.
 const CODEX_KEYS: &[&str] = &["features", "permissions", "network", "default_permissions"];
@@ -44,6 +44,7 @@ pub(super) struct RawLayer {
     pub(super) admin: RawAdmin,
     pub(super) log: RawLog,
     pub(super) upstream: RawUpstream,
+    pub(super) run: RawRun,
 }
 
 /// One `--config` file, split into the layers it contributes, in the order they apply.
@@ -113,7 +114,7 @@ fn parse_native(
     })
 }
 
-/// The extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`, `[upstream]`), taken out
+/// The extension tables (`[dns]`, `[limits]`, `[admin]`, `[log]`, `[upstream]`, `[run]`), taken out
 /// of `root`.
 fn extension_layer(src: &Source, root: &mut DeTable<'_>) -> Result<RawLayer, ConfigError> {
     Ok(RawLayer {
@@ -122,6 +123,7 @@ fn extension_layer(src: &Source, root: &mut DeTable<'_>) -> Result<RawLayer, Con
         admin: optional_table(src, root, "admin", &names(ADMIN, TABLE))?,
         log: optional_table(src, root, "log", &names(LOG, TABLE))?,
         upstream: optional_table(src, root, "upstream", &names(UPSTREAM, TABLE))?,
+        run: optional_table(src, root, "run", &names(RUN, TABLE))?,
         network: RawNetwork::default(),
     })
 }

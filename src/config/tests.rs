@@ -76,6 +76,7 @@ fn defaults(enabled: bool) -> Config {
         limits: Limits::default(),
         admin: AdminConfig::default(),
         log: LogConfig::default(),
+        run: RunConfig::default(),
         warnings: Vec::new(),
     }
 }

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 
 use super::codec::{self, UdpHeader};
 use crate::audit::{Protocol, UdpStats};
+use crate::isolate::UdpFactory;
 use crate::net::owner::{self, OwnerError};
 use crate::net::Ctx;
 use crate::respond::Refusal;
@@ -70,6 +71,7 @@ pub async fn associate(
     port: u16,
     ctx: &Ctx,
     slots: &Arc<Semaphore>,
+    relay: Option<&UdpFactory>,
 ) {
     let Ok(_permit) = Arc::clone(slots).try_acquire_owned() else {
         return super::reject(&mut control, client, &Refusal::Busy).await;
@@ -79,14 +81,20 @@ pub async fn associate(
         Ok(local) => local,
         Err(error) => return super::reject(&mut control, client, &Refusal::Local(&error)).await,
     };
-    let owner = match first_datagram_owner(client, local, source).await {
+    // In the command's own network namespace only the sandbox can reach the listener, and
+    // this process cannot read that namespace's socket tables: no owner to check.
+    let owner = match relay {
+        Some(_) => Ok(None),
+        None => first_datagram_owner(client, local, source).await,
+    };
+    let owner = match owner {
         Ok(owner) => owner,
         Err(error) => {
             tracing::warn!(%client, %error, "cannot tell who owns a SOCKS5 UDP client");
             return super::reject(&mut control, client, &Refusal::Owner(&error)).await;
         }
     };
-    let (relay, bound) = match bind_relay(local, source).await {
+    let (relay, bound) = match bind_relay(local, source, relay).await {
         Ok(relay) => relay,
         Err(error) => {
             tracing::warn!(%client, %error, "cannot bind a UDP relay socket");
@@ -134,8 +142,12 @@ async fn first_datagram_owner(
 async fn bind_relay(
     local: SocketAddr,
     source: Option<SocketAddr>,
+    factory: Option<&UdpFactory>,
 ) -> io::Result<(UdpSocket, SocketAddr)> {
-    let relay = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
+    let relay = match factory {
+        Some(factory) => factory.bind(local.ip()).await?,
+        None => UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?,
+    };
     if let Some(source) = source {
         relay.connect(source).await?;
     }

@@ -69,7 +69,7 @@ fn unknown_keys_are_reported_at_the_key() {
     let cases = [
         (
             "enabled = true\n\nallowd_domains = []\n",
-            "t.toml:3:1: unknown key `allowd_domains` in native policy file (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`, `upstream`)",
+            "t.toml:3:1: unknown key `allowd_domains` in native policy file (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`, `upstream`, `run`)",
         ),
         (
             "[dns]\nservers = []\ntimeout = 3\n",
@@ -82,6 +82,10 @@ fn unknown_keys_are_reported_at_the_key() {
         (
             "[admin]\ntoken = 'x'\n",
             "t.toml:2:1: unknown key `token` in `[admin]` (expected one of: `token_file`)",
+        ),
+        (
+            "[run]\nisolated = true\n",
+            "t.toml:2:1: unknown key `isolated` in `[run]` (expected one of: `isolate`)",
         ),
         (
             "[log]\n  level = 'x'\n",

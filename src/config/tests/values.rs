@@ -8,7 +8,7 @@ fn defaults_of_every_key() {
     assert_eq!(ok(&[("p.toml", "")], None, &flags()), defaults(true));
     assert_eq!(
         ok(
-            &[("p.toml", "[dns]\n[limits]\n[admin]\n[log]\n")],
+            &[("p.toml", "[dns]\n[limits]\n[admin]\n[log]\n[run]\n")],
             None,
             &flags()
         ),
@@ -84,6 +84,9 @@ token_file = "/etc/egress/token"
 [log]
 format = "json"
 audit = "-"
+
+[run]
+isolate = true
 "#;
     let got = ok(&[("all.toml", text)], None, &flags());
     let f = |line: u32, col: u32| Origin::File {
@@ -132,6 +135,7 @@ audit = "-"
         },
         admin: AdminConfig { token_file: Some("/etc/egress/token".into()) },
         log: LogConfig { format: LogFormat::Json, audit: Some("-".into()) },
+        run: RunConfig { isolate: true },
         warnings: vec![
             "`dangerously_allow_non_loopback_proxy = true` at all.toml:13:40: the proxy listeners may be reachable from other hosts".to_string(),
             "`dangerously_allow_non_loopback_admin = true` at all.toml:14:40: the admin API may be reachable from other hosts".to_string(),
