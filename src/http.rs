@@ -104,7 +104,9 @@ async fn handle(
     slot: Arc<OwnedSemaphorePermit>,
 ) -> Response<Body> {
     let json = respond::wants_json(req.headers());
-    let mut response = if req.method() == Method::CONNECT {
+    let mut response = if !authenticated(&req, client, ctx) {
+        respond::response(&Refusal::ProxyAuth)
+    } else if req.method() == Method::CONNECT {
         connect::handle(req, client, ctx, slot).await
     } else {
         forward::handle(req, client, ctx, upstream).await
@@ -113,6 +115,28 @@ async fn handle(
         respond::prefer_json(&mut response);
     }
     response
+}
+
+/// Whether the request carries the session credentials, when the listener has them. Every
+/// request is checked, also the next one on a kept connection: credentials belong to a
+/// request, not to a connection (RFC 9110 section 11.7.2), and a connection may be handed on.
+fn authenticated(req: &Request<Incoming>, client: SocketAddr, ctx: &Ctx) -> bool {
+    let Some(session) = &ctx.session else {
+        return true;
+    };
+    if session.authorizes(req.headers()) {
+        return true;
+    }
+    if session.first_refusal() {
+        tracing::warn!(
+            %client,
+            "refused a client without this proxy's credentials (407); a client that cannot \
+             send proxy credentials needs `run --no-session-auth`"
+        );
+    } else {
+        tracing::debug!(%client, "refused a client without this proxy's credentials (407)");
+    }
+    false
 }
 
 /// The answer to a denial the gate already recorded.

@@ -23,6 +23,7 @@ use crate::net::upstream::Chain;
 pub use crate::net::upstream::SetupError as UpstreamSetupError;
 use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
+use crate::session::SessionToken;
 use crate::socks5::{self, SocksOptions};
 
 /// Why a server could not start.
@@ -66,9 +67,19 @@ pub struct Builder {
     watch: bool,
     on_first_denial: Option<DenialHook>,
     allowed_at_info: bool,
+    session: Option<SessionToken>,
 }
 
 impl Builder {
+    /// Serves only clients that present `session` (HTTP `Proxy-Authorization: Basic`, SOCKS5
+    /// RFC 1929), checked before the policy sees a request; `None` (the default) serves any
+    /// client that reaches a listener. `run` sets one per run, so other local users cannot
+    /// use its proxy.
+    pub fn session_auth(mut self, session: Option<SessionToken>) -> Self {
+        self.session = session;
+        self
+    }
+
     /// The policy `config` compiles to, when the caller has compiled it already (start-up
     /// then does not compile the rules a second time).
     pub fn policy(mut self, policy: Policy) -> Self {
@@ -173,6 +184,7 @@ impl Server {
             watch: false,
             on_first_denial: None,
             allowed_at_info: false,
+            session: None,
         }
     }
 
@@ -186,6 +198,7 @@ impl Server {
             watch,
             on_first_denial,
             allowed_at_info,
+            session,
             ..
         } = builder;
         let Bound {
@@ -216,7 +229,8 @@ impl Server {
             Arc::clone(&events),
             drain.clone(),
         )
-        .with_upstream(chain);
+        .with_upstream(chain)
+        .with_session(session);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
 
         let mut tasks = Vec::new();

@@ -25,6 +25,7 @@ use crate::audit::{FirstDenial, Protocol, Summary};
 use crate::policy::escape_controls;
 use crate::respond::{self, Audience};
 use crate::server::Server;
+use crate::session::{self, SessionToken};
 
 /// How long connections left open by the child's leftovers may run after it exits.
 const GRACE: Duration = Duration::from_secs(1);
@@ -49,7 +50,15 @@ and there is no admin API. The child gets the HTTP proxy URL in HTTP_PROXY and H
 (also lower-case, and the WS_, GRPC_, DOCKER_, YARN_, npm_config_/NPM_CONFIG_, BUNDLE_ and PIP_ \
 forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
 NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
-forms are empty unless --no-proxy. The README's `run` section lists every variable. The proxy itself reads HTTPS_PROXY, \
+forms are empty unless --no-proxy. The README's `run` section lists every variable.
+
+The proxy URLs carry this run's credentials, `egress:<token>@` (a random token per run; \
+RSYNC_PROXY as `egress:<token>@127.0.0.1:<port>`, CLOUDSDK_PROXY_USERNAME/_PASSWORD), and the \
+listeners refuse a client without them (HTTP 407, SOCKS5 method 0xFF): other local users \
+cannot use this run's proxy. --no-session-auth turns that off for a client that cannot send \
+proxy credentials.
+
+The proxy itself reads HTTPS_PROXY, \
 HTTP_PROXY, ALL_PROXY and NO_PROXY from its own environment before setting the child's, and \
 chains through that upstream (unless `[upstream]` names another, or --no-upstream-proxy).
 
@@ -74,6 +83,12 @@ pub struct RunArgs {
     /// nor the summary at exit.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve any local client, without this run's proxy credentials. By default the proxy
+    /// URLs carry `egress:<token>@` (a random token per run) and the listeners refuse clients
+    /// without it (HTTP 407, SOCKS5 method 0xFF), so other local users cannot use this
+    /// run's proxy; this is for a client that cannot send proxy credentials.
+    #[arg(long = "no-session-auth")]
+    no_session_auth: bool,
     /// The command to run and its arguments, best after `--`.
     #[arg(
         value_name = "CMD",
@@ -84,19 +99,24 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-/// What one variable of the child's environment is set to.
+/// What one variable of the child's environment is set to. `<creds>@` is `egress:<token>@`
+/// with session credentials, and nothing without.
 #[derive(Clone, Copy, Debug)]
 enum Value {
-    /// `http://127.0.0.1:<http>`
+    /// `http://<creds>@127.0.0.1:<http>`
     HttpUrl,
-    /// `socks5h://127.0.0.1:<socks>`, or the HTTP URL when SOCKS5 is off.
+    /// `socks5h://<creds>@127.0.0.1:<socks>`, or the HTTP URL when SOCKS5 is off.
     SocksUrl,
-    /// `127.0.0.1:<http>`
+    /// `<creds>@127.0.0.1:<http>` (rsync's `USER:PASS@HOST:PORT`)
     HttpAuthority,
     /// `127.0.0.1`
     HttpHost,
     /// `<http>`
     HttpPort,
+    /// The user name of the credentials; not set without them.
+    User,
+    /// The token; not set without credentials.
+    Password,
     /// `--no-proxy LIST`, else the empty string.
     NoProxy,
     Fixed(&'static str),
@@ -136,6 +156,8 @@ const CHILD_ENV: &[(&str, Value)] = &[
     ("CLOUDSDK_PROXY_TYPE", Value::Fixed("http")),
     ("CLOUDSDK_PROXY_ADDRESS", Value::HttpHost),
     ("CLOUDSDK_PROXY_PORT", Value::HttpPort),
+    ("CLOUDSDK_PROXY_USERNAME", Value::User),
+    ("CLOUDSDK_PROXY_PASSWORD", Value::Password),
     ("NODE_USE_ENV_PROXY", Value::Fixed("1")),
     ("ELECTRON_GET_USE_PROXY", Value::Fixed("true")),
     ("EGRESS_PROXY_ACTIVE", Value::Fixed("1")),
@@ -146,27 +168,34 @@ const CHILD_ENV: &[(&str, Value)] = &[
     ("BUNDLE_NO_PROXY", Value::NoProxy),
 ];
 
-/// Every variable of [`CHILD_ENV`] with its value for these listeners.
+/// Every variable of [`CHILD_ENV`] with its value for these listeners and credentials.
 fn child_env(
     http: SocketAddr,
     socks: Option<SocketAddr>,
     no_proxy: Option<&str>,
+    session: Option<&SessionToken>,
 ) -> Vec<(&'static str, String)> {
-    let http_url = format!("http://{http}");
-    let socks_url = socks.map_or_else(|| http_url.clone(), |addr| format!("socks5h://{addr}"));
+    let creds = session.map_or_else(String::new, |s| format!("{}:{}@", session::USER, s.token()));
+    let http_url = format!("http://{creds}{http}");
+    let socks_url = socks.map_or_else(
+        || http_url.clone(),
+        |addr| format!("socks5h://{creds}{addr}"),
+    );
     CHILD_ENV
         .iter()
-        .map(|&(name, value)| {
+        .filter_map(|&(name, value)| {
             let value = match value {
                 Value::HttpUrl => http_url.clone(),
                 Value::SocksUrl => socks_url.clone(),
-                Value::HttpAuthority => http.to_string(),
+                Value::HttpAuthority => format!("{creds}{http}"),
                 Value::HttpHost => http.ip().to_string(),
                 Value::HttpPort => http.port().to_string(),
+                Value::User => session.map(|_| session::USER.to_string())?,
+                Value::Password => session.map(|s| s.token().to_string())?,
                 Value::NoProxy => no_proxy.unwrap_or("").to_string(),
                 Value::Fixed(text) => text.to_string(),
             };
-            (name, value)
+            Some((name, value))
         })
         .collect()
 }
@@ -208,10 +237,24 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_INTERNAL;
         }
     };
+    let session = if args.no_session_auth {
+        None
+    } else {
+        match SessionToken::generate() {
+            Ok(session) => Some(session),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_INTERNAL;
+            }
+        }
+    };
     let code = runtime.block_on(async move {
         // No admin API for `run`: the child could reach it on loopback. No file watch either:
         // a child that can write the policy files must not widen its own policy mid-run.
-        let mut builder = Server::builder(config).policy(policy).reload_from(sources);
+        let mut builder = Server::builder(config)
+            .policy(policy)
+            .reload_from(sources)
+            .session_auth(session.clone());
         if !args.quiet {
             builder = builder.on_first_denial(Box::new(|first| print(&live_line(first))));
         }
@@ -219,7 +262,7 @@ pub fn run(args: &RunArgs) -> i32 {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let code = run_child(args, &server).await;
+        let code = run_child(args, &server, session.as_ref()).await;
         if !args.quiet {
             print(&summary(&server.control.events().blocked_summary()));
         }
@@ -233,7 +276,7 @@ pub fn run(args: &RunArgs) -> i32 {
 
 /// Spawns the child with the proxy environment, forwards signals until it exits, and returns
 /// the exit code to report.
-async fn run_child(args: &RunArgs, server: &Server) -> i32 {
+async fn run_child(args: &RunArgs, server: &Server, session: Option<&SessionToken>) -> i32 {
     // Before the spawn, so a signal that arrives right after it is forwarded, not fatal to us.
     let mut signals = Signals::install();
     let (program, rest) = match args.command.split_first() {
@@ -247,6 +290,7 @@ async fn run_child(args: &RunArgs, server: &Server) -> i32 {
             server.http_addr,
             server.socks_addr,
             args.no_proxy.as_deref(),
+            session,
         ))
         .kill_on_drop(false);
     let mut child = match command.spawn() {
@@ -435,7 +479,7 @@ mod tests {
     fn env_values_follow_the_listeners() {
         let http: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let socks: SocketAddr = "127.0.0.1:4001".parse().unwrap();
-        let env = child_env(http, Some(socks), None);
+        let env = child_env(http, Some(socks), None, None);
         let get = |name: &str| {
             env.iter()
                 .find(|(n, _)| *n == name)
@@ -448,13 +492,37 @@ mod tests {
         assert_eq!(get("CLOUDSDK_PROXY_ADDRESS"), "127.0.0.1");
         assert_eq!(get("CLOUDSDK_PROXY_PORT"), "4000");
         assert_eq!(get("NO_PROXY"), "");
-        let env = child_env(http, None, Some("a.test,b.test"));
+        assert!(!env
+            .iter()
+            .any(|(n, _)| n.starts_with("CLOUDSDK_PROXY_USER")));
+        assert!(!env.iter().any(|(n, _)| *n == "CLOUDSDK_PROXY_PASSWORD"));
+        let env = child_env(http, None, Some("a.test,b.test"), None);
         assert!(env
             .iter()
             .any(|(n, v)| *n == "FTP_PROXY" && v == "http://127.0.0.1:4000"));
         assert!(env
             .iter()
             .any(|(n, v)| *n == "BUNDLE_NO_PROXY" && v == "a.test,b.test"));
+        let session = SessionToken::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let env = child_env(http, Some(socks), None, Some(&session));
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        let creds = "egress:0123456789abcdef0123456789abcdef@";
+        assert_eq!(get("HTTPS_PROXY"), format!("http://{creds}127.0.0.1:4000"));
+        assert_eq!(get("ALL_PROXY"), format!("socks5h://{creds}127.0.0.1:4001"));
+        assert_eq!(get("RSYNC_PROXY"), format!("{creds}127.0.0.1:4000"));
+        assert_eq!(get("CLOUDSDK_PROXY_ADDRESS"), "127.0.0.1");
+        assert_eq!(get("CLOUDSDK_PROXY_USERNAME"), "egress");
+        assert_eq!(get("CLOUDSDK_PROXY_PASSWORD"), session.token());
+        let env = child_env(http, None, None, Some(&session));
+        assert!(env
+            .iter()
+            .any(|(n, v)| *n == "ftp_proxy" && *v == format!("http://{creds}127.0.0.1:4000")));
+        assert_eq!(env.len(), CHILD_ENV.len());
         let mut names: Vec<_> = CHILD_ENV.iter().map(|(n, _)| n).collect();
         names.sort();
         names.dedup();
