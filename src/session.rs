@@ -122,7 +122,8 @@ impl SessionToken {
     }
 
     /// True the first time it is called: the one refusal worth a warning (it is how a user
-    /// learns their client cannot send proxy credentials). Later ones are debug lines.
+    /// learns their client cannot send proxy credentials), for all listeners sharing the
+    /// token. Later ones are debug lines.
     pub fn first_refusal(&self) -> bool {
         !self.warned.swap(true, Ordering::Relaxed)
     }
