@@ -11,6 +11,7 @@ pub mod respond;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use crate::gate::Denied;
 use crate::net::listener;
 use crate::net::Ctx;
 use crate::respond::Refusal;
+use crate::session::SessionToken;
 
 /// Response body: ours are small and whole, upstream ones are streamed through.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -64,11 +66,15 @@ async fn serve_connection(
     let upstream = Arc::new(Mutex::new(None));
     let limits = ctx.limits.clone();
     let drain = ctx.drain.clone();
+    let session = ctx.session.clone();
+    let seen = Arc::new(Credentials::default());
+    let on_close = Arc::clone(&seen);
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         let upstream = Arc::clone(&upstream);
         let slot = Arc::clone(&slot);
-        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream, slot).await) }
+        let seen = Arc::clone(&seen);
+        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream, slot, &seen).await) }
     });
     let _open = drain.guard();
     let connection = http1::Builder::new()
@@ -94,6 +100,9 @@ async fn serve_connection(
     if let Err(err) = result {
         tracing::debug!(%client, error = %err, "client connection ended with an error");
     }
+    if let Some(session) = session {
+        on_close.warn_if_never_sent(&session, client);
+    }
 }
 
 async fn handle(
@@ -102,9 +111,12 @@ async fn handle(
     ctx: &Ctx,
     upstream: &Mutex<Option<forward::Upstream>>,
     slot: Arc<OwnedSemaphorePermit>,
+    seen: &Credentials,
 ) -> Response<Body> {
     let json = respond::wants_json(req.headers());
-    let mut response = if req.method() == Method::CONNECT {
+    let mut response = if !seen.check(&req, client, ctx) {
+        respond::response(&Refusal::ProxyAuth)
+    } else if req.method() == Method::CONNECT {
         connect::handle(req, client, ctx, slot).await
     } else {
         forward::handle(req, client, ctx, upstream).await
@@ -113,6 +125,45 @@ async fn handle(
         respond::prefer_json(&mut response);
     }
     response
+}
+
+/// What the requests of one client connection did about the session credentials.
+#[derive(Default)]
+struct Credentials {
+    refused: AtomicBool,
+    accepted: AtomicBool,
+}
+
+impl Credentials {
+    /// Whether the request carries the session credentials, when the listener has them.
+    /// Every request is checked, also the next one on a kept connection: credentials belong
+    /// to a request, not to a connection (RFC 9110 section 11.7.2).
+    fn check(&self, req: &Request<Incoming>, client: SocketAddr, ctx: &Ctx) -> bool {
+        let Some(session) = &ctx.session else {
+            return true;
+        };
+        let ok = session.authorizes(req.headers());
+        let seen = if ok { &self.accepted } else { &self.refused };
+        seen.store(true, Ordering::Relaxed);
+        if !ok {
+            tracing::debug!(%client, "refused a request without this proxy's credentials (407)");
+        }
+        ok
+    }
+
+    /// Warns once per proxy about a connection refused without ever sending the credentials:
+    /// the sign of a client that cannot send them. A client that sends them only after a 407
+    /// (libcurl's `anyauth`, as git uses it) is not worth a word.
+    fn warn_if_never_sent(&self, session: &SessionToken, client: SocketAddr) {
+        let never = self.refused.load(Ordering::Relaxed) && !self.accepted.load(Ordering::Relaxed);
+        if never && session.first_refusal() {
+            tracing::warn!(
+                %client,
+                "refused a client that sent no proxy credentials (407); a client that cannot \
+                 send them needs `run --no-session-auth`"
+            );
+        }
+    }
 }
 
 /// The answer to a denial the gate already recorded.

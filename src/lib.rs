@@ -20,6 +20,8 @@
 //! - `audit` and `metrics`: the decision and close lines, every metric name once.
 //! - `gate`: the pipeline over the current policy generation and resolver; the only maker of a
 //!   pinned destination, with the embedder's `decider`.
+//! - [`session`]: `run`'s per-session proxy credentials, checked by both listeners before the
+//!   policy sees a request.
 //! - `net`: what listeners share: the connection context that records each decision once,
 //!   the route (direct, or through the upstream proxy of `[upstream]` or the environment), the
 //!   dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
@@ -48,6 +50,7 @@ pub use egress_policy as policy;
 pub mod report;
 mod respond;
 pub mod server;
+pub mod session;
 mod socks5;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

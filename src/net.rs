@@ -26,6 +26,7 @@ use crate::config::Limits;
 use crate::dns::DnsError;
 use crate::gate::{Denied, Gate, Pinned, PinnedUnix};
 use crate::policy::{Access, DecidedBy, Decision, Target};
+use crate::session::SessionToken;
 use route::Route;
 use upstream::Chain;
 
@@ -44,6 +45,9 @@ pub struct Ctx {
     pub tunnels: Arc<tunnels::Tunnels>,
     /// The upstream proxies, fixed at start; `None` when every connection is direct.
     pub upstream: Option<Arc<Chain>>,
+    /// The credentials every client must present (`run`'s session token); `None` serves
+    /// any client that reaches the listener.
+    pub session: Option<SessionToken>,
 }
 
 impl Ctx {
@@ -70,7 +74,14 @@ impl Ctx {
             drain,
             tunnels: Arc::default(),
             upstream: None,
+            session: None,
         }
+    }
+
+    /// The same context, serving only clients that present `session`.
+    pub fn with_session(mut self, session: Option<SessionToken>) -> Self {
+        self.session = session;
+        self
     }
 
     /// The same context, chaining through `upstream`.

@@ -69,6 +69,10 @@ pub enum Refusal<'a> {
     /// datagram could be attributed to it.
     #[error("cannot tell who owns the client's connection: {0}")]
     Owner(&'a OwnerError),
+    /// The listener takes only clients with its session credentials (`run`), and the request
+    /// did not carry them. Decided before the policy sees the request.
+    #[error("proxy authentication required: this proxy serves one `egress-proxy run`, whose proxy variables carry its credentials")]
+    ProxyAuth,
 }
 
 impl<'a> Refusal<'a> {
@@ -101,6 +105,8 @@ pub struct HttpAnswer {
     pub error: &'static str,
     /// `x-proxy-reason`, for a policy decision.
     pub reason: Option<&'static str>,
+    /// `Proxy-Authenticate`, for a 407.
+    pub challenge: Option<&'static str>,
     /// One line a person can act on.
     pub body: String,
     /// The same answer as one JSON object, for a client that asked with
@@ -211,6 +217,12 @@ pub fn category(reason: Reason) -> &'static str {
     }
 }
 
+/// `x-proxy-error` and `x-proxy-reason` of a request without the session credentials.
+pub const PROXY_AUTH: &str = "proxy-auth-required";
+/// The `Proxy-Authenticate` challenge of that 407: Basic is what every client sends from a
+/// proxy URL's `user:password@`.
+pub const CHALLENGE: &str = "Basic realm=\"egress-proxy\"";
+
 /// The HTTP answer to `refusal`.
 pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
     let (status, error, reason) = match refusal {
@@ -234,6 +246,11 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
         Refusal::Local(_) | Refusal::Owner(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
         }
+        Refusal::ProxyAuth => (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            PROXY_AUTH,
+            Some(PROXY_AUTH),
+        ),
     };
     let dest = match refusal {
         Refusal::Dial { dest, .. }
@@ -311,10 +328,12 @@ fn answer(
 ) -> HttpAnswer {
     let mut json = serde_json::to_string(json).unwrap_or_else(|_| String::from("{}"));
     json.push('\n');
+    let challenge = (status == StatusCode::PROXY_AUTHENTICATION_REQUIRED).then_some(CHALLENGE);
     HttpAnswer {
         status,
         error,
         reason,
+        challenge,
         body: format!("egress-proxy: {message}\n"),
         json,
     }
@@ -385,6 +404,9 @@ pub fn socks(refusal: &Refusal<'_>) -> Code {
         | Refusal::Busy
         | Refusal::Local(_)
         | Refusal::Owner(_) => Code::GeneralFailure,
+        // SOCKS5 refuses missing credentials in the method negotiation (0xFF) or with the
+        // RFC 1929 failure status, before any request has a reply; this row is never sent.
+        Refusal::ProxyAuth => Code::NotAllowed,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::net::upstream::Chain;
 pub use crate::net::upstream::SetupError as UpstreamSetupError;
 use crate::net::Ctx;
 use crate::policy::{Policy, PolicyError};
+use crate::session::SessionToken;
 use crate::socks5::{self, SocksOptions};
 
 /// Why a server could not start.
@@ -69,12 +70,22 @@ pub struct Builder {
     allowed_at_info: bool,
     listeners: Option<Listeners>,
     udp_relay: Option<Arc<UdpFactory>>,
+    session: Option<SessionToken>,
 }
 
 /// Listeners bound by someone else: HTTP, and SOCKS5 if it runs.
 type Listeners = (std::net::TcpListener, Option<std::net::TcpListener>);
 
 impl Builder {
+    /// Serves only clients that present `session` (HTTP `Proxy-Authorization: Basic`, SOCKS5
+    /// RFC 1929), checked before the policy sees a request; `None` (the default) serves any
+    /// client that reaches a listener. `run` sets one per run, so other local users cannot
+    /// use its proxy.
+    pub fn session_auth(mut self, session: Option<SessionToken>) -> Self {
+        self.session = session;
+        self
+    }
+
     /// The policy `config` compiles to, when the caller has compiled it already (start-up
     /// then does not compile the rules a second time).
     pub fn policy(mut self, policy: Policy) -> Self {
@@ -199,6 +210,7 @@ impl Server {
             allowed_at_info: false,
             listeners: None,
             udp_relay: None,
+            session: None,
         }
     }
 
@@ -214,6 +226,7 @@ impl Server {
             allowed_at_info,
             listeners,
             udp_relay,
+            session,
             ..
         } = builder;
         let Bound {
@@ -247,7 +260,8 @@ impl Server {
             Arc::clone(&events),
             drain.clone(),
         )
-        .with_upstream(chain);
+        .with_upstream(chain)
+        .with_session(session);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
 
         let mut tasks = Vec::new();

@@ -1,5 +1,7 @@
-//! The SOCKS5 listener (RFC 1928, no authentication): CONNECT and UDP ASSOCIATE through the
-//! same policy, resolver and pinned dial as the HTTP listener.
+//! The SOCKS5 listener (RFC 1928; with session credentials, RFC 1929 username/password and
+//! nothing else): CONNECT and UDP ASSOCIATE through the same policy, resolver and pinned dial
+//! as the HTTP listener. A UDP association is authorised by its control connection's
+//! handshake; its datagrams carry no credentials.
 //!
 //! One task per client connection reads the greeting and the request within
 //! `limits.header_timeout`, then hands over to `tcp` (CONNECT) or `udp` (ASSOCIATE). A
@@ -38,7 +40,8 @@ use crate::net::Ctx;
 use crate::policy::host::{canonicalize, InvalidHost};
 use crate::policy::{Access, Host, Target};
 use crate::respond::{self, Code, Refusal};
-use codec::{Addr, Command, Greeting, GreetingError, Reply, Request, RequestError};
+use crate::session::SessionToken;
+use codec::{Addr, AuthError, Command, GreetingError, Reply, Request, RequestError};
 
 /// What the SOCKS5 listener serves beyond CONNECT.
 #[derive(Clone, Default)]
@@ -90,10 +93,27 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let mut hs = Handshake::new();
         let header_timeout = self.ctx.limits.header_timeout;
-        match tokio::time::timeout(header_timeout, hs.run(&mut stream)).await {
+        let session = self.ctx.session.as_ref();
+        match tokio::time::timeout(header_timeout, hs.run(&mut stream, session)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
-                tracing::debug!(%client, error = %err, "SOCKS5 handshake failed");
+                let unauthenticated = matches!(
+                    err,
+                    HandshakeError::WrongCredentials | HandshakeError::NoAcceptableMethod
+                );
+                if unauthenticated && session.is_some_and(SessionToken::first_refusal) {
+                    tracing::warn!(
+                        %client,
+                        error = %err,
+                        "refused a SOCKS5 client without this proxy's credentials; a client \
+                         that cannot send them needs `run --no-session-auth`"
+                    );
+                } else {
+                    tracing::debug!(%client, error = %err, "SOCKS5 handshake failed");
+                }
+                if unauthenticated {
+                    close_gently(&mut stream).await;
+                }
                 return;
             }
             Err(_) => {
@@ -125,10 +145,10 @@ impl Server {
     }
 }
 
-/// Room for the longest greeting and request together, plus early data a client may send
-/// before our reply (forwarded once the tunnel is up).
-const HANDSHAKE_BUF: usize = 1024;
-const _: () = assert!(HANDSHAKE_BUF > codec::MAX_GREETING + codec::MAX_REQUEST);
+/// Room for the longest greeting, username/password request and request together, plus early
+/// data a client may send before our reply (forwarded once the tunnel is up).
+const HANDSHAKE_BUF: usize = 2048;
+const _: () = assert!(HANDSHAKE_BUF > codec::MAX_GREETING + codec::MAX_AUTH + codec::MAX_REQUEST);
 
 /// The handshake's bytes: greeting, request and early data, read in as few calls as the
 /// client allows.
@@ -148,6 +168,10 @@ enum HandshakeError {
     Greeting(#[from] GreetingError),
     #[error("client offers no acceptable authentication method")]
     NoAcceptableMethod,
+    #[error("username/password: {0}")]
+    Auth(#[from] AuthError),
+    #[error("wrong username or password")]
+    WrongCredentials,
 }
 
 impl Handshake {
@@ -159,27 +183,70 @@ impl Handshake {
         }
     }
 
-    /// Reads the greeting, answers it, and reads until the request is complete (or known to
-    /// be unreadable: [`Handshake::request`] tells which).
-    async fn run(&mut self, stream: &mut TcpStream) -> Result<(), HandshakeError> {
+    /// Reads the greeting, answers it, checks the credentials when the listener has them, and
+    /// reads until the request is complete (or known to be unreadable: [`Handshake::request`]
+    /// tells which).
+    async fn run(
+        &mut self,
+        stream: &mut TcpStream,
+        session: Option<&SessionToken>,
+    ) -> Result<(), HandshakeError> {
         while let Err(GreetingError::Incomplete) = codec::parse_greeting(&self.buf[..self.filled]) {
             self.read_more(stream).await?;
         }
-        let Greeting { no_auth, len } = codec::parse_greeting(&self.buf[..self.filled])?;
-        if !no_auth {
-            stream
-                .write_all(&[codec::VERSION, codec::METHOD_NONE_ACCEPTABLE])
-                .await?;
-            return Err(HandshakeError::NoAcceptableMethod);
+        let greeting = codec::parse_greeting(&self.buf[..self.filled])?;
+        // With credentials, username/password is the only method: a client offering only
+        // "no authentication" is told that none of its methods is acceptable.
+        let method = match session {
+            Some(_) if greeting.user_pass => codec::METHOD_USER_PASS,
+            None if greeting.no_auth => codec::METHOD_NO_AUTH,
+            _ => codec::METHOD_NONE_ACCEPTABLE,
+        };
+        stream.write_all(&[codec::VERSION, method]).await?;
+        self.request_start = greeting.len;
+        match (method, session) {
+            (codec::METHOD_USER_PASS, Some(session)) => self.authenticate(stream, session).await?,
+            (codec::METHOD_NO_AUTH, _) => {}
+            _ => return Err(HandshakeError::NoAcceptableMethod),
         }
-        stream
-            .write_all(&[codec::VERSION, codec::METHOD_NO_AUTH])
-            .await?;
-        self.request_start = len;
         while let Err(RequestError::Incomplete) = codec::parse_request(self.request()) {
             self.read_more(stream).await?;
         }
         Ok(())
+    }
+
+    /// The RFC 1929 sub-negotiation: reads the username/password request that follows the
+    /// greeting, answers its status, and fails (the caller closes) unless it is `session`'s.
+    async fn authenticate(
+        &mut self,
+        stream: &mut TcpStream,
+        session: &SessionToken,
+    ) -> Result<(), HandshakeError> {
+        let start = self.request_start;
+        let parsed = loop {
+            match codec::parse_user_pass(&self.buf[start..self.filled]) {
+                Err(AuthError::Incomplete) => self.read_more(stream).await?,
+                parsed => break parsed,
+            }
+        };
+        let accepted = match parsed {
+            Ok(auth) => {
+                self.request_start = start + auth.len;
+                session.accepts(auth.user, auth.password)
+            }
+            Err(_) => false,
+        };
+        let status = if accepted {
+            codec::AUTH_SUCCEEDED
+        } else {
+            codec::AUTH_FAILED
+        };
+        stream.write_all(&status).await?;
+        match parsed {
+            Err(err) => Err(err.into()),
+            Ok(_) if !accepted => Err(HandshakeError::WrongCredentials),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The request and any early data after it.
@@ -215,6 +282,12 @@ async fn reject(stream: &mut TcpStream, client: SocketAddr, failure: &Refusal<'_
     {
         return;
     }
+    close_gently(stream).await;
+}
+
+/// Closes after an answer: reading what the client still sends (for up to [`LINGER`]) keeps
+/// the close from becoming a reset that destroys the answer before it is read.
+async fn close_gently(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 512];
     let _ = tokio::time::timeout(LINGER, async {

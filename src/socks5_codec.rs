@@ -1,4 +1,5 @@
-//! RFC 1928 on the wire: pure parsing and encoding, no I/O, no allocation.
+//! RFC 1928 (and the RFC 1929 username/password sub-negotiation) on the wire: pure parsing
+//! and encoding, no I/O, no allocation.
 //!
 //! Parsers take every byte received so far and answer `Incomplete` when they need more, so the
 //! connection reads whatever the socket holds (often greeting and request together) instead of
@@ -8,10 +9,22 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const VERSION: u8 = 0x05;
-/// "NO AUTHENTICATION REQUIRED": the only method we offer. The listener is on loopback and the
-/// policy, not a password, decides what a client may reach.
+/// "NO AUTHENTICATION REQUIRED": the method offered without session credentials. The policy,
+/// not a password, decides what a client may reach.
 pub const METHOD_NO_AUTH: u8 = 0x00;
+/// "USERNAME/PASSWORD" (RFC 1929): the only method offered with session credentials, which
+/// keep other local users off one `run`'s listener.
+pub const METHOD_USER_PASS: u8 = 0x02;
 pub const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
+
+/// VER of the RFC 1929 sub-negotiation (request and status).
+pub const AUTH_VERSION: u8 = 0x01;
+/// The status answering a username/password request: `0x00` succeeds, anything else fails
+/// and the connection closes (RFC 1929).
+pub const AUTH_SUCCEEDED: [u8; 2] = [AUTH_VERSION, 0x00];
+pub const AUTH_FAILED: [u8; 2] = [AUTH_VERSION, 0x01];
+/// The longest username/password request: VER ULEN UNAME(255) PLEN PASSWD(255).
+pub const MAX_AUTH: usize = 1 + 1 + 255 + 1 + 255;
 
 const ATYP_V4: u8 = 0x01;
 const ATYP_DOMAIN: u8 = 0x03;
@@ -31,6 +44,8 @@ pub const UDP_PREFIX: usize = 3;
 pub struct Greeting {
     /// Whether "no authentication" is among the offered methods.
     pub no_auth: bool,
+    /// Whether "username/password" is among the offered methods.
+    pub user_pass: bool,
     /// Octets the greeting occupied.
     pub len: usize,
 }
@@ -57,8 +72,52 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Greeting, GreetingError> {
     let methods = buf.get(2..len).ok_or(GreetingError::Incomplete)?;
     Ok(Greeting {
         no_auth: methods.contains(&METHOD_NO_AUTH),
+        user_pass: methods.contains(&METHOD_USER_PASS),
         len,
     })
+}
+
+/// An RFC 1929 username/password request, borrowing the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserPass<'a> {
+    pub user: &'a [u8],
+    pub password: &'a [u8],
+    /// Octets the request occupied; the SOCKS5 request may follow.
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("incomplete username/password request")]
+    Incomplete,
+    #[error("not an RFC 1929 request (version octet {0:#04x})")]
+    Version(u8),
+}
+
+/// Parses a username/password request. RFC 1929 gives ULEN and PLEN as 1 to 255; an empty
+/// field is parsed all the same, so it is refused with the failure status like any other
+/// wrong credentials rather than by cutting the connection.
+pub fn parse_user_pass(buf: &[u8]) -> Result<UserPass<'_>, AuthError> {
+    let Some((&version, rest)) = buf.split_first() else {
+        return Err(AuthError::Incomplete);
+    };
+    if version != AUTH_VERSION {
+        return Err(AuthError::Version(version));
+    }
+    let (user, rest) = length_prefixed(rest).ok_or(AuthError::Incomplete)?;
+    let (password, _) = length_prefixed(rest).ok_or(AuthError::Incomplete)?;
+    Ok(UserPass {
+        user,
+        password,
+        len: 3 + user.len() + password.len(),
+    })
+}
+
+/// A length octet and that many octets, and what follows them; `None` if incomplete.
+fn length_prefixed(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&n, rest) = buf.split_first()?;
+    let n = usize::from(n);
+    Some((rest.get(..n)?, &rest[n..]))
 }
 
 /// CMD of a request.
@@ -277,6 +336,7 @@ mod tests {
             parse_greeting(&[5, 2, 2, 0]),
             Ok(Greeting {
                 no_auth: true,
+                user_pass: true,
                 len: 4
             })
         );
@@ -284,6 +344,7 @@ mod tests {
             parse_greeting(&[5, 1, 2, 0xaa]),
             Ok(Greeting {
                 no_auth: false,
+                user_pass: true,
                 len: 3
             })
         );
@@ -291,6 +352,7 @@ mod tests {
             parse_greeting(&[5, 0]),
             Ok(Greeting {
                 no_auth: false,
+                user_pass: false,
                 len: 2
             })
         );
@@ -305,6 +367,57 @@ mod tests {
         assert_eq!(
             parse_greeting(b"GET / HTTP/1.1"),
             Err(GreetingError::Version(b'G'))
+        );
+    }
+
+    /// VER ULEN UNAME PLEN PASSWD with the given fields.
+    fn user_pass(user: &[u8], password: &[u8]) -> Vec<u8> {
+        let mut buf = vec![AUTH_VERSION, u8::try_from(user.len()).unwrap()];
+        buf.extend_from_slice(user);
+        buf.push(u8::try_from(password.len()).unwrap());
+        buf.extend_from_slice(password);
+        buf
+    }
+
+    #[test]
+    fn username_password_requests() {
+        let long = [b'p'; 255];
+        let longest = user_pass(&[b'u'; 255], &long);
+        assert_eq!(longest.len(), MAX_AUTH);
+        let with_request = [&user_pass(b"egress", b"t0k")[..], &[5, 1, 0, 1]].concat();
+        // (input, Ok((user, password, len)) or the error)
+        type Want<'a> = Result<(&'a [u8], &'a [u8], usize), AuthError>;
+        let cases: Vec<(Vec<u8>, Want<'_>)> = vec![
+            (user_pass(b"egress", b"t0k"), Ok((b"egress", b"t0k", 12))),
+            (with_request, Ok((b"egress", b"t0k", 12))),
+            (user_pass(b"", b"t0k"), Ok((b"", b"t0k", 6))),
+            (user_pass(b"egress", b""), Ok((b"egress", b"", 9))),
+            (user_pass(b"", b""), Ok((b"", b"", 3))),
+            (longest.clone(), Ok((&[b'u'; 255], &long, MAX_AUTH))),
+            (vec![5, 6], Err(AuthError::Version(5))),
+            (vec![0], Err(AuthError::Version(0))),
+            (vec![0xff, 0, 0], Err(AuthError::Version(0xff))),
+        ];
+        for (input, want) in cases {
+            let got = parse_user_pass(&input).map(|a| (a.user, a.password, a.len));
+            assert_eq!(got, want, "{input:?}");
+        }
+        // Every strict prefix, including one that ends inside a 255-octet field.
+        for full in [user_pass(b"egress", b"t0k"), longest, user_pass(b"", b"")] {
+            for cut in 0..full.len() {
+                assert_eq!(
+                    parse_user_pass(&full[..cut]),
+                    Err(AuthError::Incomplete),
+                    "{:?}",
+                    &full[..cut]
+                );
+            }
+        }
+        // A length octet that promises more than arrives stays incomplete.
+        assert_eq!(parse_user_pass(&[1, 255, b'u']), Err(AuthError::Incomplete));
+        assert_eq!(
+            parse_user_pass(&[1, 1, b'u', 9, b'p']),
+            Err(AuthError::Incomplete)
         );
     }
 

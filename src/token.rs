@@ -130,7 +130,7 @@ pub fn generate(xdg_runtime_dir: Option<&Path>, temp_dir: &Path) -> Result<Admin
         Some(runtime) => private_dir(&runtime.join("egress-proxy"))?,
         None => fresh_dir(temp_dir)?,
     };
-    let token: Arc<str> = Arc::from(hex(&random_bytes::<32>()?));
+    let token: Arc<str> = Arc::from(hex(&urandom::<32>()?));
     let path = dir.join(TOKEN_FILE_NAME);
     write_private(&path, &token)?;
     Ok(AdminToken {
@@ -170,7 +170,7 @@ fn fresh_dir(temp_dir: &Path) -> Result<PathBuf, String> {
         match DirBuilder::new().mode(0o700).create(&candidate) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let suffix = hex(&random_bytes::<4>()?);
+                let suffix = hex(&urandom::<4>()?);
                 candidate = temp_dir.join(format!("egress-proxy-{pid}-{suffix}"));
             }
             Err(e) => return Err(format!("cannot create {}: {e}", candidate.display())),
@@ -204,15 +204,18 @@ fn write_private(path: &Path, token: &str) -> Result<(), String> {
     })
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+/// `N` bytes from the kernel's random source (also the session token's, `crate::session`).
+pub(crate) fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes))?;
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn urandom<const N: usize>() -> Result<[u8; N], String> {
+    random_bytes().map_err(|e| format!("cannot read /dev/urandom: {e}"))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -224,8 +227,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Compares a presented token with the expected one in time that does not depend on where they
 /// differ (only on the length of the presented one).
-pub fn matches(expected: &str, presented: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+pub fn matches(expected: &str, presented: impl AsRef<[u8]>) -> bool {
+    let (a, b) = (expected.as_bytes(), presented.as_ref());
     let mut diff = u8::from(a.len() != b.len());
     for (i, y) in b.iter().enumerate() {
         let x = a.get(i).copied().unwrap_or(0);

@@ -31,17 +31,41 @@ fn parse_env(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The port of `http://127.0.0.1:<port>`-shaped values.
-fn port_of(url: &str, scheme: &str) -> u16 {
+/// The credentials (`egress:<token>@`, or empty) and port of
+/// `http://[egress:<token>@]127.0.0.1:<port>`-shaped values.
+fn parse_url<'a>(url: &'a str, scheme: &str) -> (&'a str, u16) {
     let rest = url
         .strip_prefix(scheme)
-        .and_then(|r| r.strip_prefix("://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("`{url}` is not {scheme}://127.0.0.1:<port>"));
+        .and_then(|r| r.strip_prefix("://"))
+        .unwrap_or_else(|| panic!("`{url}` is not {scheme}://…"));
+    let (creds, rest) = match rest.split_once('@') {
+        Some((userinfo, rest)) => (&url[scheme.len() + 3..][..userinfo.len() + 1], rest),
+        None => ("", rest),
+    };
+    let rest = rest
+        .strip_prefix("127.0.0.1:")
+        .unwrap_or_else(|| panic!("`{url}` is not {scheme}://[creds@]127.0.0.1:<port>"));
     let port: u16 = rest
         .parse()
         .unwrap_or_else(|_| panic!("bad port in `{url}`"));
     assert_ne!(port, 0, "{url}");
-    port
+    (creds, port)
+}
+
+/// Asserts that `creds` are `egress:<32 lower-case hex digits>@` and returns the token.
+fn token_of(creds: &str) -> &str {
+    let token = creds
+        .strip_prefix("egress:")
+        .and_then(|t| t.strip_suffix('@'))
+        .unwrap_or_else(|| panic!("`{creds}` is not egress:<token>@"));
+    assert_eq!(token.len(), 32, "{token}");
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{token}"
+    );
+    token
 }
 
 /// SPEC section 8, transcribed independently of the implementation's table.
@@ -77,35 +101,62 @@ const NO_PROXY_VARS: &[&str] = &[
     "BUNDLE_NO_PROXY",
 ];
 
-/// Asserts every variable of SPEC section 8 and returns `(http port, socks port)`.
+/// What `assert_child_env` found: the ports and the session token (`None` without one).
+#[derive(Debug)]
+struct ChildEnv {
+    http: u16,
+    socks: Option<u16>,
+    token: Option<String>,
+}
+
+/// Asserts every variable of SPEC section 8, with session credentials unless `session` is
+/// false (`--no-session-auth`): the same `egress:<token>@` in every URL.
 fn assert_child_env(
     env: &BTreeMap<String, String>,
     socks: bool,
     no_proxy: &str,
-) -> (u16, Option<u16>) {
+    session: bool,
+) -> ChildEnv {
     let get = |name: &str| {
         env.get(name)
             .unwrap_or_else(|| panic!("{name} is not set in the child's environment"))
             .as_str()
     };
-    let http = port_of(get("HTTP_PROXY"), "http");
-    let http_url = format!("http://127.0.0.1:{http}");
+    let (creds, http) = parse_url(get("HTTP_PROXY"), "http");
+    let token = session.then(|| token_of(creds).to_string());
+    if !session {
+        assert_eq!(creds, "", "credentials with --no-session-auth");
+    }
+    let http_url = format!("http://{creds}127.0.0.1:{http}");
     for name in HTTP_URL_VARS {
         assert_eq!(get(name), http_url, "{name}");
     }
     let socks_port = if socks {
-        let port = port_of(get("ALL_PROXY"), "socks5h");
+        let (socks_creds, port) = parse_url(get("ALL_PROXY"), "socks5h");
+        assert_eq!(socks_creds, creds, "ALL_PROXY's credentials");
         assert_ne!(port, http, "SOCKS5 and HTTP share a port");
         Some(port)
     } else {
         None
     };
-    let socks_url = socks_port.map_or(http_url.clone(), |p| format!("socks5h://127.0.0.1:{p}"));
+    let socks_url = socks_port.map_or(http_url.clone(), |p| {
+        format!("socks5h://{creds}127.0.0.1:{p}")
+    });
     for name in SOCKS_URL_VARS {
         assert_eq!(get(name), socks_url, "{name}");
     }
+    match &token {
+        Some(token) => {
+            assert_eq!(get("CLOUDSDK_PROXY_USERNAME"), "egress");
+            assert_eq!(get("CLOUDSDK_PROXY_PASSWORD"), token);
+        }
+        None => {
+            assert!(!env.contains_key("CLOUDSDK_PROXY_USERNAME"));
+            assert!(!env.contains_key("CLOUDSDK_PROXY_PASSWORD"));
+        }
+    }
     let fixed = [
-        ("RSYNC_PROXY", format!("127.0.0.1:{http}")),
+        ("RSYNC_PROXY", format!("{creds}127.0.0.1:{http}")),
         ("CLOUDSDK_PROXY_TYPE", "http".to_string()),
         ("CLOUDSDK_PROXY_ADDRESS", "127.0.0.1".to_string()),
         ("CLOUDSDK_PROXY_PORT", http.to_string()),
@@ -119,7 +170,11 @@ fn assert_child_env(
     for name in NO_PROXY_VARS {
         assert_eq!(get(name), no_proxy, "{name}");
     }
-    (http, socks_port)
+    ChildEnv {
+        http,
+        socks: socks_port,
+        token,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,7 +186,7 @@ fn child_gets_every_proxy_variable_with_no_config_file() {
     let out = run(&["run", "--allow", "**.github.com", "--", "env"]);
     assert_eq!(out.code, 0, "{out:?}");
     let env = parse_env(&out.stdout);
-    assert_child_env(&env, true, "");
+    assert_child_env(&env, true, "", true);
     // Inherited variables stay.
     assert!(env.contains_key("PATH"), "PATH was not inherited");
     // Nothing blocked, nothing said: the child's stderr is its own.
@@ -148,7 +203,7 @@ fn child_proxy_variables_replace_inherited_ones() {
     let out = Running::start(cmd).finish();
     assert_eq!(out.code, 0, "{out:?}");
     let env = parse_env(&out.stdout);
-    assert_child_env(&env, true, "");
+    assert_child_env(&env, true, "", true);
     assert_eq!(env.get("KEEP_ME").map(String::as_str), Some("yes"));
 }
 
@@ -157,7 +212,7 @@ fn no_proxy_list_is_passed_to_every_no_proxy_variable() {
     let list = "localhost,.internal.test,10.0.0.0/8";
     let out = run(&["run", "--allow", "x.test", "--no-proxy", list, "--", "env"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_child_env(&parse_env(&out.stdout), true, list);
+    assert_child_env(&parse_env(&out.stdout), true, list, true);
 }
 
 #[test]
@@ -166,8 +221,8 @@ fn without_socks5_all_proxy_is_the_http_url() {
     let config = files.write("p.toml", "enable_socks5 = false\n");
     let out = run(&["run", "--config", &config, "--allow", "x.test", "--", "env"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let (_, socks) = assert_child_env(&parse_env(&out.stdout), false, "");
-    assert_eq!(socks, None);
+    let env = assert_child_env(&parse_env(&out.stdout), false, "", true);
+    assert_eq!(env.socks, None);
 }
 
 #[test]
@@ -194,9 +249,35 @@ fn listener_urls_and_requirements_ports_are_ignored() {
         "env",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let (http, socks) = assert_child_env(&parse_env(&out.stdout), true, "");
-    assert_ne!(http, 3128);
-    assert_ne!(socks, Some(8081));
+    let env = assert_child_env(&parse_env(&out.stdout), true, "", true);
+    assert_ne!(env.http, 3128);
+    assert_ne!(env.socks, Some(8081));
+}
+
+#[test]
+fn every_run_has_a_token_of_its_own() {
+    let token = || {
+        let out = run(&["run", "--allow", "x.test", "--", "env"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_child_env(&parse_env(&out.stdout), true, "", true).token
+    };
+    assert_ne!(token(), token());
+}
+
+#[test]
+fn no_session_auth_gives_urls_without_credentials() {
+    let mut cmd = command(&["run", "--no-session-auth", "--allow", "x.test", "--", "env"]);
+    // Inherited gcloud credentials are not ours to remove or to fill.
+    cmd.env("CLOUDSDK_PROXY_USERNAME", "theirs");
+    let out = Running::start(cmd).finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut env = parse_env(&out.stdout);
+    assert_eq!(
+        env.remove("CLOUDSDK_PROXY_USERNAME").as_deref(),
+        Some("theirs")
+    );
+    let found = assert_child_env(&env, true, "", false);
+    assert_eq!(found.token, None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,11 +61,21 @@ for key, addr in (("udp-direct", ("127.0.0.1", int(sys.argv[1]))), ("udp-out", (
 
 /// SOCKS5 UDP ASSOCIATE through `ALL_PROXY`, one datagram to NAME:PORT and its echo.
 const PY_UDP_SOCKS: &str = r#"
-import os, socket, struct, sys
-host, port = os.environ["ALL_PROXY"].rsplit("/", 1)[1].rsplit(":", 1)
-c = socket.create_connection((host, int(port)), timeout=5)
-c.sendall(b"\x05\x01\x00")
-assert c.recv(2) == b"\x05\x00"
+import os, socket, struct, sys, urllib.parse
+url = urllib.parse.urlsplit(os.environ["ALL_PROXY"])
+c = socket.create_connection((url.hostname, url.port), timeout=5)
+if url.username:
+    c.sendall(b"\x05\x01\x02")
+    assert c.recv(2) == b"\x05\x02"
+    user, password = url.username.encode(), url.password.encode()
+    c.sendall(b"\x01" + bytes([len(user)]) + user + bytes([len(password)]) + password)
+    assert c.recv(2) == b"\x01\x00"
+else:
+    c.sendall(b"\x05\x01\x00")
+    method = c.recv(2)
+    if method != b"\x05\x00":
+        print("method=" + method.hex())
+        sys.exit()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind(("127.0.0.1", 0))
 u.settimeout(5)
@@ -234,6 +244,7 @@ fn only_the_proxy_leads_out(user: User) {
         python3 -c "$PY_UDP_DIRECT" "$ECHO"
         echo "allowed=$(curl -sS -m 5 "http://allowed.test:$ORIGIN/through")"
         echo "denied=$(curl -sS -m 5 -o /dev/null -w '%{http_code} %header{x-proxy-reason}' "http://denied.test:$ORIGIN/")"
+        echo "no-creds=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -x "http://${HTTP_PROXY##*@}" "http://allowed.test:$ORIGIN/stripped")"
         echo "id=$(id -u)"
     "#;
     let (keys, out) = world.isolated(user, &[], script);
@@ -245,6 +256,8 @@ fn only_the_proxy_leads_out(user: User) {
     assert_eq!(key("udp-out"), "OSError", "{out:?}");
     assert_eq!(key("allowed"), "origin saw GET /through body=0", "{out:?}");
     assert_eq!(key("denied"), "403 deny-rule", "{out:?}");
+    // The session token holds inside too: the URL without it is refused before the policy.
+    assert_eq!(key("no-creds"), "407", "{out:?}");
     assert_eq!(
         world.echo.datagrams(),
         0,
@@ -287,6 +300,7 @@ fn socks5_connect_and_udp_associate_work_from_inside(user: User) {
         echo "connect=$(curl -sS -m 5 -x "$ALL_PROXY" "http://allowed.test:$ORIGIN/socks")"
         echo "denied=$(curl -sS -m 5 -x "$ALL_PROXY" "http://denied.test:$ORIGIN/" 2>&1 >/dev/null)"
         python3 -c "$PY_UDP_SOCKS" allowed.test "$ECHO"
+        ALL_PROXY="socks5://${ALL_PROXY##*@}" python3 -c "$PY_UDP_SOCKS" allowed.test "$ECHO"
     "#;
     let (keys, out) = world.isolated(user, &[], script);
     assert_eq!(get(&keys, "connect", &out), "origin saw GET /socks body=0");
@@ -296,6 +310,8 @@ fn socks5_connect_and_udp_associate_work_from_inside(user: User) {
         "curl: (97) Can't complete SOCKS5 connection to denied.test. (2)"
     );
     assert_eq!(get(&keys, "udp-socks", &out), "ping", "{out:?}");
+    // Without the session's credentials no method is acceptable.
+    assert_eq!(get(&keys, "method", &out), "05ff", "{out:?}");
     assert_eq!(world.echo.datagrams(), 1);
 }
 

@@ -1,19 +1,21 @@
-//! The SOCKS5 codec (RFC 1928) on arbitrary bytes and on messages built from them: the input
+//! The SOCKS5 codec (RFC 1928, RFC 1929) on arbitrary bytes and on messages built from them: the input
 //! goes through every parser as it is, then is read as a message to encode and parse back.
 //!
 //! Properties:
-//! - the greeting, request and UDP header parsers never panic;
+//! - the greeting, username/password, request and UDP header parsers never panic;
 //! - a parsed message says how long it is, that many octets alone parse the same, and every
 //!   strict prefix of them is `Incomplete` (`Truncated` for a datagram);
-//! - parse(encode(x)) == x for requests, greetings, `Reply` and `write_udp_header`.
+//! - parse(encode(x)) == x for requests, greetings, username/password requests, `Reply` and
+//!   `write_udp_header`.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::{Arbitrary, Unstructured};
 use egress_proxy::socks5_codec::{
-    parse_greeting, parse_request, parse_udp_header, write_udp_header, Addr, Command, Greeting,
-    GreetingError, Reply, Request, RequestError, UdpHeaderError, MAX_UDP_HEADER,
+    parse_greeting, parse_request, parse_udp_header, parse_user_pass, write_udp_header, Addr,
+    AuthError, Command, Greeting, GreetingError, Reply, Request, RequestError, UdpHeaderError,
+    UserPass, AUTH_VERSION, MAX_UDP_HEADER,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -29,6 +31,11 @@ enum Input<'a> {
     },
     Greeting {
         methods: &'a [u8],
+        trailing: &'a [u8],
+    },
+    UserPass {
+        user: &'a [u8],
+        password: &'a [u8],
         trailing: &'a [u8],
     },
     Reply {
@@ -119,9 +126,31 @@ fuzz_target!(|data: &[u8]| {
             msg.extend_from_slice(trailing);
             let want = Greeting {
                 no_auth: methods.contains(&0),
+                user_pass: methods.contains(&2),
                 len,
             };
             assert_eq!(parse_greeting(&msg), Ok(want));
+            raw(&msg);
+        }
+        Input::UserPass {
+            user,
+            password,
+            trailing,
+        } => {
+            let user = &user[..user.len().min(255)];
+            let password = &password[..password.len().min(255)];
+            let mut msg = vec![AUTH_VERSION, user.len() as u8];
+            msg.extend_from_slice(user);
+            msg.push(password.len() as u8);
+            msg.extend_from_slice(password);
+            let len = msg.len();
+            msg.extend_from_slice(trailing);
+            let want = UserPass {
+                user,
+                password,
+                len,
+            };
+            assert_eq!(parse_user_pass(&msg), Ok(want));
             raw(&msg);
         }
         Input::Reply { code, v6, ip, port } => {
@@ -187,6 +216,18 @@ fn raw(bytes: &[u8]) {
             assert_eq!(
                 parse_greeting(&bytes[..cut]),
                 Err(GreetingError::Incomplete),
+                "{:?}",
+                &bytes[..cut]
+            );
+        }
+    }
+    if let Ok(a) = parse_user_pass(bytes) {
+        assert!(a.len <= bytes.len());
+        assert_eq!(parse_user_pass(&bytes[..a.len]), Ok(a));
+        for cut in 0..a.len {
+            assert_eq!(
+                parse_user_pass(&bytes[..cut]),
+                Err(AuthError::Incomplete),
                 "{:?}",
                 &bytes[..cut]
             );

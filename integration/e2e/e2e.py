@@ -285,6 +285,9 @@ def web_handler(seen):
             seen.append((self.command, self.path, self.headers.get("Host", "")))
             if self.path.split("?")[0] == "/hello":
                 self.reply(200, f"hello from the e2e origin, Host={self.headers.get('Host')}\n")
+            elif self.path.split("?")[0] == "/-/ping":
+                # What `npm ping` asks a registry.
+                self.reply(200, "{}\n", content_type="application/json")
             else:
                 self.reply(404, "not found\n")
 
@@ -569,13 +572,13 @@ class Suite:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def run(self, *cmd, policy=None, extra_env=None, timeout=COMMAND_TIMEOUT):
-        """`egress-proxy run --dns-server … --config POLICY -- CMD…`"""
+    def run(self, *cmd, policy=None, extra_env=None, flags=(), timeout=COMMAND_TIMEOUT):
+        """`egress-proxy run --dns-server … --config POLICY FLAGS… -- CMD…`"""
         env = dict(self.env)
         env.update(extra_env or {})
         argv = [
             self.bin, "run", "--dns-server", self.dns_flag, "--config", policy or self.policy,
-            "--", *cmd,
+            *flags, "--", *cmd,
         ]
         return execute(argv, env=env, timeout=timeout)
 
@@ -681,6 +684,89 @@ class Suite:
             "SOCKS5" in result.err,
             result.describe(),
         )
+
+    def case_session_auth(self):
+        """The proxy URLs carry egress:<token>@; a client that sends no credentials gets 407 / SOCKS5 0xFF, and works with --no-session-auth."""
+        result = self.run("sh", "-c", 'echo "$HTTP_PROXY $ALL_PROXY $RSYNC_PROXY"')
+        urls = re.fullmatch(
+            r"http://egress:([0-9a-f]{32})@127\.0\.0\.1:\d+ socks5h://egress:([0-9a-f]{32})@127\.0\.0\.1:\d+ "
+            r"egress:([0-9a-f]{32})@127\.0\.0\.1:\d+\n",
+            result.out,
+        )
+        self.expect(
+            "HTTP_PROXY, ALL_PROXY and RSYNC_PROXY carry the same egress:<token>@",
+            urls is not None and len(set(urls.groups())) == 1,
+            result.describe(),
+        )
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node:
+            client = os.path.join(CLIENTS, "node_client.js")
+            ignoring = {"E2E_IGNORE_PROXY_CREDENTIALS": "1"}
+            seen_before = len(self.web_seen)
+            result = self.run(node, client, "http", self.url("web.test", self.web_port), extra_env=ignoring)
+            self.expect(
+                "a client without the credentials: 407 with x-proxy-reason: proxy-auth-required",
+                result.code != 0
+                and "status=407" in result.out
+                and "x-proxy-reason=proxy-auth-required" in result.out,
+                result.describe(),
+            )
+            self.expect(
+                "a client without the credentials: never reaches the origin",
+                len(self.web_seen) == seen_before,
+                f"origin saw {self.web_seen[seen_before:]}",
+            )
+            self.expect(
+                "a client without the credentials: run's stderr names --no-session-auth",
+                "--no-session-auth" in result.err,
+                result.describe(),
+            )
+            result = self.run(
+                node, client, "http", self.url("web.test", self.web_port),
+                extra_env=ignoring, flags=["--no-session-auth"],
+            )
+            self.allowed("the same client with --no-session-auth", result, "hello from the e2e origin")
+        else:
+            self.expect("node is installed", False, "neither `node` nor `nodejs` is on PATH")
+        strip = 'S=${ALL_PROXY#socks5h://}; S=${S#*@}; '
+        socks = strip + 'exec curl -sS --max-time 10 --noproxy "" --socks5-hostname "$S" "$@"'
+        result = self.run("sh", "-c", socks, "curl", self.url("web.test", self.web_port))
+        self.expect(
+            "curl --socks5-hostname without the credentials: no acceptable method (0xFF)",
+            result.code != 0 and "No authentication method was acceptable" in result.err,
+            result.describe(),
+        )
+        result = self.run(
+            "sh", "-c", socks, "curl", self.url("web.test", self.web_port), flags=["--no-session-auth"]
+        )
+        self.allowed("curl --socks5-hostname with --no-session-auth", result, "hello from the e2e origin")
+        wrong = 'P=${HTTP_PROXY##*@}; exec curl -sS -i --max-time 10 -x "http://egress:0000@$P" "$@"'
+        result = self.run("sh", "-c", wrong, "curl", self.url("web.test", self.web_port))
+        self.expect(
+            "curl with a wrong token: 407",
+            re.search(r"^HTTP/1\.1 407", result.out, re.M) is not None,
+            result.describe(),
+        )
+
+    def case_npm(self):
+        """npm ping against the local origin through $npm_config_proxy with the credentials."""
+        npm = shutil.which("npm")
+        if not npm:
+            self.skip("npm", "npm is not on PATH")
+            return
+        home = os.path.join(self.tmp, "npm-home")
+        os.makedirs(home, exist_ok=True)
+        env = {"HOME": home, "npm_config_cache": os.path.join(home, "cache"), "npm_config_update_notifier": "false"}
+        seen_before = len(self.web_seen)
+        result = self.run(npm, "ping", "--registry", f"http://web.test:{self.web_port}/", extra_env=env, timeout=60)
+        self.expect(
+            "npm ping http://web.test: succeeds through the proxy",
+            result.code == 0 and any(p.startswith("/-/ping") for _, p, _ in self.web_seen[seen_before:]),
+            result.describe(),
+        )
+        self.expect("npm ping web.test: nothing blocked", "egress-proxy: blocked" not in result.err, result.describe())
+        result = self.run(npm, "ping", "--registry", f"http://denied.test:{self.web_port}/", extra_env=env, timeout=60)
+        self.blocked("npm ping http://denied.test", result, "denied.test", self.web_port, "deny-rule", header=False)
 
     def case_git(self):
         """git clone over smart HTTP from `git http-backend` (git honours $http_proxy)."""
@@ -861,7 +947,7 @@ class Suite:
             self.expect(
                 "GRPC_PROXY and grpc_proxy are set to the proxy's HTTP URL",
                 http_proxy is not None
-                and re.match(r"^http://127\.0\.0\.1:\d+$", http_proxy.group(1))
+                and re.match(r"^http://egress:[0-9a-f]{32}@127\.0\.0\.1:\d+$", http_proxy.group(1))
                 and f"GRPC_PROXY={http_proxy.group(1)}\n" in result.out
                 and f"grpc_proxy={http_proxy.group(1)}\n" in result.out,
                 result.describe(),
@@ -1077,6 +1163,8 @@ class Suite:
         ("curl-socks5", True, "case_curl_socks5"),
         ("python-urllib", True, "case_python_urllib"),
         ("git", True, "case_git"),
+        ("session-auth", True, "case_session_auth"),
+        ("npm", False, "case_npm"),
         ("python-requests", False, "case_python_requests"),
         ("pip", False, "case_pip"),
         ("node", False, "case_node"),

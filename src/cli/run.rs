@@ -1,7 +1,7 @@
 //! `egress-proxy run`: one command behind the proxy.
 //!
 //! The listeners go on ephemeral loopback ports, the child gets the proxy environment of
-//! [`CHILD_ENV`] on top of the inherited one, its stdio is ours, the signals we receive are
+//! [`env`] on top of the inherited one, its stdio is ours, the signals we receive are
 //! passed on, and its exit status becomes ours. At exit, one summary of what was blocked.
 //!
 //! Start-up sits between the user and their command, so nothing happens before the spawn that
@@ -23,6 +23,11 @@ use crate::isolate::{self, Sandbox};
 use crate::policy::escape_controls;
 use crate::respond::{self, Audience};
 use crate::server::Server;
+use crate::session::SessionToken;
+
+mod env;
+
+use env::child_env;
 
 /// How long connections left open by the child's leftovers may run after it exits.
 const GRACE: Duration = Duration::from_secs(1);
@@ -47,7 +52,15 @@ and there is no admin API. The child gets the HTTP proxy URL in HTTP_PROXY and H
 (also lower-case, and the WS_, GRPC_, DOCKER_, YARN_, npm_config_/NPM_CONFIG_, BUNDLE_ and PIP_ \
 forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
 NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
-forms are empty unless --no-proxy. The README's `run` section lists every variable. The proxy itself reads HTTPS_PROXY, \
+forms are empty unless --no-proxy. The README's `run` section lists every variable.
+
+The proxy URLs carry this run's credentials, `egress:<token>@` (a random token per run; \
+RSYNC_PROXY as `egress:<token>@127.0.0.1:<port>`, CLOUDSDK_PROXY_USERNAME/_PASSWORD), and the \
+listeners refuse a client without them (HTTP 407, SOCKS5 method 0xFF): other local users \
+cannot use this run's proxy. --no-session-auth turns that off for a client that cannot send \
+proxy credentials.
+
+The proxy itself reads HTTPS_PROXY, \
 HTTP_PROXY, ALL_PROXY and NO_PROXY from its own environment before setting the child's, and \
 chains through that upstream (unless `[upstream]` names another, or --no-upstream-proxy).
 
@@ -87,6 +100,12 @@ pub struct RunArgs {
     /// below). Also `[run] isolate = true`.
     #[arg(long)]
     isolate: bool,
+    /// Serve any local client, without this run's proxy credentials. By default the proxy
+    /// URLs carry `egress:<token>@` (a random token per run) and the listeners refuse clients
+    /// without it (HTTP 407, SOCKS5 method 0xFF), so other local users cannot use this
+    /// run's proxy; this is for a client that cannot send proxy credentials.
+    #[arg(long = "no-session-auth")]
+    no_session_auth: bool,
     /// The command to run and its arguments, best after `--`.
     #[arg(
         value_name = "CMD",
@@ -95,93 +114,6 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(OsString)
     )]
     command: Vec<OsString>,
-}
-
-/// What one variable of the child's environment is set to.
-#[derive(Clone, Copy, Debug)]
-enum Value {
-    /// `http://127.0.0.1:<http>`
-    HttpUrl,
-    /// `socks5h://127.0.0.1:<socks>`, or the HTTP URL when SOCKS5 is off.
-    SocksUrl,
-    /// `127.0.0.1:<http>`
-    HttpAuthority,
-    /// `127.0.0.1`
-    HttpHost,
-    /// `<http>`
-    HttpPort,
-    /// `--no-proxy LIST`, else the empty string.
-    NoProxy,
-    Fixed(&'static str),
-}
-
-/// The environment of SPEC section 8, set on top of the inherited one: the only place the
-/// child's proxy variables are named. npm reads `npm_config_<key>` for its config keys
-/// `proxy`, `https-proxy` and `noproxy` only; an `npm_config_http_proxy` makes every npm
-/// command warn "Unknown env config", so it is not set.
-const CHILD_ENV: &[(&str, Value)] = &[
-    ("HTTP_PROXY", Value::HttpUrl),
-    ("HTTPS_PROXY", Value::HttpUrl),
-    ("http_proxy", Value::HttpUrl),
-    ("https_proxy", Value::HttpUrl),
-    ("WS_PROXY", Value::HttpUrl),
-    ("WSS_PROXY", Value::HttpUrl),
-    ("ws_proxy", Value::HttpUrl),
-    ("wss_proxy", Value::HttpUrl),
-    ("GRPC_PROXY", Value::HttpUrl),
-    ("grpc_proxy", Value::HttpUrl),
-    ("DOCKER_HTTP_PROXY", Value::HttpUrl),
-    ("DOCKER_HTTPS_PROXY", Value::HttpUrl),
-    ("YARN_HTTP_PROXY", Value::HttpUrl),
-    ("YARN_HTTPS_PROXY", Value::HttpUrl),
-    ("npm_config_proxy", Value::HttpUrl),
-    ("npm_config_https_proxy", Value::HttpUrl),
-    ("NPM_CONFIG_PROXY", Value::HttpUrl),
-    ("NPM_CONFIG_HTTPS_PROXY", Value::HttpUrl),
-    ("BUNDLE_HTTP_PROXY", Value::HttpUrl),
-    ("BUNDLE_HTTPS_PROXY", Value::HttpUrl),
-    ("PIP_PROXY", Value::HttpUrl),
-    ("ALL_PROXY", Value::SocksUrl),
-    ("all_proxy", Value::SocksUrl),
-    ("FTP_PROXY", Value::SocksUrl),
-    ("ftp_proxy", Value::SocksUrl),
-    ("RSYNC_PROXY", Value::HttpAuthority),
-    ("CLOUDSDK_PROXY_TYPE", Value::Fixed("http")),
-    ("CLOUDSDK_PROXY_ADDRESS", Value::HttpHost),
-    ("CLOUDSDK_PROXY_PORT", Value::HttpPort),
-    ("NODE_USE_ENV_PROXY", Value::Fixed("1")),
-    ("ELECTRON_GET_USE_PROXY", Value::Fixed("true")),
-    ("EGRESS_PROXY_ACTIVE", Value::Fixed("1")),
-    ("NO_PROXY", Value::NoProxy),
-    ("no_proxy", Value::NoProxy),
-    ("npm_config_noproxy", Value::NoProxy),
-    ("NPM_CONFIG_NOPROXY", Value::NoProxy),
-    ("BUNDLE_NO_PROXY", Value::NoProxy),
-];
-
-/// Every variable of [`CHILD_ENV`] with its value for these listeners.
-fn child_env(
-    http: SocketAddr,
-    socks: Option<SocketAddr>,
-    no_proxy: Option<&str>,
-) -> Vec<(&'static str, String)> {
-    let http_url = format!("http://{http}");
-    let socks_url = socks.map_or_else(|| http_url.clone(), |addr| format!("socks5h://{addr}"));
-    CHILD_ENV
-        .iter()
-        .map(|&(name, value)| {
-            let value = match value {
-                Value::HttpUrl => http_url.clone(),
-                Value::SocksUrl => socks_url.clone(),
-                Value::HttpAuthority => http.to_string(),
-                Value::HttpHost => http.ip().to_string(),
-                Value::HttpPort => http.port().to_string(),
-                Value::NoProxy => no_proxy.unwrap_or("").to_string(),
-                Value::Fixed(text) => text.to_string(),
-            };
-            (name, value)
-        })
-        .collect()
 }
 
 pub fn run(args: &RunArgs) -> i32 {
@@ -221,6 +153,17 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_INTERNAL;
         }
     };
+    let session = if args.no_session_auth {
+        None
+    } else {
+        match SessionToken::generate() {
+            Ok(session) => Some(session),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_INTERNAL;
+            }
+        }
+    };
     let isolated = args.isolate || config.run.isolate;
     let options = isolate::Options {
         socks: config.enable_socks5,
@@ -243,7 +186,10 @@ pub fn run(args: &RunArgs) -> i32 {
         }
         // No admin API for `run`: the child could reach it on loopback. No file watch either:
         // a child that can write the policy files must not widen its own policy mid-run.
-        let mut builder = Server::builder(config).policy(policy).reload_from(sources);
+        let mut builder = Server::builder(config)
+            .policy(policy)
+            .reload_from(sources)
+            .session_auth(session.clone());
         if let Some(sandbox) = sandbox.as_mut() {
             if let Some((http, socks)) = sandbox.take_listeners() {
                 builder = builder.listeners(http, socks);
@@ -257,7 +203,7 @@ pub fn run(args: &RunArgs) -> i32 {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let code = run_child(args, &server, &mut signals, sandbox).await;
+        let code = run_child(args, &server, &mut signals, sandbox, session.as_ref()).await;
         if !args.quiet {
             print(&summary(&server.control.events().blocked_summary()));
         }
@@ -276,6 +222,7 @@ async fn run_child(
     server: &Server,
     signals: &mut Signals,
     sandbox: Option<Sandbox>,
+    session: Option<&SessionToken>,
 ) -> i32 {
     let (program, rest) = match args.command.split_first() {
         Some(split) => split,
@@ -287,6 +234,7 @@ async fn run_child(
         server.http_addr,
         server.socks_addr,
         args.no_proxy.as_deref().or(default_no_proxy),
+        session,
     );
     let spawned = match sandbox {
         // The helper starts the command and exits with its status.
@@ -408,36 +356,6 @@ mod tests {
     use crate::audit::{BlockedDest, Dest};
     use crate::policy::{Access, Action, Decision, Origin, Policy, PolicyOptions, RuleInfo};
     use crate::policy::{RuleRef, Target};
-
-    #[test]
-    fn env_values_follow_the_listeners() {
-        let http: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let socks: SocketAddr = "127.0.0.1:4001".parse().unwrap();
-        let env = child_env(http, Some(socks), None);
-        let get = |name: &str| {
-            env.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap()
-        };
-        assert_eq!(get("HTTPS_PROXY"), "http://127.0.0.1:4000");
-        assert_eq!(get("all_proxy"), "socks5h://127.0.0.1:4001");
-        assert_eq!(get("RSYNC_PROXY"), "127.0.0.1:4000");
-        assert_eq!(get("CLOUDSDK_PROXY_ADDRESS"), "127.0.0.1");
-        assert_eq!(get("CLOUDSDK_PROXY_PORT"), "4000");
-        assert_eq!(get("NO_PROXY"), "");
-        let env = child_env(http, None, Some("a.test,b.test"));
-        assert!(env
-            .iter()
-            .any(|(n, v)| *n == "FTP_PROXY" && v == "http://127.0.0.1:4000"));
-        assert!(env
-            .iter()
-            .any(|(n, v)| *n == "BUNDLE_NO_PROXY" && v == "a.test,b.test"));
-        let mut names: Vec<_> = CHILD_ENV.iter().map(|(n, _)| n).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), CHILD_ENV.len(), "a variable is listed twice");
-    }
 
     #[test]
     fn exit_codes_follow_the_shell() {

@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, PROXY_AUTHENTICATE,
+};
 use hyper::Response;
 
 use super::Body;
@@ -31,6 +33,9 @@ pub fn response(refusal: &Refusal<'_>) -> Response<Body> {
     headers.insert("x-proxy-error", HeaderValue::from_static(answer.error));
     if let Some(reason) = answer.reason {
         headers.insert("x-proxy-reason", HeaderValue::from_static(reason));
+    }
+    if let Some(challenge) = answer.challenge {
+        headers.insert(PROXY_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     response
 }

@@ -316,6 +316,32 @@ fn the_http_status_table() {
 }
 
 #[test]
+fn missing_session_credentials_are_a_407_with_a_basic_challenge() {
+    let answer = http(&Refusal::ProxyAuth);
+    assert_eq!(
+        (answer.status.as_u16(), answer.error, answer.reason),
+        (407, "proxy-auth-required", Some("proxy-auth-required"))
+    );
+    assert_eq!(answer.challenge, Some("Basic realm=\"egress-proxy\""));
+    assert!(answer
+        .body
+        .starts_with("egress-proxy: proxy authentication required"));
+    let json: serde_json::Value = serde_json::from_str(&answer.json).unwrap();
+    assert_eq!(json["status"], "error");
+    assert_eq!(json["error"], "proxy-auth-required");
+    assert_eq!(json["reason"], "proxy-auth-required");
+    assert_eq!(json["host"], serde_json::Value::Null);
+    // Only the 407 challenges.
+    assert_eq!(http(&Refusal::Busy).challenge, None);
+    let refused = denied(decided(&policy(Mode::Full), "evil.test", None));
+    let denial = http(&Refusal::Denied {
+        dest: "evil.test:443",
+        denied: &refused,
+    });
+    assert_eq!(denial.challenge, None);
+}
+
+#[test]
 fn the_busy_answer_is_well_formed_and_agrees_with_the_table() {
     let text = std::str::from_utf8(BUSY).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();

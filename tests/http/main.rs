@@ -18,3 +18,4 @@ mod forward;
 mod json;
 mod limits;
 mod policy;
+mod session;

@@ -30,6 +30,7 @@ use egress_proxy::config::{self, Limits, ProxyEnv, Sources};
 use egress_proxy::control::Control;
 use egress_proxy::policy::Mode;
 use egress_proxy::server::Server;
+use egress_proxy::session::SessionToken;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -55,6 +56,8 @@ pub struct ProxyBuilder {
     admin: bool,
     /// The proxy's own environment (`HTTPS_PROXY`, …), as the CLI would read it.
     env: Vec<(String, String)>,
+    /// The credentials every client must present (`run`'s session auth).
+    session: Option<SessionToken>,
 }
 
 /// The JSON audit lines the proxy wrote, shared with the test.
@@ -135,6 +138,7 @@ impl Proxy {
             extra: String::new(),
             admin: false,
             env: Vec::new(),
+            session: None,
         }
     }
 
@@ -263,6 +267,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Serves only clients with `session`'s credentials, as `run` does.
+    pub fn session(mut self, session: SessionToken) -> Self {
+        self.session = Some(session);
+        self
+    }
+
     /// Also runs the admin API, with the token [`TOKEN`] and no metrics recorder.
     pub fn admin(mut self) -> Self {
         self.admin = true;
@@ -315,6 +325,7 @@ impl ProxyBuilder {
         let mut server = Server::builder(config)
             .reload_from(sources)
             .audit(Box::new(audit.clone()))
+            .session_auth(self.session.clone())
             .ephemeral();
         if self.admin {
             server = server.admin(AdminOptions {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use egress_proxy::config::Limits;
 use egress_proxy::policy::Mode;
+use egress_proxy::session::SessionToken;
 
 use super::fake_dns::{Answer, FakeDns};
 use super::harness::{self, AuditLog};
@@ -19,6 +20,8 @@ pub struct Setup {
     pub mode: Mode,
     pub limits: Limits,
     pub udp: bool,
+    /// Session credentials every client must present (RFC 1929), as `run` sets them.
+    pub session: Option<SessionToken>,
 }
 
 impl Default for Setup {
@@ -37,6 +40,7 @@ impl Default for Setup {
                 ..Limits::default()
             },
             udp: true,
+            session: None,
         }
     }
 }
@@ -76,15 +80,17 @@ pub async fn start(setup: Setup) -> Proxy {
         ("gone.test", Answer::NxDomain),
     ]);
     let limits = setup.limits.clone();
-    let proxy = harness::Proxy::builder()
+    let mut builder = harness::Proxy::builder()
         .toml(&rules_toml(&setup.allow, &setup.deny))
         .allow_local_binding(setup.allow_local_binding)
         .mode(setup.mode)
         .udp(setup.udp)
         .limits(|l| *l = limits)
-        .dns(&dns)
-        .start()
-        .await;
+        .dns(&dns);
+    if let Some(session) = setup.session {
+        builder = builder.session(session);
+    }
+    let proxy = builder.start().await;
     Proxy {
         addr: proxy.socks_addr(),
         audit: proxy.audit.clone(),

@@ -7,6 +7,10 @@
 //   node node_client.js fetch URL          global fetch(); only proxied when the runtime honours
 //                                          NODE_USE_ENV_PROXY=1 (Node >= 24 / 22.21)
 //
+// The proxy URL's `user:password@` goes out as `Proxy-Authorization: Basic`, as proxy agents
+// do; with E2E_IGNORE_PROXY_CREDENTIALS=1 it is left out, as by a client that cannot send
+// proxy credentials.
+//
 // Prints `status=`, `x-proxy-reason=`, `body=` (or `error=`) lines. Exit: 0 on success, 1 on a
 // refusal by the proxy or a non-200 status, 2 on any other error, 3 on the overall deadline.
 'use strict';
@@ -51,6 +55,13 @@ function proxyFromEnv(names) {
   throw new Error(`none of ${names.join(' ')} is set`);
 }
 
+// The Proxy-Authorization header for the credentials in `proxy` (a URL), if any.
+function proxyAuth(proxy) {
+  if (!proxy.username || process.env.E2E_IGNORE_PROXY_CREDENTIALS === '1') return {};
+  const pair = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+  return { 'proxy-authorization': `Basic ${Buffer.from(pair).toString('base64')}` };
+}
+
 function collect(res, then) {
   const chunks = [];
   res.on('data', (c) => chunks.push(c));
@@ -66,7 +77,7 @@ function tunnel(proxy, authority) {
       port: proxy.port,
       method: 'CONNECT',
       path: authority,
-      headers: { host: authority },
+      headers: { host: authority, ...proxyAuth(proxy) },
     });
     req.on('connect', (res, socket, head) => {
       // Bytes the origin sent right behind the proxy's 200 (an h2 server's SETTINGS) can
@@ -96,7 +107,7 @@ function plainHttp() {
       port: proxy.port,
       method: 'GET',
       path: url.href,
-      headers: { host: url.host },
+      headers: { host: url.host, ...proxyAuth(proxy) },
     },
     (res) => collect(res, (body) => show(res.statusCode, res.headers, body)),
   );
