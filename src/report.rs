@@ -301,9 +301,16 @@ struct JsonPolicy<'a> {
     dns_timeout_ms: u128,
     dns_multi_answer: &'static str,
     upstream: JsonUpstream,
+    run: JsonRun,
     rules: Vec<JsonRule<'a>>,
     unix_sockets: Vec<JsonUnix>,
     warnings: Vec<String>,
+}
+
+/// `[run]`: what `run` does with the command.
+#[derive(Serialize)]
+struct JsonRun {
+    isolate: bool,
 }
 
 #[derive(Serialize)]
@@ -417,6 +424,9 @@ pub fn effective_json(config: &Config, policy: &Policy) -> String {
         dns_timeout_ms: config.dns.timeout.as_millis(),
         dns_multi_answer: config.dns.multi_answer.as_str(),
         upstream: upstream_json(&config.upstream),
+        run: JsonRun {
+            isolate: config.run.isolate,
+        },
         rules: rules_json(policy),
         unix_sockets: config
             .unix_sockets

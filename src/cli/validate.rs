@@ -88,6 +88,12 @@ fn text(config: &Config, policy: &Policy) -> String {
         let ranges: Vec<String> = declared.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "public ranges (declared): {}", ranges.join(", "));
     }
+    if config.run.isolate {
+        let _ = writeln!(
+            out,
+            "run: isolate (the command gets its own network namespace)"
+        );
+    }
     for line in report::upstream_lines(&config.upstream) {
         let _ = writeln!(out, "{line}");
     }

@@ -107,6 +107,13 @@ fn validate_json_is_one_parseable_object() {
         ])
     );
     assert_eq!(v["warnings"], serde_json::json!([]));
+    assert_eq!(v["run"]["isolate"], false);
+    let q = files.write("i.toml", "[run]\nisolate = true\n");
+    let (_, out, _) = run(&["validate", "--json", "--config", &q]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["run"]["isolate"], true);
+    let (_, out, _) = run(&["validate", "--config", &q]);
+    assert!(out.contains("run: isolate"), "{out}");
 }
 
 #[test]
