@@ -15,10 +15,11 @@ run printed. For each client (cargo with a fresh CARGO_HOME and one small depend
    `deny-rule` while the client still runs.
 
     python3 integration/real_network.py [--bin target/release/egress-proxy] [-k cargo]
-        [--upstream http://127.0.0.1:3129]
+        [--upstream http://127.0.0.1:3129] [--isolate]
 
 With `--upstream URL` the proxy's own HTTPS_PROXY and HTTP_PROXY name that upstream proxy, so
-every step also shows the chaining: what is allowed goes through it, by name.
+every step also shows the chaining: what is allowed goes through it, by name. With
+`--isolate` every client runs under `run --isolate`, so only the proxy leads out.
 
 Prints one line per step and `N passed, N failed`; exit status 1 on any failure.
 """
@@ -83,6 +84,7 @@ class Run:
     def __init__(self, args):
         self.bin = args.bin
         self.upstream = args.upstream
+        self.isolate = ["--isolate"] if args.isolate else []
         self.passed = 0
         self.failed = 0
 
@@ -96,7 +98,7 @@ class Run:
 
     def run(self, flags, client):
         cmd, cwd, env = client() if callable(client) else client
-        full = [self.bin, "run", "--config", POLICY, *flags, "--", *cmd]
+        full = [self.bin, "run", "--config", POLICY, *self.isolate, *flags, "--", *cmd]
         environment = {**os.environ, **env}
         if self.upstream:
             environment.update(HTTPS_PROXY=self.upstream, HTTP_PROXY=self.upstream)
@@ -157,6 +159,7 @@ def main():
     parser.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "egress-proxy"))
     parser.add_argument("-k", dest="only", help="run only the clients whose name contains this")
     parser.add_argument("--upstream", help="an upstream proxy URL the proxy chains through")
+    parser.add_argument("--isolate", action="store_true", help="run every client under --isolate")
     args = parser.parse_args()
     run = Run(args)
     work = tempfile.mkdtemp(prefix="egress-real-")
