@@ -263,32 +263,12 @@ impl Server {
         .with_upstream(chain)
         .with_session(session);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
-
-        let mut tasks = Vec::new();
-        tracing::info!(addr = %http_addr, "http proxy listening");
-        tasks.push(tokio::spawn(crate::http::serve(
-            http,
-            ctx.clone(),
-            stopping(drain.clone()),
-        )));
-        if let (Some(socks), Some(addr)) = (socks, socks_addr) {
-            let udp = if config.enable_socks5_udp {
-                "with UDP"
-            } else {
-                "TCP only"
-            };
-            tracing::info!(%addr, udp, "socks5 proxy listening");
-            let opts = SocksOptions {
-                udp: config.enable_socks5_udp,
-                relay: udp_relay,
-            };
-            tasks.push(tokio::spawn(socks5::serve(
-                socks,
-                ctx.clone(),
-                opts,
-                stopping(drain.clone()),
-            )));
-        }
+        let socks = socks.zip(socks_addr);
+        let socks_options = SocksOptions {
+            udp: config.enable_socks5_udp,
+            relay: udp_relay,
+        };
+        let mut tasks = serve_proxies((http, http_addr), socks, socks_options, &ctx, &drain);
         let control = Arc::new(Control {
             sources,
             policy: handle,
@@ -355,6 +335,40 @@ fn events(
     };
     events.log_allowed_at_info(allowed_at_info);
     Arc::new(events)
+}
+
+/// Spawns the HTTP listener and, when it runs, the SOCKS5 one; each stops accepting when
+/// `drain` says so.
+fn serve_proxies(
+    (http, http_addr): (TcpListener, SocketAddr),
+    socks: Option<(TcpListener, SocketAddr)>,
+    socks_options: SocksOptions,
+    ctx: &Ctx,
+    drain: &drain::Drain,
+) -> Vec<JoinHandle<()>> {
+    let stopping = |drain: drain::Drain| async move { drain.stopping().await };
+    let mut tasks = Vec::new();
+    tracing::info!(addr = %http_addr, "http proxy listening");
+    tasks.push(tokio::spawn(crate::http::serve(
+        http,
+        ctx.clone(),
+        stopping(drain.clone()),
+    )));
+    if let Some((socks, addr)) = socks {
+        let udp = if socks_options.udp {
+            "with UDP"
+        } else {
+            "TCP only"
+        };
+        tracing::info!(%addr, udp, "socks5 proxy listening");
+        tasks.push(tokio::spawn(socks5::serve(
+            socks,
+            ctx.clone(),
+            socks_options,
+            stopping(drain.clone()),
+        )));
+    }
+    tasks
 }
 
 /// The listeners a configuration asks for, bound.
