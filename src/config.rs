@@ -116,6 +116,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[run]`.
     pub run: RunConfig,
+    /// `mitm`: HTTPS inspection.
+    pub mitm: MitmConfig,
     /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
     /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
     pub warnings: Vec<String>,
@@ -216,6 +218,28 @@ pub struct RunConfig {
     /// Run it in its own network namespace, where the proxy is the only way out
     /// (`run --isolate`).
     pub isolate: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `mitm = true` or `[mitm]`: HTTPS inspection. Which hosts are intercepted is the policy's
+/// ([`Policy`]'s inspection scope); this is the CA and the trust for the origin side.
+pub struct MitmConfig {
+    /// Interception is configured at all (`mitm = true`, `[mitm] enabled`).
+    pub enabled: bool,
+    /// `[mitm] ca_cert` and `ca_key`: the CA to mint leaf certificates with; `None` for the
+    /// one generated under the user's data directory.
+    pub ca: Option<CaFiles>,
+    /// `[mitm] upstream_ca`: CAs trusted for origins besides the system roots.
+    pub upstream_ca: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+/// A CA given as two PEM files.
+pub struct CaFiles {
+    /// The CA certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::listen::{self, Listener};
 use super::merge::{Entries, Merged, Set};
 use super::upstream::{self, Inputs};
 use super::warnings;
-use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, RunConfig, Sources};
+use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, MitmConfig, RunConfig, Sources};
 use crate::policy::{Action, RuleSpec, UnixAction, UnixSocketSpec};
 
 fn value<T: Clone>(set: &Option<Set<T>>) -> Option<T> {
@@ -119,6 +119,7 @@ pub(super) fn finish(
         run: RunConfig {
             isolate: flag(&s.run.isolate, false),
         },
+        mitm: MitmConfig::default(),
         warnings,
     })
 }

@@ -77,6 +77,7 @@ fn defaults(enabled: bool) -> Config {
         admin: AdminConfig::default(),
         log: LogConfig::default(),
         run: RunConfig::default(),
+        mitm: MitmConfig::default(),
         warnings: Vec::new(),
     }
 }
