@@ -31,6 +31,8 @@ pub(crate) const CONNECT_SECONDS: &str = "egress_connect_seconds";
 /// Counter `{kind, result}`: connections opened through an upstream proxy (`kind`: http,
 /// https, socks5, socks5h; `result`: ok, unreachable, tls, auth, refused).
 pub(crate) const UPSTREAM_CONNECTS: &str = "egress_upstream_connects_total";
+/// Counter: leaf certificates minted for intercepted hosts (a cached host mints none).
+pub(crate) const MITM_LEAVES_MINTED: &str = "egress_mitm_leaves_minted_total";
 /// Counter: audit lines that could not be written.
 pub(crate) const AUDIT_WRITE_ERRORS: &str = "egress_audit_write_errors_total";
 
@@ -104,6 +106,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_CONNECTS,
         "Tunnels and forward connections opened through the upstream proxy, by its kind and the result"
+    );
+    describe_counter!(
+        MITM_LEAVES_MINTED,
+        "Leaf certificates minted for intercepted hosts (each host once while it stays cached)"
     );
     describe_counter!(AUDIT_WRITE_ERRORS, "Audit lines that could not be written");
 }

@@ -25,6 +25,7 @@ use crate::audit::{Closed, Dest, Events, Protocol};
 use crate::config::Limits;
 use crate::dns::DnsError;
 use crate::gate::{Denied, Gate, Pinned, PinnedUnix};
+use crate::mitm::Mitm;
 use crate::policy::{Access, DecidedBy, Decision, Target};
 use crate::session::SessionToken;
 use route::Route;
@@ -48,6 +49,8 @@ pub struct Ctx {
     /// The credentials every client must present (`run`'s session token); `None` serves
     /// any client that reaches the listener.
     pub session: Option<SessionToken>,
+    /// HTTPS inspection's CA and TLS configurations, when `mitm` is enabled.
+    pub mitm: Option<Arc<Mitm>>,
 }
 
 impl Ctx {
@@ -75,12 +78,19 @@ impl Ctx {
             tunnels: Arc::default(),
             upstream: None,
             session: None,
+            mitm: None,
         }
     }
 
     /// The same context, serving only clients that present `session`.
     pub fn with_session(mut self, session: Option<SessionToken>) -> Self {
         self.session = session;
+        self
+    }
+
+    /// The same context, intercepting with `mitm`.
+    pub fn with_mitm(mut self, mitm: Option<Arc<Mitm>>) -> Self {
+        self.mitm = mitm;
         self
     }
 

@@ -18,6 +18,7 @@ use crate::decider::{Asker, Decider, DeciderOptions};
 use crate::dns::Resolver;
 use crate::gate::{policy_handle, Gate};
 use crate::isolate::UdpFactory;
+use crate::mitm::Mitm;
 use crate::net::drain::{self, DrainHandle};
 use crate::net::upstream::Chain;
 /// Why TLS to an `https://` upstream proxy cannot be set up.
@@ -71,6 +72,7 @@ pub struct Builder {
     listeners: Option<Listeners>,
     udp_relay: Option<Arc<UdpFactory>>,
     session: Option<SessionToken>,
+    mitm: Option<Arc<Mitm>>,
 }
 
 /// Listeners bound by someone else: HTTP, and SOCKS5 if it runs.
@@ -83,6 +85,13 @@ impl Builder {
     /// use its proxy.
     pub fn session_auth(mut self, session: Option<SessionToken>) -> Self {
         self.session = session;
+        self
+    }
+
+    /// Intercepts with `mitm` (its CA and TLS configurations) the tunnels the policy says to
+    /// inspect; `serve` and `run` build it at start when `mitm` is enabled.
+    pub fn mitm(mut self, mitm: Arc<Mitm>) -> Self {
+        self.mitm = Some(mitm);
         self
     }
 
@@ -211,6 +220,7 @@ impl Server {
             listeners: None,
             udp_relay: None,
             session: None,
+            mitm: None,
         }
     }
 
@@ -227,6 +237,7 @@ impl Server {
             listeners,
             udp_relay,
             session,
+            mitm,
             ..
         } = builder;
         let Bound {
@@ -261,7 +272,8 @@ impl Server {
             drain.clone(),
         )
         .with_upstream(chain)
-        .with_session(session);
+        .with_session(session)
+        .with_mitm(mitm);
         let stopping = |drain: drain::Drain| async move { drain.stopping().await };
         let socks = socks.zip(socks_addr);
         let socks_options = SocksOptions {

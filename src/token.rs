@@ -4,9 +4,9 @@
 //! The token itself is never logged or shown in `Debug` output; only the file it lives in.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -143,65 +143,29 @@ pub fn generate(xdg_runtime_dir: Option<&Path>, temp_dir: &Path) -> Result<Admin
 /// Creates `dir` with mode 0700, or makes sure an existing one is a real directory (not a
 /// symlink) that we own, and restricts it to 0700.
 fn private_dir(dir: &Path) -> Result<PathBuf, String> {
-    let shown = dir.display();
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => return Ok(dir.to_path_buf()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {shown}: {e}")),
-    }
-    let meta = fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect {shown}: {e}"))?;
-    if !meta.file_type().is_dir() {
-        return Err(format!(
-            "{shown} exists and is not a directory; remove it or set [admin] token_file"
-        ));
-    }
-    // Only the owner (or root) may change the mode, so this also checks ownership.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("cannot restrict {shown} to mode 0700: {e}"))?;
+    crate::private::dir(dir).map_err(|e| {
+        format!(
+            "cannot use {} for the admin token: {e}; remove it or set [admin] token_file",
+            dir.display()
+        )
+    })?;
     Ok(dir.to_path_buf())
 }
 
-/// A directory nobody else created: `egress-proxy-<pid>`, or with a random suffix when that
-/// name already exists (a stale directory of an earlier process with the same pid).
+/// A directory nobody else created: `egress-proxy-<pid>`, or with a random suffix.
 fn fresh_dir(temp_dir: &Path) -> Result<PathBuf, String> {
-    let pid = std::process::id();
-    let mut candidate = temp_dir.join(format!("egress-proxy-{pid}"));
-    for _ in 0..8 {
-        match DirBuilder::new().mode(0o700).create(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let suffix = hex(&urandom::<4>()?);
-                candidate = temp_dir.join(format!("egress-proxy-{pid}-{suffix}"));
-            }
-            Err(e) => return Err(format!("cannot create {}: {e}", candidate.display())),
-        }
-    }
-    Err(format!(
-        "cannot create a fresh directory for the admin token in {}",
-        temp_dir.display()
-    ))
+    crate::private::fresh_dir(temp_dir, "egress-proxy").map_err(|e| {
+        format!(
+            "cannot create a fresh directory for the admin token in {}: {e}",
+            temp_dir.display()
+        )
+    })
 }
 
-/// Writes `token` to `path` with mode 0600 through a new temporary file and a rename, so an
-/// existing file (or a symlink planted there) is replaced, never written through.
+/// Writes `token` to `path` with mode 0600, never through a file or symlink planted there.
 fn write_private(path: &Path, token: &str) -> Result<(), String> {
-    let tmp = path.with_file_name(format!(".{TOKEN_FILE_NAME}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(token.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("cannot write the admin token to {}: {e}", path.display())
-    })
+    crate::private::write(path, format!("{token}\n").as_bytes())
+        .map_err(|e| format!("cannot write the admin token to {}: {e}", path.display()))
 }
 
 /// `N` bytes from the kernel's random source (also the session token's, `crate::session`).

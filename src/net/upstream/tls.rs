@@ -1,15 +1,13 @@
 //! TLS to an `https://` upstream: rustls with the ring provider, verifying the proxy's
-//! certificate against the system's trust store (rustls-native-certs: a corporate proxy's CA
-//! is installed there, and a compiled-in bundle such as webpki-roots would not have it), plus
-//! the PEM certificates of `[upstream] ca_file`.
+//! certificate against the system's trust store plus the PEM certificates of
+//! `[upstream] ca_file` ([`crate::roots`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -38,32 +36,10 @@ pub enum SetupError {
 
 /// The connector every `https://` upstream uses.
 pub(super) fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, SetupError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::debug!(%error, "skipping part of the system trust store");
-    }
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(
-        added,
-        "system CA certificates loaded for the https:// upstream"
-    );
-    if let Some(path) = ca_file {
-        let bad = |reason: String| SetupError::CaFile {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificate in it".to_string()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        }
-    }
+    let roots = crate::roots::store(ca_file).map_err(|reason| SetupError::CaFile {
+        path: ca_file.map(Path::to_path_buf).unwrap_or_default(),
+        reason,
+    })?;
     if roots.is_empty() {
         return Err(SetupError::NoRoots);
     }
