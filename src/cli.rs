@@ -2,6 +2,7 @@
 //!
 //! Every failure is one line on stderr and an exit code, never a panic or a backtrace.
 
+mod ca;
 mod check;
 #[cfg(target_os = "linux")]
 mod isolate;
@@ -35,6 +36,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The local CA of HTTPS inspection: `path`, `show` (`--pem`) or `rotate`.
+    Ca(ca::CaArgs),
     /// Explain the verdict for each TARGET (`host`, `host:port`, `[v6]:port`, a bare IPv6 address or a URL).
     Check(check::CheckArgs),
     /// Run CMD with its network confined to the policy: ephemeral loopback listeners, proxy
@@ -120,6 +123,20 @@ fn load_enabled(sources: &Sources, refusing: &str) -> Result<(Config, Policy), i
     Ok((config, policy))
 }
 
+/// HTTPS inspection's CA and TLS configurations when `mitm` is enabled, built before anything
+/// listens; a CA that cannot be used is one line on stderr and the usage exit code.
+fn load_mitm(config: &Config) -> Result<Option<std::sync::Arc<crate::mitm::Mitm>>, i32> {
+    if !config.mitm.enabled {
+        return Ok(None);
+    }
+    crate::mitm::Mitm::new(&config.mitm)
+        .map(Some)
+        .map_err(|err| {
+            eprintln!("error: {err}");
+            EXIT_USAGE
+        })
+}
+
 /// Starts the listeners of `serve` and `run`, with their audit log if one was asked for; a
 /// failure is one line on stderr and `failed` as the exit code.
 async fn start(
@@ -156,6 +173,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
+        Command::Ca(args) => ca::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Serve(args) => serve::run(&args),

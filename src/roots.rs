@@ -48,3 +48,12 @@ pub(crate) fn store(extra: Option<&Path>) -> Result<RootCertStore, String> {
     }
     Ok(roots)
 }
+
+/// The system roots as one PEM text (for a child's `SSL_CERT_FILE`).
+pub(crate) fn system_pem() -> String {
+    let pems: Vec<_> = system()
+        .iter()
+        .map(|cert| pem::Pem::new("CERTIFICATE", cert.to_vec()))
+        .collect();
+    pem::encode_many(&pems)
+}

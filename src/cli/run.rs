@@ -25,9 +25,11 @@ use crate::respond::{self, Audience};
 use crate::server::Server;
 use crate::session::SessionToken;
 
+mod bundle;
 mod env;
 
-use env::child_env;
+use bundle::Bundle;
+use env::{child_env, Extras};
 
 /// How long connections left open by the child's leftovers may run after it exits.
 const GRACE: Duration = Duration::from_secs(1);
@@ -52,7 +54,11 @@ and there is no admin API. The child gets the HTTP proxy URL in HTTP_PROXY and H
 (also lower-case, and the WS_, GRPC_, DOCKER_, YARN_, npm_config_/NPM_CONFIG_, BUNDLE_ and PIP_ \
 forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
 NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
-forms are empty unless --no-proxy. The README's `run` section lists every variable.
+forms are empty unless --no-proxy. With HTTPS inspection (`mitm`), SSL_CERT_FILE, \
+REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS, GIT_SSL_CAINFO, PIP_CERT, \
+CARGO_HTTP_CAINFO, AWS_CA_BUNDLE and DENO_CERT name a bundle of the system roots and the local \
+CA (a 0600 file in a fresh 0700 temporary directory, removed when run exits). The README's \
+`run` section lists every variable.
 
 The proxy URLs carry this run's credentials, `egress:<token>@` (a random token per run; \
 RSYNC_PROXY as `egress:<token>@127.0.0.1:<port>`, CLOUDSDK_PROXY_USERNAME/_PASSWORD), and the \
@@ -140,29 +146,18 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    // Two workers: the proxy keeps serving while one is busy, without a thread per core
-    // started in front of every command.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
-    let session = if args.no_session_auth {
-        None
-    } else {
-        match SessionToken::generate() {
-            Ok(session) => Some(session),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return EXIT_INTERNAL;
-            }
-        }
+    let session = match session(args) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    // Dropped when `run` returns, however the child ended: the bundle goes with it.
+    let (mitm, bundle) = match bundle::start(&config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let isolated = args.isolate || config.run.isolate;
     let options = isolate::Options {
@@ -190,6 +185,9 @@ pub fn run(args: &RunArgs) -> i32 {
             .policy(policy)
             .reload_from(sources)
             .session_auth(session.clone());
+        if let Some(mitm) = mitm {
+            builder = builder.mitm(mitm);
+        }
         if let Some(sandbox) = sandbox.as_mut() {
             if let Some((http, socks)) = sandbox.take_listeners() {
                 builder = builder.listeners(http, socks);
@@ -203,7 +201,12 @@ pub fn run(args: &RunArgs) -> i32 {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let code = run_child(args, &server, &mut signals, sandbox, session.as_ref()).await;
+        let extras = Extras {
+            no_proxy: None,
+            session: session.as_ref(),
+            ca_bundle: bundle.as_ref().map(Bundle::path),
+        };
+        let code = run_child(args, &server, &mut signals, sandbox, extras).await;
         if !args.quiet {
             print(&summary(&server.control.events().blocked_summary()));
         }
@@ -222,7 +225,7 @@ async fn run_child(
     server: &Server,
     signals: &mut Signals,
     sandbox: Option<Sandbox>,
-    session: Option<&SessionToken>,
+    extras: Extras<'_>,
 ) -> i32 {
     let (program, rest) = match args.command.split_first() {
         Some(split) => split,
@@ -230,12 +233,11 @@ async fn run_child(
     };
     // Inside the namespace loopback is the command's own: its servers are reached directly.
     let default_no_proxy = sandbox.as_ref().map(|_| isolate::NO_PROXY);
-    let env = child_env(
-        server.http_addr,
-        server.socks_addr,
-        args.no_proxy.as_deref().or(default_no_proxy),
-        session,
-    );
+    let extras = Extras {
+        no_proxy: args.no_proxy.as_deref().or(default_no_proxy),
+        ..extras
+    };
+    let env = child_env(server.http_addr, server.socks_addr, extras);
     let spawned = match sandbox {
         // The helper starts the command and exits with its status.
         Some(sandbox) => sandbox.spawn(&env).await.map_err(|err| {
@@ -260,6 +262,30 @@ async fn run_child(
             EXIT_INTERNAL
         }
     }
+}
+
+/// Two workers: the proxy keeps serving while one is busy, without a thread per core started
+/// in front of every command.
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the runtime: {err}");
+            EXIT_INTERNAL
+        })
+}
+
+/// This run's proxy credentials, unless --no-session-auth.
+fn session(args: &RunArgs) -> Result<Option<SessionToken>, i32> {
+    if args.no_session_auth {
+        return Ok(None);
+    }
+    SessionToken::generate().map(Some).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_INTERNAL
+    })
 }
 
 /// Reports why `program` could not be started; the exit code as a shell gives it.

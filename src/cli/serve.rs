@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::AdminOptions;
 use crate::config::{Config, Sources};
+use crate::mitm::Mitm;
 use crate::policy::Policy;
 use crate::server::Server;
 
@@ -65,6 +66,10 @@ pub fn run(args: &ServeArgs) -> i32 {
     for warning in crate::report::warnings(&config, &policy) {
         tracing::warn!("{warning}");
     }
+    let mitm = match super::load_mitm(&config) {
+        Ok(mitm) => mitm,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,7 +80,7 @@ pub fn run(args: &ServeArgs) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(gateway(args, config, policy, sources, audit))
+    runtime.block_on(gateway(args, config, policy, sources, audit, mitm))
 }
 
 /// Runs the gateway on the runtime until SIGINT/SIGTERM; the exit code.
@@ -85,6 +90,7 @@ async fn gateway(
     policy: Policy,
     sources: Sources,
     audit: Option<Box<dyn std::io::Write + Send>>,
+    mitm: Option<Arc<Mitm>>,
 ) -> i32 {
     // Installed before any listener line is logged: a supervisor that
     // signals as soon as it sees the startup lines must not kill us. Also before a token
@@ -127,6 +133,10 @@ async fn gateway(
         .watch(!args.no_watch)
         .admin(admin_options)
         .log_allowed_at_info(true);
+    let builder = match mitm {
+        Some(mitm) => builder.mitm(mitm),
+        None => builder,
+    };
     let server = match super::start(builder, audit, 1).await {
         Ok(server) => server,
         Err(code) => return code,

@@ -15,8 +15,14 @@ pub fn without_proxy_env(command: &mut Command) -> &mut Command {
 
 /// Runs the binary with `args` (no `RUST_LOG`, no stdin): exit code, stdout, stderr.
 pub fn run(args: &[&str]) -> (i32, String, String) {
+    run_env(args, &[])
+}
+
+/// [`run`] with these variables added to the environment.
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = without_proxy_env(&mut Command::new(BIN))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()

@@ -24,6 +24,9 @@ enum Value {
     Password,
     /// `--no-proxy LIST`, else the empty string.
     NoProxy,
+    /// The CA bundle's path (system roots plus the local CA); not set without HTTPS
+    /// inspection.
+    CaBundle,
     Fixed(&'static str),
 }
 
@@ -71,15 +74,39 @@ const CHILD_ENV: &[(&str, Value)] = &[
     ("npm_config_noproxy", Value::NoProxy),
     ("NPM_CONFIG_NOPROXY", Value::NoProxy),
     ("BUNDLE_NO_PROXY", Value::NoProxy),
+    ("SSL_CERT_FILE", Value::CaBundle),
+    ("REQUESTS_CA_BUNDLE", Value::CaBundle),
+    ("CURL_CA_BUNDLE", Value::CaBundle),
+    ("NODE_EXTRA_CA_CERTS", Value::CaBundle),
+    ("GIT_SSL_CAINFO", Value::CaBundle),
+    ("PIP_CERT", Value::CaBundle),
+    ("CARGO_HTTP_CAINFO", Value::CaBundle),
+    ("AWS_CA_BUNDLE", Value::CaBundle),
+    ("DENO_CERT", Value::CaBundle),
 ];
 
-/// Every variable of [`CHILD_ENV`] with its value for these listeners and credentials.
+/// What the child's environment is made from besides the listeners.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Extras<'a> {
+    /// `--no-proxy LIST`, or the isolated run's default.
+    pub no_proxy: Option<&'a str>,
+    /// This run's proxy credentials.
+    pub session: Option<&'a SessionToken>,
+    /// The CA bundle's path, with HTTPS inspection.
+    pub ca_bundle: Option<&'a str>,
+}
+
+/// Every variable of [`CHILD_ENV`] with its value for these listeners and extras.
 pub(super) fn child_env(
     http: SocketAddr,
     socks: Option<SocketAddr>,
-    no_proxy: Option<&str>,
-    session: Option<&SessionToken>,
+    extras: Extras<'_>,
 ) -> Vec<(&'static str, String)> {
+    let Extras {
+        no_proxy,
+        session,
+        ca_bundle,
+    } = extras;
     let creds = session.map_or_else(String::new, |s| format!("{}:{}@", session::USER, s.token()));
     let http_url = format!("http://{creds}{http}");
     let socks_url = socks.map_or_else(
@@ -98,6 +125,7 @@ pub(super) fn child_env(
                 Value::User => session.map(|_| session::USER.to_string())?,
                 Value::Password => session.map(|s| s.token().to_string())?,
                 Value::NoProxy => no_proxy.unwrap_or("").to_string(),
+                Value::CaBundle => ca_bundle?.to_string(),
                 Value::Fixed(text) => text.to_string(),
             };
             Some((name, value))
@@ -113,7 +141,7 @@ mod tests {
     fn env_values_follow_the_listeners() {
         let http: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let socks: SocketAddr = "127.0.0.1:4001".parse().unwrap();
-        let env = child_env(http, Some(socks), None, None);
+        let env = child_env(http, Some(socks), Extras::default());
         let get = |name: &str| {
             env.iter()
                 .find(|(n, _)| *n == name)
@@ -130,7 +158,20 @@ mod tests {
             .iter()
             .any(|(n, _)| n.starts_with("CLOUDSDK_PROXY_USER")));
         assert!(!env.iter().any(|(n, _)| *n == "CLOUDSDK_PROXY_PASSWORD"));
-        let env = child_env(http, None, Some("a.test,b.test"), None);
+        let ca_vars = CHILD_ENV
+            .iter()
+            .filter(|(_, v)| matches!(v, Value::CaBundle));
+        assert_eq!(ca_vars.count(), 9);
+        assert!(
+            !env.iter()
+                .any(|(n, _)| *n == "SSL_CERT_FILE" || *n == "DENO_CERT"),
+            "CA variables without HTTPS inspection"
+        );
+        let no_proxy = Extras {
+            no_proxy: Some("a.test,b.test"),
+            ..Extras::default()
+        };
+        let env = child_env(http, None, no_proxy);
         assert!(env
             .iter()
             .any(|(n, v)| *n == "FTP_PROXY" && v == "http://127.0.0.1:4000"));
@@ -138,7 +179,11 @@ mod tests {
             .iter()
             .any(|(n, v)| *n == "BUNDLE_NO_PROXY" && v == "a.test,b.test"));
         let session = SessionToken::parse("0123456789abcdef0123456789abcdef").unwrap();
-        let env = child_env(http, Some(socks), None, Some(&session));
+        let with_session = Extras {
+            session: Some(&session),
+            ..Extras::default()
+        };
+        let env = child_env(http, Some(socks), with_session);
         let get = |name: &str| {
             env.iter()
                 .find(|(n, _)| *n == name)
@@ -152,10 +197,25 @@ mod tests {
         assert_eq!(get("CLOUDSDK_PROXY_ADDRESS"), "127.0.0.1");
         assert_eq!(get("CLOUDSDK_PROXY_USERNAME"), "egress");
         assert_eq!(get("CLOUDSDK_PROXY_PASSWORD"), session.token());
-        let env = child_env(http, None, None, Some(&session));
+        let everything = Extras {
+            session: Some(&session),
+            ca_bundle: Some("/tmp/egress-proxy-ca-1/ca-bundle.pem"),
+            ..Extras::default()
+        };
+        let env = child_env(http, None, everything);
         assert!(env
             .iter()
             .any(|(n, v)| *n == "ftp_proxy" && *v == format!("http://{creds}127.0.0.1:4000")));
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+            "PIP_CERT",
+        ] {
+            assert!(env
+                .iter()
+                .any(|(n, v)| *n == name && v == "/tmp/egress-proxy-ca-1/ca-bundle.pem"));
+        }
         assert_eq!(env.len(), CHILD_ENV.len());
         let mut names: Vec<_> = CHILD_ENV.iter().map(|(n, _)| n).collect();
         names.sort();
