@@ -31,6 +31,12 @@ pub(crate) const CONNECT_SECONDS: &str = "egress_connect_seconds";
 /// Counter `{kind, result}`: connections opened through an upstream proxy (`kind`: http,
 /// https, socks5, socks5h; `result`: ok, unreachable, tls, auth, refused).
 pub(crate) const UPSTREAM_CONNECTS: &str = "egress_upstream_connects_total";
+/// Counter `{result}`: requests inside intercepted TLS tunnels (`forwarded`, `refused`,
+/// `failed`).
+pub(crate) const INTERCEPTED_REQUESTS: &str = "egress_intercepted_requests_total";
+/// Counter `{side}`: TLS handshakes of intercepted tunnels that failed, with the client or
+/// with the origin.
+pub(crate) const TLS_FAILURES: &str = "egress_tls_failures_total";
 /// Counter: audit lines that could not be written.
 pub(crate) const AUDIT_WRITE_ERRORS: &str = "egress_audit_write_errors_total";
 
@@ -104,6 +110,14 @@ fn describe() {
     describe_counter!(
         UPSTREAM_CONNECTS,
         "Tunnels and forward connections opened through the upstream proxy, by its kind and the result"
+    );
+    describe_counter!(
+        INTERCEPTED_REQUESTS,
+        "Requests inside intercepted TLS tunnels: forwarded to the origin, refused inside TLS, or failed at the origin"
+    );
+    describe_counter!(
+        TLS_FAILURES,
+        "Failed TLS handshakes of intercepted tunnels, by side (client or origin)"
     );
     describe_counter!(AUDIT_WRITE_ERRORS, "Audit lines that could not be written");
 }

@@ -1,0 +1,70 @@
+//! An origin that cannot be trusted or reached: the client gets a 502 inside TLS that says
+//! why, never a silent pass.
+
+use super::clients::{h1, read, request};
+use super::origin::HttpsOrigin;
+use super::*;
+
+/// The engine in front of an origin whose certificate is `names` signed by `signer`, while
+/// the engine trusts `trusted`.
+async fn untrusted(
+    names: &[&str],
+    signer: &TestCa,
+    trusted: Arc<TestCa>,
+) -> (u16, String, String, usize) {
+    let origin = HttpsOrigin::start(signer.server(names, H2_H1)).await;
+    let engine = Engine::start(Setup::new(origin.addr, trusted)).await;
+    let mut client = h1(engine.addr, &engine.ca).await;
+    let response = client
+        .send_request(request("GET", "/", Some(&host(&origin)), ""))
+        .await
+        .unwrap();
+    let (status, reason, body) = read(response, "x-proxy-reason").await;
+    let records = engine.hooks.records();
+    assert_eq!(records[0].outcome, Outcome::Failed);
+    assert_eq!(records[0].reason, Some("upstream-tls"));
+    (status, reason, body, origin.seen().len())
+}
+
+#[tokio::test]
+async fn an_origin_certificate_for_another_name_is_a_502_upstream_tls() {
+    let ca = Arc::new(TestCa::new());
+    let (status, reason, body, seen) = untrusted(&["other.test"], &ca, Arc::clone(&ca)).await;
+    assert_eq!((status, &*reason, seen), (502, "upstream-tls", 0));
+    assert!(body.contains("TLS to allowed.test:"), "{body}");
+    assert!(body.contains("not valid for name"), "{body}");
+}
+
+#[tokio::test]
+async fn an_origin_signed_by_an_unknown_ca_is_a_502_upstream_tls() {
+    let (status, reason, body, seen) =
+        untrusted(&[NAME], &TestCa::new(), Arc::new(TestCa::new())).await;
+    assert_eq!((status, &*reason, seen), (502, "upstream-tls", 0));
+    assert!(body.contains("UnknownIssuer"), "{body}");
+}
+
+#[tokio::test]
+async fn an_origin_that_is_down_is_the_connect_paths_502() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let engine = Engine::start(Setup::new(closed, Arc::new(TestCa::new()))).await;
+    let mut client = h1(engine.addr, &engine.ca).await;
+    let host = format!("{NAME}:{}", closed.port());
+    let response = client
+        .send_request(request("GET", "/", Some(&host), ""))
+        .await
+        .unwrap();
+    let (status, error, body) = read(response, "x-proxy-error").await;
+    assert_eq!((status, &*error), (502, "connect-refused"));
+    assert!(body.contains("connection refused by 127.0.0.1:"), "{body}");
+    // The tunnel stays usable: the next request tries again.
+    client.ready().await.unwrap();
+    let again = client
+        .send_request(request("GET", "/", Some(&host), ""))
+        .await
+        .unwrap();
+    assert_eq!(read(again, "").await.0, 502);
+}
