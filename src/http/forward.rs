@@ -290,7 +290,7 @@ where
 }
 
 /// A copy of a bodiless GET, HEAD or OPTIONS to send again; `None` for anything else.
-fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+pub(super) fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let headers = req.headers();
     let bodiless = !headers.contains_key(TRANSFER_ENCODING)
@@ -310,7 +310,7 @@ fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
 
 /// Whether the origin closed the connection before answering: the sign of a kept connection
 /// that timed out on its side while the request was on its way.
-fn closed_under_request(error: &hyper::Error) -> bool {
+pub(super) fn closed_under_request(error: &hyper::Error) -> bool {
     if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
         return true;
     }
@@ -322,6 +322,8 @@ fn closed_under_request(error: &hyper::Error) -> bool {
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::ConnectionAborted
+                    // TLS to an origin that closed without close_notify.
+                    | std::io::ErrorKind::UnexpectedEof
             );
         }
         source = cause.source();

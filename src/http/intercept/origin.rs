@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::Counted;
 use super::{tls_failure, Dial, Io, Session};
-use crate::http::forward::{prepare, strip_hop_by_hop};
+use crate::http::forward::{closed_under_request, prepare, replayable, strip_hop_by_hop};
 use crate::http::respond;
 use crate::http::Body;
 use crate::net::route::OpenError;
@@ -127,16 +127,45 @@ impl Origin {
                     .map_err(OriginError::Http)?;
                 Ok((response, None))
             }
-            Sender::H1(mut sender) => {
+            Sender::H1(sender) => self.send_h1(prepare(req, self.host.clone()), sender).await,
+            Sender::Kept(sender) => {
                 let req = prepare(req, self.host.clone());
-                let response = sender.send_request(req).await.map_err(OriginError::Http)?;
-                let kept = Kept {
-                    sender,
-                    origin: Arc::clone(self),
-                };
-                Ok((response, Some(kept)))
+                let replay = replayable(&req);
+                match self.send_h1(req, sender).await {
+                    Err(OriginError::Http(error)) if closed_under_request(&error) => {
+                        // The origin closed the kept connection as the request left: a safe,
+                        // bodiless request goes again on a new one, as the forward proxy does.
+                        let Some(replay) = replay else {
+                            return Err(OriginError::Http(error));
+                        };
+                        match self.open(None).await? {
+                            Sender::H2(mut sender) => sender
+                                .send_request(self.for_h2(replay))
+                                .await
+                                .map(|response| (response, None))
+                                .map_err(OriginError::Http),
+                            Sender::H1(sender) | Sender::Kept(sender) => {
+                                self.send_h1(replay, sender).await
+                            }
+                        }
+                    }
+                    sent => sent,
+                }
             }
         }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        mut sender: http1::SendRequest<Body>,
+    ) -> Result<(Response<Incoming>, Option<Kept>), OriginError> {
+        let response = sender.send_request(req).await.map_err(OriginError::Http)?;
+        let kept = Kept {
+            sender,
+            origin: Arc::clone(self),
+        };
+        Ok((response, Some(kept)))
     }
 
     /// A new HTTP/1.1-only connection for an upgrade, which it will not come back from.
@@ -166,7 +195,7 @@ impl Origin {
             State::H1 => {
                 drop(state);
                 if let Some(sender) = self.idle_sender().await {
-                    return Ok(Sender::H1(sender));
+                    return Ok(Sender::Kept(sender));
                 }
                 return self.open(None).await;
             }
@@ -229,7 +258,10 @@ impl Origin {
 
     /// The request for an HTTP/2 origin: absolute URI (hyper sends it as `:scheme`,
     /// `:authority` and `:path`), no Host, no hop-by-hop headers.
-    fn for_h2(&self, req: Request<Counted>) -> Request<Body> {
+    fn for_h2<B>(&self, req: Request<B>) -> Request<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
@@ -246,7 +278,10 @@ impl Origin {
 
 enum Sender {
     H2(http2::SendRequest<Body>),
+    /// A new HTTP/1.1 connection.
     H1(http1::SendRequest<Body>),
+    /// An idle one from the pool, which the origin may have closed meanwhile.
+    Kept(http1::SendRequest<Body>),
 }
 
 fn spawn(connection: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static) {
