@@ -190,5 +190,9 @@ fn tls_failure(side: &'static str) {
     metrics::counter!(crate::metrics::TLS_FAILURES, "side" => side).increment(1);
 }
 
+#[cfg(any(test, feature = "bench"))]
+// A bench build uses only the world, not the readers the tests assert with.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

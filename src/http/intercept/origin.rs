@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::{HeaderValue, HOST, TE};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Request, Response, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -263,7 +263,14 @@ impl Origin {
         B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + 'static,
     {
         let (mut parts, body) = req.into_parts();
+        // `TE: trailers` is the one TE an HTTP/2 request may carry (gRPC needs it).
+        let trailers = parts.headers.get_all(TE).iter().any(|v| v == "trailers");
         strip_hop_by_hop(&mut parts.headers);
+        if trailers {
+            parts
+                .headers
+                .insert(TE, HeaderValue::from_static("trailers"));
+        }
         parts.headers.remove(HOST);
         let mut uri = Uri::builder().scheme(Scheme::HTTPS);
         if let Some(authority) = &self.authority {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderValue, HOST, UPGRADE};
+use hyper::header::{HeaderValue, EXPECT, HOST, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::body::{Counted, Report, Tracked};
@@ -89,7 +89,11 @@ impl Exchange {
         let path: Box<str> = req.uri().path().into();
         let (mut response, outcome) = match self.refusal(&req) {
             Some(refused) => {
-                drain(req.into_body()).await;
+                // A client that waits for `100 Continue` is answered without reading: reading
+                // would ask it for the body.
+                if !req.headers().contains_key(EXPECT) {
+                    drain(req.into_body()).await;
+                }
                 (refused, Outcome::Refused)
             }
             None if upgrade::is_websocket(&req) => match upgrade::websocket(self, &mut req).await {

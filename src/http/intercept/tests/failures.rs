@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::clients::{h1, read, request};
-use super::origin::HttpsOrigin;
 use super::*;
 
 /// The engine in front of an origin whose certificate is `names` signed by `signer`, while

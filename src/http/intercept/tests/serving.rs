@@ -168,3 +168,30 @@ async fn ten_mib_go_up_and_come_down() {
         assert_eq!(records[1].bytes[1], TEN_MIB as u64);
     }
 }
+
+#[tokio::test]
+async fn hop_by_hop_and_proxy_headers_stay_on_the_client_hop() {
+    for (alpn, te) in [(H2_H1, Some("trailers")), (H1, None)] {
+        let (engine, origin) = world(alpn).await;
+        let mut client = h1(engine.addr, &engine.ca).await;
+        let mut req = request("GET", "/", Some(&host(&origin)), "");
+        for (name, value) in [
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic ZWdyZXNzOnRva2Vu"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ] {
+            req.headers_mut().insert(name, value.parse().unwrap());
+        }
+        let response = client.send_request(req).await.unwrap();
+        assert_eq!(read(response, "").await.0, 200);
+        let headers = &origin.seen()[0].headers;
+        assert_eq!(headers["x-kept"], "yes");
+        for gone in ["connection", "x-secret", "proxy-authorization"] {
+            assert!(!headers.contains_key(gone), "{gone} reached the origin");
+        }
+        let got = headers.get("te").map(|v| v.to_str().unwrap());
+        assert_eq!(got, te);
+    }
+}

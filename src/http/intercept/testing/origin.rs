@@ -25,18 +25,18 @@ use tokio_rustls::TlsAcceptor;
 
 /// One request as the origin saw it.
 #[derive(Clone, Debug)]
-pub(super) struct Seen {
-    pub(super) method: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
     /// Path and query.
-    pub(super) target: String,
+    pub(crate) target: String,
     /// The Host header, or the HTTP/2 `:authority`.
-    pub(super) host: String,
-    pub(super) version: hyper::Version,
-    pub(super) headers: hyper::HeaderMap,
+    pub(crate) host: String,
+    pub(crate) version: hyper::Version,
+    pub(crate) headers: hyper::HeaderMap,
 }
 
-pub(super) struct HttpsOrigin {
-    pub(super) addr: SocketAddr,
+pub(crate) struct HttpsOrigin {
+    pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
 }
@@ -44,7 +44,7 @@ pub(super) struct HttpsOrigin {
 type OriginBody = BoxBody<Bytes, hyper::Error>;
 
 impl HttpsOrigin {
-    pub(super) async fn start(config: Arc<ServerConfig>) -> HttpsOrigin {
+    pub(crate) async fn start(config: Arc<ServerConfig>) -> HttpsOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -78,12 +78,12 @@ impl HttpsOrigin {
         }
     }
 
-    pub(super) fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     /// TLS connections accepted.
-    pub(super) fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
