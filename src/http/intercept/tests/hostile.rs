@@ -138,3 +138,27 @@ async fn an_upgrade_that_is_not_websocket_is_refused() {
     assert!(body.contains("only WebSocket"), "{body}");
     assert_eq!(origin.connections(), 0);
 }
+
+#[tokio::test]
+async fn http2_streams_are_bounded_per_connection() {
+    let (engine, origin) = world(H2_H1).await;
+    let io = hyper_util::rt::TokioIo::new(tls(engine.addr, &engine.ca, H2_H1).await);
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(executor, io)
+        .await
+        .unwrap();
+    tokio::pin!(connection);
+    let uri = format!("https://{}/", host(&origin));
+    let exchange = async {
+        let response = sender.send_request(request("GET", &uri, None, "")).await;
+        read(response.unwrap(), "").await
+    };
+    let answer = tokio::select! {
+        answer = exchange => answer,
+        ended = connection.as_mut() => panic!("connection ended: {ended:?}"),
+    };
+    assert_eq!(answer.0, 200);
+    // The server's SETTINGS_MAX_CONCURRENT_STREAMS, as the client learned it.
+    let max = super::super::MAX_STREAMS as usize;
+    assert_eq!(connection.current_max_send_streams(), max);
+}
