@@ -5,6 +5,7 @@
 //! Field names are constant and stable. Query strings and header values are never recorded:
 //! only the destination.
 
+mod request;
 mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,6 +22,7 @@ use serde::Serialize;
 use crate::dns::DnsError;
 use crate::policy::{Decision, RuleRef, Target};
 
+pub use request::{Outcome, RequestRecord};
 pub use stats::{TunnelStats, UdpStats};
 
 /// How a destination was asked for.

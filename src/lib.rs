@@ -43,6 +43,9 @@ pub mod decider;
 pub mod dns;
 mod gate;
 mod http;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub use http::intercept::testing as intercept_testing;
 mod isolate;
 pub mod metrics;
 pub mod mitm;

@@ -33,6 +33,12 @@ pub(crate) const CONNECT_SECONDS: &str = "egress_connect_seconds";
 pub(crate) const UPSTREAM_CONNECTS: &str = "egress_upstream_connects_total";
 /// Counter: leaf certificates minted for intercepted hosts (a cached host mints none).
 pub(crate) const MITM_LEAVES_MINTED: &str = "egress_mitm_leaves_minted_total";
+/// Counter `{result}`: requests inside intercepted TLS tunnels (`forwarded`, `refused`,
+/// `failed`).
+pub(crate) const INTERCEPTED_REQUESTS: &str = "egress_intercepted_requests_total";
+/// Counter `{side}`: TLS handshakes of intercepted tunnels that failed, with the client or
+/// with the origin.
+pub(crate) const TLS_FAILURES: &str = "egress_tls_failures_total";
 /// Counter: audit lines that could not be written.
 pub(crate) const AUDIT_WRITE_ERRORS: &str = "egress_audit_write_errors_total";
 
@@ -110,6 +116,14 @@ fn describe() {
     describe_counter!(
         MITM_LEAVES_MINTED,
         "Leaf certificates minted for intercepted hosts (each host once while it stays cached)"
+    );
+    describe_counter!(
+        INTERCEPTED_REQUESTS,
+        "Requests inside intercepted TLS tunnels: forwarded to the origin, refused inside TLS, or failed at the origin"
+    );
+    describe_counter!(
+        TLS_FAILURES,
+        "Failed TLS handshakes of intercepted tunnels, by side (client or origin)"
     );
     describe_counter!(AUDIT_WRITE_ERRORS, "Audit lines that could not be written");
 }

@@ -47,6 +47,14 @@ pub enum Refusal<'a> {
     /// The upstream answered `101 Switching Protocols` to a request that asked for no upgrade.
     #[error("upstream {dest} answered 101 Switching Protocols to a request without Upgrade (the proxy does not forward Upgrade)")]
     UnrequestedUpgrade { dest: &'a str },
+    /// The origin's certificate did not verify (or its TLS handshake failed) inside an
+    /// intercepted tunnel; `error` carries the verifier's reason.
+    #[error("TLS to {dest} failed: {error}")]
+    OriginTls { dest: &'a str, error: &'a io::Error },
+    /// A request inside an intercepted tunnel named another host than the tunnel's: the
+    /// pinned origin must never be asked for a name the policy did not decide (fronting).
+    #[error("this TLS session is for {dest}; a request for another host ({asked}) needs its own connection")]
+    Misdirected { dest: &'a str, asked: &'a str },
     /// The upstream broke the HTTP exchange after we connected.
     #[error("upstream {dest} failed: {error}")]
     Upstream {
@@ -91,7 +99,7 @@ pub fn upstream_code(error: &UpstreamError) -> &'static str {
         UpstreamError::Unreachable { .. }
         | UpstreamError::Loop { .. }
         | UpstreamError::Timeout { .. } => "upstream-unreachable",
-        UpstreamError::Tls { .. } => "upstream-tls",
+        UpstreamError::Tls { .. } => UPSTREAM_TLS,
         UpstreamError::Auth { .. } => "upstream-auth",
         UpstreamError::Refused { .. } | UpstreamError::Broken { .. } => "upstream-refused",
     }
@@ -223,6 +231,11 @@ pub const PROXY_AUTH: &str = "proxy-auth-required";
 /// proxy URL's `user:password@`.
 pub const CHALLENGE: &str = "Basic realm=\"egress-proxy\"";
 
+/// TLS to the upstream proxy or, inside an intercepted tunnel, to the origin failed.
+const UPSTREAM_TLS: &str = "upstream-tls";
+/// `x-proxy-error` and `x-proxy-reason` of a fronting attempt inside an intercepted tunnel.
+const MISDIRECTED: &str = "misdirected-request";
+
 /// The HTTP answer to `refusal`.
 pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
     let (status, error, reason) = match refusal {
@@ -242,6 +255,12 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
         Refusal::UnrequestedUpgrade { .. } | Refusal::Upstream { .. } => {
             (StatusCode::BAD_GATEWAY, "upstream-failed", None)
         }
+        Refusal::OriginTls { .. } => (StatusCode::BAD_GATEWAY, UPSTREAM_TLS, Some(UPSTREAM_TLS)),
+        Refusal::Misdirected { .. } => (
+            StatusCode::MISDIRECTED_REQUEST,
+            MISDIRECTED,
+            Some(MISDIRECTED),
+        ),
         Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
         Refusal::Local(_) | Refusal::Owner(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
@@ -256,7 +275,9 @@ pub fn http(refusal: &Refusal<'_>) -> HttpAnswer {
         Refusal::Dial { dest, .. }
         | Refusal::UpstreamProxy { dest, .. }
         | Refusal::UnrequestedUpgrade { dest }
-        | Refusal::Upstream { dest, .. } => Some(host_port(dest)),
+        | Refusal::Upstream { dest, .. }
+        | Refusal::OriginTls { dest, .. }
+        | Refusal::Misdirected { dest, .. } => Some(host_port(dest)),
         _ => None,
     };
     // Every other refusal's body is its one-line description.
@@ -401,6 +422,8 @@ pub fn socks(refusal: &Refusal<'_>) -> Code {
         Refusal::BadRequest(_)
         | Refusal::UnrequestedUpgrade { .. }
         | Refusal::Upstream { .. }
+        | Refusal::OriginTls { .. }
+        | Refusal::Misdirected { .. }
         | Refusal::Busy
         | Refusal::Local(_)
         | Refusal::Owner(_) => Code::GeneralFailure,

@@ -231,3 +231,34 @@ fn the_first_denial_hook_runs_once_per_destination_and_reason() {
     assert_eq!(summary.blocked.len(), SUMMARY);
     assert!(summary.truncated);
 }
+
+#[test]
+fn request_lines_carry_method_and_path_only() {
+    let out = Shared::default();
+    let events = Events::new(Some(Box::new(out.clone())));
+    let client: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let target = Target::parse_authority("api.test:443", None).unwrap();
+    let record = RequestRecord {
+        method: "POST",
+        path: "/repos/x/y/issues",
+        status: 403,
+        outcome: Outcome::Refused,
+        reason: Some("method-not-allowed"),
+        bytes_up: 0,
+        bytes_down: 0,
+    };
+    events.request(7, client, Dest::Target(&target), &record);
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(line["event"], "request");
+    assert_eq!(line["id"], 7);
+    assert_eq!(line["protocol"], "connect");
+    assert_eq!(line["host"], "api.test");
+    assert_eq!(line["port"], 443);
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/repos/x/y/issues");
+    assert_eq!(line["status"], 403);
+    assert_eq!(line["outcome"], "refused");
+    assert_eq!(line["reason"], "method-not-allowed");
+    assert_eq!(line["bytes_up"], 0);
+}

@@ -222,7 +222,10 @@ where
 
 /// The client's request as it goes upstream: hop-by-hop, `Proxy-*` and `x-unix-socket`
 /// headers removed, Host set to the URI's authority, origin-form, HTTP/1.1.
-fn prepare(req: Request<Incoming>, host: Option<HeaderValue>) -> Request<Body> {
+pub(super) fn prepare<B>(req: Request<B>, host: Option<HeaderValue>) -> Request<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     let (mut parts, body) = req.into_parts();
     // hyper has undone the client's chunking; keep the header so the body is chunked again.
     // Without it hyper sends the body of a GET or HEAD as empty.
@@ -287,7 +290,7 @@ where
 }
 
 /// A copy of a bodiless GET, HEAD or OPTIONS to send again; `None` for anything else.
-fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+pub(super) fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let headers = req.headers();
     let bodiless = !headers.contains_key(TRANSFER_ENCODING)
@@ -307,7 +310,7 @@ fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
 
 /// Whether the origin closed the connection before answering: the sign of a kept connection
 /// that timed out on its side while the request was on its way.
-fn closed_under_request(error: &hyper::Error) -> bool {
+pub(super) fn closed_under_request(error: &hyper::Error) -> bool {
     if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
         return true;
     }
@@ -319,6 +322,8 @@ fn closed_under_request(error: &hyper::Error) -> bool {
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::ConnectionAborted
+                    // TLS to an origin that closed without close_notify.
+                    | std::io::ErrorKind::UnexpectedEof
             );
         }
         source = cause.source();
@@ -344,13 +349,19 @@ async fn send(
         *slot = Some(upstream);
     }
     let (mut parts, body) = response.into_parts();
+    response_headers(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// A response's headers as they go back to the client: without hop-by-hop headers, and
+/// without a Content-Length sent along with chunks.
+pub(super) fn response_headers(headers: &mut HeaderMap) {
     // The chunks frame a chunked response, not a Content-Length sent along with them
     // (RFC 9112 section 6.3); passing it on would cut the body short.
-    if parts.headers.contains_key(TRANSFER_ENCODING) {
-        parts.headers.remove(CONTENT_LENGTH);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.boxed()))
+    strip_hop_by_hop(headers);
 }
 
 fn upstream_failure(dest: &str, error: &hyper::Error) -> Response<Body> {
@@ -366,7 +377,7 @@ fn origin_form(uri: &Uri) -> Uri {
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1), those named in `Connection`, and every
 /// `Proxy-*` header: they describe the client-proxy hop, and credentials for this proxy must
 /// never reach an origin.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

@@ -17,14 +17,27 @@ use crate::respond::{self, Refusal};
 #[derive(Clone, Debug)]
 struct JsonForm(Bytes);
 
+/// The codes of a refusal of ours, carried with its response so an intercepted request's
+/// audit line can name them without parsing headers back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codes {
+    /// `x-proxy-error`.
+    pub error: &'static str,
+    /// `x-proxy-reason`.
+    pub reason: Option<&'static str>,
+}
+
 /// The response to `refusal`: status, `x-proxy-error`, `x-proxy-reason` and the one-line body.
 pub fn response(refusal: &Refusal<'_>) -> Response<Body> {
     let answer = respond::http(refusal);
     let mut response = Response::new(full(answer.body));
     *response.status_mut() = answer.status;
-    response
-        .extensions_mut()
-        .insert(JsonForm(Bytes::from(answer.json)));
+    let extensions = response.extensions_mut();
+    extensions.insert(JsonForm(Bytes::from(answer.json)));
+    extensions.insert(Codes {
+        error: answer.error,
+        reason: answer.reason,
+    });
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,

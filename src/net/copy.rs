@@ -27,10 +27,38 @@ pub async fn relay_io<S>(
 where
     S: AsyncRead + AsyncWrite,
 {
+    halves(client.split(), tokio::io::split(upstream), idle, stop).await
+}
+
+/// [`relay_io`] between two streams of any kind: the two sides of an upgraded (WebSocket)
+/// exchange inside an intercepted tunnel.
+pub async fn relay_streams<C, S>(
+    client: C,
+    upstream: S,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) -> (TunnelStats, io::Result<()>)
+where
+    C: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite,
+{
+    halves(
+        tokio::io::split(client),
+        tokio::io::split(upstream),
+        idle,
+        stop,
+    )
+    .await
+}
+
+async fn halves(
+    (client_read, client_write): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
+    (upstream_read, upstream_write): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) -> (TunnelStats, io::Result<()>) {
     let clock = Clock::new();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-    let (client_read, client_write) = client.split();
-    let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let both = async {
         tokio::try_join!(
             one_way(client_read, upstream_write, &up, &clock),

@@ -64,26 +64,26 @@ pub(super) async fn until_done(
 
 /// Last activity, in milliseconds since the relay started: one atomic store per chunk moved,
 /// instead of resetting a timer.
-pub(super) struct Clock {
+pub struct Clock {
     start: Instant,
     last: AtomicU64,
 }
 
 impl Clock {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Clock {
             start: Instant::now(),
             last: AtomicU64::new(0),
         }
     }
 
-    pub(super) fn touch(&self) {
+    pub fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
     }
 
     /// Completes once nothing was touched for `idle`.
-    pub(super) async fn idle(&self, idle: Duration) {
+    pub async fn idle(&self, idle: Duration) {
         loop {
             let seen = self.last.load(Ordering::Relaxed);
             tokio::time::sleep_until(self.start + Duration::from_millis(seen) + idle).await;

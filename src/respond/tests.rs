@@ -312,6 +312,26 @@ fn the_http_status_table() {
     let r = Refusal::UnrequestedUpgrade { dest: "a:1" };
     assert_eq!(head(&r), (502, "upstream-failed", ""));
     assert_eq!(head(&Refusal::BadRequest("nope")), (400, "bad-request", ""));
+    let verifier = io::Error::other("invalid peer certificate: NotValidForName");
+    let tls = Refusal::OriginTls {
+        dest: "a.test:443",
+        error: &verifier,
+    };
+    assert_eq!(head(&tls), (502, "upstream-tls", "upstream-tls"));
+    assert_eq!(
+        http(&tls).body,
+        "egress-proxy: TLS to a.test:443 failed: invalid peer certificate: NotValidForName\n"
+    );
+    let fronted = Refusal::Misdirected {
+        dest: "a.test:443",
+        asked: "b.test",
+    };
+    assert_eq!(
+        head(&fronted),
+        (421, "misdirected-request", "misdirected-request")
+    );
+    assert!(http(&fronted).body.contains("(b.test)"));
+    assert_eq!(socks(&tls), Code::GeneralFailure);
     assert_eq!(http(&Refusal::Busy).status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
