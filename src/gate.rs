@@ -234,7 +234,9 @@ impl Gate {
         })
     }
 
-    /// The rules' step for `target`, asking the decider about what no rule matched.
+    /// The rules' step for `target`, asking the decider about what no rule matched. No
+    /// listener hands tunnels to the interception engine yet, so a tunnel that must be
+    /// intercepted is refused (`mitm-required`) rather than relayed as opaque bytes.
     async fn decide<'a>(
         &self,
         generation: &'a Policy,
@@ -243,13 +245,14 @@ impl Gate {
         target: &'a Target<'_>,
         access: Access<'_>,
     ) -> Step<'a> {
-        match (generation.decide(target, access), &self.asker) {
+        let step = match (generation.decide(target, access), &self.asker) {
             (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
                 let allowed = asker.ask(protocol.as_str(), client, target).await;
                 generation.decide_asked(target, access, allowed)
             }
             (step, _) => step,
-        }
+        };
+        step.uninspected()
     }
 
     /// Opens the socket at `path` and decides on the file found there; a path with no socket

@@ -44,6 +44,7 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
             let access = match scheme {
                 UrlScheme::Http => Access::Http {
                     method: "GET",
+                    path: "/",
                     body: false,
                 },
                 UrlScheme::Tunnel => Access::Tunnel,

@@ -242,7 +242,7 @@ async fn limited_mode_refuses_before_the_decider_is_asked() {
     let proxy = Proxy::start("mode = \"limited\"", true, Duration::ZERO).await;
     assert_eq!(
         proxy.connect("asked.test:443").await,
-        (403, "method-not-allowed".into())
+        (403, "mitm-required".into())
     );
     assert!(proxy.asked().is_empty());
 }
