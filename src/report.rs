@@ -455,6 +455,7 @@ pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
         .warnings
         .iter()
         .chain(policy.warnings())
+        .chain(policy.http_warnings())
         .cloned()
         .chain(token)
         .collect()
