@@ -10,4 +10,5 @@ mod support;
 mod check;
 mod check_targets;
 mod config_files;
+mod http_rules;
 mod validate;
