@@ -246,7 +246,10 @@ impl Gate {
         access: Access<'_>,
     ) -> Step<'a> {
         let step = match (generation.decide(target, access), &self.asker) {
-            (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
+            (Step::Done(decision), Some(asker))
+                if decision.reason() == Reason::NotAllowed
+                    && !refused_by_request(generation, target, access) =>
+            {
                 let allowed = asker.ask(protocol.as_str(), client, target).await;
                 generation.decide_asked(target, access, allowed)
             }
@@ -274,6 +277,18 @@ impl Gate {
                 dns: None,
             }),
         }
+    }
+}
+
+/// Whether the request-level checks refused the request (an allow http rule names the host
+/// and none matches): the decider is asked about hosts no rule matched, not about those, and
+/// its yes would not change the refusal.
+fn refused_by_request(policy: &Policy, target: &Target<'_>, access: Access<'_>) -> bool {
+    match access {
+        Access::Http { method, path, body } => {
+            policy.check_request(target, method, path, body).is_some()
+        }
+        Access::Tunnel => false,
     }
 }
 
