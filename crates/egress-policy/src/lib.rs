@@ -250,11 +250,6 @@ impl Policy {
         self.http.interceptable(target)
     }
 
-    /// Whether some http rule names `target`'s host.
-    pub fn has_http_rules_for(&self, target: &Target<'_>) -> bool {
-        self.http.names(target)
-    }
-
     /// How a tunnel to `target` must be carried: `Ok(true)` intercepted, `Ok(false)` opaque,
     /// `Err` refused (`limited` mode where interception cannot see the requests).
     fn tunnel_inspection(&self, target: &Target<'_>) -> Result<bool, Decision> {
