@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::policy::{
-    Mode, MultiAnswer, Policy, PolicyError, PolicyOptions, PublicRanges, RuleSpec, UnixSocketSpec,
+    HttpRuleSpec, InspectionSpec, Mode, MultiAnswer, Origin, Policy, PolicyError, PolicyOptions,
+    PublicRanges, RuleSpec, UnixSocketSpec,
 };
 
 mod convert;
@@ -118,6 +119,8 @@ pub struct Config {
     pub run: RunConfig,
     /// `mitm`: HTTPS inspection.
     pub mitm: MitmConfig,
+    /// `[[http_rules]]` of every file, in order.
+    pub http_rules: Vec<HttpRuleSpec>,
     /// Non-fatal findings about the settings for `validate` (e.g. "`enabled` is false in
     /// config.toml"); those about the rules are the compiled policy's [`Policy::warnings`].
     pub warnings: Vec<String>,
@@ -127,6 +130,10 @@ impl Config {
     /// Compiles the effective rules and options into a policy: the configuration points at
     /// the engine, never the reverse.
     pub fn policy(&self) -> Result<Policy, PolicyError> {
+        let inspection = InspectionSpec {
+            enabled: self.mitm.enabled,
+            domains: self.mitm.domains.clone(),
+        };
         Policy::new(
             &self.rules,
             &self.unix_sockets,
@@ -137,7 +144,8 @@ impl Config {
                 dangerously_allow_all_unix_sockets: self.dangerously_allow_all_unix_sockets,
                 public_ranges: self.public_ranges.clone(),
             },
-        )
+        )?
+        .with_http(&self.http_rules, &inspection)
     }
 }
 
@@ -226,6 +234,9 @@ pub struct RunConfig {
 pub struct MitmConfig {
     /// Interception is configured at all (`mitm = true`, `[mitm] enabled`).
     pub enabled: bool,
+    /// `[mitm] domains`: the hosts interception applies to, each with where it was written;
+    /// `None` for every host.
+    pub domains: Option<Vec<(String, Origin)>>,
     /// `[mitm] ca_cert` and `ca_key`: the CA to mint leaf certificates with; `None` for the
     /// one generated under the user's data directory.
     pub ca: Option<CaFiles>,

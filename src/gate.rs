@@ -234,7 +234,9 @@ impl Gate {
         })
     }
 
-    /// The rules' step for `target`, asking the decider about what no rule matched.
+    /// The rules' step for `target`, asking the decider about what no rule matched. No
+    /// listener hands tunnels to the interception engine yet, so a tunnel that must be
+    /// intercepted is refused (`mitm-required`) rather than relayed as opaque bytes.
     async fn decide<'a>(
         &self,
         generation: &'a Policy,
@@ -243,13 +245,17 @@ impl Gate {
         target: &'a Target<'_>,
         access: Access<'_>,
     ) -> Step<'a> {
-        match (generation.decide(target, access), &self.asker) {
-            (Step::Done(decision), Some(asker)) if decision.reason() == Reason::NotAllowed => {
+        let step = match (generation.decide(target, access), &self.asker) {
+            (Step::Done(decision), Some(asker))
+                if decision.reason() == Reason::NotAllowed
+                    && !refused_by_request(generation, target, access) =>
+            {
                 let allowed = asker.ask(protocol.as_str(), client, target).await;
                 generation.decide_asked(target, access, allowed)
             }
             (step, _) => step,
-        }
+        };
+        step.uninspected()
     }
 
     /// Opens the socket at `path` and decides on the file found there; a path with no socket
@@ -271,6 +277,18 @@ impl Gate {
                 dns: None,
             }),
         }
+    }
+}
+
+/// Whether the request-level checks refused the request (an allow http rule names the host
+/// and none matches): the decider is asked about hosts no rule matched, not about those, and
+/// its yes would not change the refusal.
+fn refused_by_request(policy: &Policy, target: &Target<'_>, access: Access<'_>) -> bool {
+    match access {
+        Access::Http { method, path, body } => {
+            policy.check_request(target, method, path, body).is_some()
+        }
+        Access::Tunnel => false,
     }
 }
 

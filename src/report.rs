@@ -7,12 +7,16 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::config::{Chosen, Config, ResolveAt, UpstreamConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::policy::{
     Access, ClassifiedIp, Decision, Host, InvalidHost, Policy, Reason, RuleRef, Step, Target,
-    UnixAction, UrlScheme,
+    Unresolved, UrlScheme,
 };
+
+mod effective;
+
+pub(crate) use effective::rules_json;
+pub use effective::{effective_json, http_rule_lines, mitm_line, upstream_lines, warnings};
 
 /// One target's outcome, everything `check` prints.
 pub struct Outcome {
@@ -24,26 +28,62 @@ pub struct Outcome {
     resolved: bool,
     /// Non-public answers left out by [`Outcome::hide_non_public`].
     hidden: usize,
+    /// For a URL, the request judged.
+    request: Option<Request>,
+}
+
+/// The request a URL stands for, and what the request-level checks said inside TLS.
+struct Request {
+    method: String,
+    path: String,
+    /// For an `https://` URL: whether the tunnel is intercepted.
+    tunnel: Option<bool>,
+    /// For an intercepted tunnel, the request-level refusal (`None` lets the request go);
+    /// a plain-HTTP request's is its decision.
+    refused: Option<Decision>,
+    /// Whether the text shows it: when the method is not GET, or http rules or interception
+    /// could judge it (otherwise the lines would say nothing).
+    shown: bool,
 }
 
 /// How far the pipeline got.
 enum Judged {
     Decided(Decision),
     /// `--no-dns`: the rules allow the name; its answers were not looked at.
-    Unresolved(Option<RuleRef>),
+    Unresolved(Unresolved),
+}
+
+impl Judged {
+    fn decision(&self) -> &Decision {
+        match self {
+            Judged::Decided(decision) => decision,
+            Judged::Unresolved(unresolved) => unresolved.decision(),
+        }
+    }
 }
 
 /// Judges one `check` target: `host`, `host:port` (port 443), `[v6]:port`, a bare IPv6
 /// address (port 443) or a URL. A URL is parsed by the function the HTTP listener uses, so
 /// `check` refuses exactly the URLs the listener refuses. With a resolver, an allowed name is
 /// resolved and every answer classified, as the listeners do.
-pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) -> Outcome {
+/// A URL is judged as a `method` request for its path (without a body): a plain-HTTP one
+/// through the forward path's checks, an `https://` one as its tunnel, then, when that is
+/// intercepted, by the request-level checks the interception engine runs.
+pub async fn check(
+    policy: &Policy,
+    resolver: Option<&Resolver>,
+    input: &str,
+    method: &str,
+) -> Outcome {
+    let path = url_path(input);
     let parsed = if input.contains("://") {
-        // A plain-HTTP URL is what a forward-proxy GET carries; the others travel as a tunnel.
+        // A plain-HTTP URL is what a forward-proxy request carries; the others travel as a
+        // tunnel.
         Target::parse_url(input).map(|(scheme, target)| {
             let access = match scheme {
                 UrlScheme::Http => Access::Http {
-                    method: "GET",
+                    method,
+                    path,
                     body: false,
                 },
                 UrlScheme::Tunnel => Access::Tunnel,
@@ -68,6 +108,7 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
                 invalid: Some(invalid),
                 resolved: false,
                 hidden: 0,
+                request: None,
             }
         }
     };
@@ -75,14 +116,29 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
     let step = policy.decide(&target, access);
     let resolved = step.done().is_none() && resolver.is_some();
     let (verdict, dns_error) = match (step, resolver) {
-        (Step::Resolve(pending), None) => (Judged::Unresolved(pending.rule().cloned()), None),
+        (Step::Resolve(pending), None) => (Judged::Unresolved(pending.unresolved()), None),
         (step, Some(resolver)) => match step.resolve(resolver).await {
             Ok(allowed) => (Judged::Decided(allowed.decision().clone()), None),
             Err(blocked) => (Judged::Decided(blocked.decision), blocked.dns),
         },
         (Step::Done(decision), None) => (Judged::Decided(decision), None),
     };
-    let target = target.into_owned();
+    let request = input.contains("://").then(|| {
+        let tunnel = (access == Access::Tunnel).then(|| verdict.decision().intercept());
+        let refused = match tunnel {
+            Some(true) => policy.check_request(&target, method, path, false),
+            _ => None,
+        };
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            tunnel,
+            refused,
+            shown: method != "GET"
+                || !policy.http_rules().is_empty()
+                || policy.interceptable(&target),
+        }
+    });
     Outcome {
         input: input.to_string(),
         target: Some(target),
@@ -91,30 +147,50 @@ pub async fn check(policy: &Policy, resolver: Option<&Resolver>, input: &str) ->
         invalid: None,
         resolved,
         hidden: 0,
+        request,
+    }
+}
+
+/// The path of a URL as a request line carries it: from the first `/` after the authority
+/// to the query (`/` when there is none).
+fn url_path(input: &str) -> &str {
+    let Some((_, rest)) = input.split_once("://") else {
+        return "/";
+    };
+    let Some(start) = rest.find(['/', '?', '#']) else {
+        return "/";
+    };
+    let path = &rest[start..];
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    match &path[..end] {
+        "" => "/",
+        path => path,
     }
 }
 
 impl Outcome {
-    /// Whether the target would be let through.
+    /// Whether the target would be let through: its destination, and for an intercepted
+    /// `https://` URL its request too.
     pub fn is_allowed(&self) -> bool {
-        match &self.verdict {
-            Judged::Decided(decision) => decision.is_allowed(),
-            Judged::Unresolved(_) => true,
-        }
+        self.verdict.decision().is_allowed() && self.refused().is_none()
+    }
+
+    /// The request-level refusal inside an intercepted tunnel.
+    fn refused(&self) -> Option<&Decision> {
+        self.request.as_ref()?.refused.as_ref()
+    }
+
+    /// What decided: the request-level refusal, else the destination's decision.
+    fn shown(&self) -> &Decision {
+        self.refused().unwrap_or(self.verdict.decision())
     }
 
     fn reason(&self) -> Reason {
-        match &self.verdict {
-            Judged::Decided(decision) => decision.reason(),
-            Judged::Unresolved(_) => Reason::Allowed,
-        }
+        self.shown().reason()
     }
 
     fn rule(&self) -> Option<&RuleRef> {
-        match &self.verdict {
-            Judged::Decided(decision) => decision.rule(),
-            Judged::Unresolved(rule) => rule.as_ref(),
-        }
+        self.shown().rule()
     }
 
     /// How a denial a declared public range could lift would be lifted.
@@ -175,6 +251,9 @@ pub fn text(o: &Outcome) -> String {
     }
     if let Some(target) = &o.target {
         let _ = writeln!(out, "  host    {}  port {}", target.host, target.port);
+        if let Some(request) = o.request.as_ref().filter(|r| r.shown) {
+            request_lines(&mut out, request);
+        }
     } else {
         let _ = writeln!(out, "  input   {:?}", o.input);
     }
@@ -210,6 +289,24 @@ pub fn text(o: &Outcome) -> String {
     out
 }
 
+/// `request METHOD PATH`, and for an allowed tunnel whether it is intercepted.
+fn request_lines(out: &mut String, request: &Request) {
+    let _ = writeln!(out, "  request {} {}", request.method, request.path);
+    let inspect = match (request.tunnel, &request.refused) {
+        (Some(true), None) => {
+            "intercepted: the request meets the http rules and the mode inside TLS, and may go"
+        }
+        (Some(true), Some(_)) => {
+            "intercepted: the tunnel is allowed, the request inside TLS is refused"
+        }
+        (Some(false), _) => {
+            "not intercepted: an opaque tunnel, whose requests the http rules never see"
+        }
+        (None, _) => return,
+    };
+    let _ = writeln!(out, "  inspect {inspect}");
+}
+
 #[derive(Serialize)]
 struct JsonIp {
     ip: String,
@@ -233,6 +330,14 @@ struct JsonOutcome<'a> {
     /// For a denial a declared public range could lift, how.
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
+    /// For a URL, the request judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    /// For a URL: whether its tunnel is intercepted (always false for plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intercept: Option<bool>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -241,8 +346,8 @@ fn is_zero(n: &usize) -> bool {
 
 /// One JSON object: `{target, verdict, reason, rule, host, port, ips: [{ip, class}]}` (an
 /// address in a declared public range adds `declared: <its table class>`), plus
-/// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out and `hint` for a denial a
-/// declared public range could lift.
+/// `ips_hidden: N` when [`Outcome::hide_non_public`] left answers out, `hint` for a denial a
+/// declared public range could lift, and `method`, `path` and `intercept` for a URL.
 pub fn json_line(o: &Outcome) -> String {
     let line = JsonOutcome {
         target: &o.input,
@@ -262,199 +367,9 @@ pub fn json_line(o: &Outcome) -> String {
             .collect(),
         ips_hidden: o.hidden,
         hint: o.hint(),
+        method: o.request.as_ref().map(|r| r.method.as_str()),
+        path: o.request.as_ref().map(|r| r.path.as_str()),
+        intercept: o.request.as_ref().map(|r| r.tunnel == Some(true)),
     };
     serde_json::to_string(&line).expect("plain data serialises")
-}
-
-#[derive(Serialize)]
-pub(crate) struct JsonRule<'a> {
-    pattern: &'a str,
-    action: &'static str,
-    origin: String,
-    managed: bool,
-}
-
-#[derive(Serialize)]
-struct JsonUnix {
-    path: String,
-    action: UnixAction,
-    origin: String,
-}
-
-#[derive(Serialize)]
-struct JsonPolicy<'a> {
-    enabled: bool,
-    mode: &'static str,
-    proxy_url: String,
-    socks_url: String,
-    admin_url: String,
-    enable_socks5: bool,
-    enable_socks5_udp: bool,
-    allow_local_binding: bool,
-    allow_upstream_proxy: bool,
-    /// As written (an IPv6 spelling of IPv4 addresses is not rewritten).
-    public_ranges: Vec<String>,
-    dangerously_allow_non_loopback_proxy: bool,
-    dangerously_allow_non_loopback_admin: bool,
-    dangerously_allow_all_unix_sockets: bool,
-    dns_servers: Vec<String>,
-    dns_timeout_ms: u128,
-    dns_multi_answer: &'static str,
-    upstream: JsonUpstream,
-    run: JsonRun,
-    rules: Vec<JsonRule<'a>>,
-    unix_sockets: Vec<JsonUnix>,
-    warnings: Vec<String>,
-}
-
-/// `[run]`: what `run` does with the command.
-#[derive(Serialize)]
-struct JsonRun {
-    isolate: bool,
-}
-
-#[derive(Serialize)]
-struct JsonChosen {
-    /// Without the password.
-    url: String,
-    from: String,
-}
-
-#[derive(Serialize)]
-struct JsonUpstream {
-    tunnel: Option<JsonChosen>,
-    forward: Option<JsonChosen>,
-    no_proxy: Vec<String>,
-    resolve: &'static str,
-    ca_file: Option<String>,
-    off: Option<String>,
-}
-
-fn upstream_json(u: &UpstreamConfig) -> JsonUpstream {
-    let chosen = |c: &Option<Chosen>| {
-        c.as_ref().map(|c| JsonChosen {
-            url: c.url.to_string(),
-            from: c.from.clone(),
-        })
-    };
-    JsonUpstream {
-        tunnel: chosen(&u.tunnel),
-        forward: chosen(&u.forward),
-        no_proxy: u.no_proxy.entries().to_vec(),
-        resolve: u.resolve.as_str(),
-        ca_file: u.ca_file.as_ref().map(|p| p.display().to_string()),
-        off: u.off.clone(),
-    }
-}
-
-/// What `validate` says about the upstream: which applies to what, and where names are
-/// resolved. Never a password.
-pub fn upstream_lines(u: &UpstreamConfig) -> Vec<String> {
-    if !u.is_active() {
-        let why = u.off.as_ref().map_or_else(
-            || "none (no `[upstream] url`, HTTPS_PROXY, HTTP_PROXY or ALL_PROXY)".to_string(),
-            |off| format!("off ({off})"),
-        );
-        return vec![format!("upstream: {why}; every connection is direct")];
-    }
-    let via = |c: &Option<Chosen>| {
-        c.as_ref().map_or("direct".to_string(), |c| {
-            format!("via {} ({})", c.url, c.from)
-        })
-    };
-    let mut lines = vec![
-        format!("upstream: tunnels (CONNECT, SOCKS5 CONNECT) {}", via(&u.tunnel)),
-        format!("upstream: plain HTTP {}", via(&u.forward)),
-        match u.resolve {
-            ResolveAt::Local => "upstream: names are resolved and checked here, then sent to the upstream by name (resolve = \"local\")".to_string(),
-            ResolveAt::Upstream => "upstream: names are resolved by the upstream, not here; IP addresses are still checked here (resolve = \"upstream\")".to_string(),
-        },
-    ];
-    let exceptions = if u.no_proxy.is_all() {
-        "every destination (no_proxy = *)".to_string()
-    } else {
-        let mut list = vec!["localhost and loopback addresses".to_string()];
-        list.extend(u.no_proxy.entries().iter().cloned());
-        list.join(", ")
-    };
-    lines.push(format!(
-        "upstream: direct for {exceptions}; SOCKS5 UDP is never chained"
-    ));
-    lines
-}
-
-/// The effective policy as JSON; the admin API's `/config` serves the same shape.
-/// The compiled rules as `validate --json`, `/config` and `/patterns` list them.
-pub(crate) fn rules_json(policy: &Policy) -> Vec<JsonRule<'_>> {
-    policy
-        .rules()
-        .iter()
-        .map(|r| JsonRule {
-            pattern: &r.pattern,
-            action: r.action.as_str(),
-            origin: r.origin.to_string(),
-            managed: r.managed,
-        })
-        .collect()
-}
-
-/// The effective policy as `validate --json` prints it and `/config` serves it.
-pub fn effective_json(config: &Config, policy: &Policy) -> String {
-    let doc = JsonPolicy {
-        enabled: config.enabled,
-        // The running mode: `POST /mode` changes the policy, not the files.
-        mode: policy.options().mode.as_str(),
-        proxy_url: format!("http://{}", config.proxy_addr),
-        socks_url: format!("socks5://{}", config.socks_addr),
-        admin_url: format!("http://{}", config.admin_addr),
-        enable_socks5: config.enable_socks5,
-        enable_socks5_udp: config.enable_socks5_udp,
-        allow_local_binding: config.allow_local_binding,
-        allow_upstream_proxy: config.allow_upstream_proxy,
-        public_ranges: config
-            .public_ranges
-            .declared()
-            .iter()
-            .map(|r| r.written().to_string())
-            .collect(),
-        dangerously_allow_non_loopback_proxy: config.dangerously_allow_non_loopback_proxy,
-        dangerously_allow_non_loopback_admin: config.dangerously_allow_non_loopback_admin,
-        dangerously_allow_all_unix_sockets: config.dangerously_allow_all_unix_sockets,
-        dns_servers: config.dns.servers.iter().map(ToString::to_string).collect(),
-        dns_timeout_ms: config.dns.timeout.as_millis(),
-        dns_multi_answer: config.dns.multi_answer.as_str(),
-        upstream: upstream_json(&config.upstream),
-        run: JsonRun {
-            isolate: config.run.isolate,
-        },
-        rules: rules_json(policy),
-        unix_sockets: config
-            .unix_sockets
-            .iter()
-            .map(|u| JsonUnix {
-                path: u.path.display().to_string(),
-                action: u.action,
-                origin: u.origin.to_string(),
-            })
-            .collect(),
-        warnings: warnings(config, policy),
-    };
-    serde_json::to_string(&doc).expect("plain data serialises")
-}
-
-/// Every warning about the effective policy: the configuration's, the compiled rules', and
-/// an admin token file others can read.
-pub fn warnings(config: &Config, policy: &Policy) -> Vec<String> {
-    let token = config
-        .admin
-        .token_file
-        .as_deref()
-        .and_then(crate::token::exposure_warning);
-    config
-        .warnings
-        .iter()
-        .chain(policy.warnings())
-        .cloned()
-        .chain(token)
-        .collect()
 }

@@ -221,6 +221,8 @@ pub fn category(reason: Reason) -> &'static str {
         Reason::DenyRule => "blocked-by-denylist",
         Reason::NotAllowed => "blocked-by-allowlist",
         Reason::MethodNotAllowed => "blocked-by-method-policy",
+        // Codex's proxy names it so.
+        Reason::MitmRequired => "blocked-by-mitm-required",
         _ => "blocked-by-policy",
     }
 }
@@ -303,7 +305,7 @@ fn denial(dest: &str, denied: &Denied) -> HttpAnswer {
     let d = &denied.decision;
     let reason = d.reason();
     let status = match reason {
-        Reason::InvalidHost => StatusCode::BAD_REQUEST,
+        Reason::InvalidHost | Reason::InvalidRequest => StatusCode::BAD_REQUEST,
         Reason::DnsFailed => StatusCode::BAD_GATEWAY,
         _ => StatusCode::FORBIDDEN,
     };

@@ -101,8 +101,23 @@ impl Proxy {
 
     /// `CONNECT authority`: the status and `x-proxy-reason`.
     async fn connect(&self, authority: &str) -> (u16, String) {
+        self.head(format!(
+            "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// A plain-HTTP `method url` without a body: the status and `x-proxy-reason`.
+    async fn request(&self, method: &str, url: &str) -> (u16, String) {
+        self.head(format!(
+            "{method} {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// Sends `request` and reads the head of the answer.
+    async fn head(&self, request: String) -> (u16, String) {
         let mut stream = TcpStream::connect(self.server.http_addr).await.unwrap();
-        let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -237,12 +252,31 @@ async fn a_no_or_a_late_answer_denies_as_not_allowed() {
     assert_eq!(slow.asked().len(), 2, "a timeout is not kept: asked again");
 }
 
+/// A request an http rule refuses is no destination that no rule matched: the decider is not
+/// asked about it (its yes would change nothing), while a request the http rules let through
+/// to an unlisted host is asked about.
+#[tokio::test]
+async fn an_http_rule_refusal_is_not_asked_about() {
+    let rules = "allow_local_binding = true\n[[http_rules]]\nhost = \"asked.test\"\nmethods = [\"GET\"]\naction = \"allow\"\n";
+    let proxy = Proxy::start(rules, true, Duration::ZERO).await;
+    let origin = HttpOrigin::start();
+    let url = format!("http://asked.test:{}/", origin.addr.port());
+    assert_eq!(
+        proxy.request("POST", &url).await,
+        (403, "not-allowed".into())
+    );
+    assert!(proxy.asked().is_empty(), "{:?}", proxy.asked());
+    assert_eq!(proxy.request("GET", &url).await.0, 200);
+    assert_eq!(proxy.asked().len(), 1, "{:?}", proxy.asked());
+    assert_eq!(origin.request_count(), 1);
+}
+
 #[tokio::test]
 async fn limited_mode_refuses_before_the_decider_is_asked() {
     let proxy = Proxy::start("mode = \"limited\"", true, Duration::ZERO).await;
     assert_eq!(
         proxy.connect("asked.test:443").await,
-        (403, "method-not-allowed".into())
+        (403, "mitm-required".into())
     );
     assert!(proxy.asked().is_empty());
 }

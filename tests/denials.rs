@@ -35,6 +35,8 @@ struct Row {
     get_body: bool,
     /// `false`: only the plain GET can ask for this.
     connect: bool,
+    /// `false`: only a tunnel can ask for this.
+    get: bool,
 }
 
 const fn row(reason: &'static str, error: &'static str, status: u16, socks: u8) -> Row {
@@ -47,6 +49,7 @@ const fn row(reason: &'static str, error: &'static str, status: u16, socks: u8) 
         setup: |b| b,
         get_body: false,
         connect: true,
+        get: true,
     }
 }
 
@@ -63,9 +66,21 @@ fn table() -> Vec<Row> {
         Row {
             setup: |b| b.mode(Mode::Limited).allow_local_binding(true),
             get_body: true,
+            socks: None,
+            connect: false,
             ..row(
                 "method-not-allowed",
                 "blocked-by-method-policy",
+                403,
+                NOT_ALLOWED,
+            )
+        },
+        Row {
+            setup: |b| b.mode(Mode::Limited).allow_local_binding(true),
+            get: false,
+            ..row(
+                "mitm-required",
+                "blocked-by-mitm-required",
                 403,
                 NOT_ALLOWED,
             )
@@ -157,8 +172,10 @@ async fn every_reason_code_through_every_listener() {
             "GET http://{authority}/path HTTP/1.1\r\nHost: {authority}\r\n{unix}\
              Connection: close\r\n{body}"
         );
-        let reply = exchange(proxy.addr, &get, false).await;
-        assert_eq!(verdict(&reply), want, "GET {}: {reply:?}", row.reason);
+        if row.get {
+            let reply = exchange(proxy.addr, &get, false).await;
+            assert_eq!(verdict(&reply), want, "GET {}: {reply:?}", row.reason);
+        }
 
         if row.connect {
             let reply = proxy_connect(proxy.addr, &authority).await;

@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             &target,
             Access::Http {
                 method: "GET",
+                path: "/",
                 body: false,
             },
         );

@@ -308,7 +308,7 @@ async fn check(query: &str, state: &State, full: bool) -> Reply {
             let policy = Arc::clone(&policy);
             let resolver = resolver.clone();
             tokio::spawn(async move {
-                let mut outcome = report::check(&policy, resolver.as_deref(), &target).await;
+                let mut outcome = report::check(&policy, resolver.as_deref(), &target, "GET").await;
                 if !full {
                     outcome.hide_non_public();
                 }

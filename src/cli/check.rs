@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::{PolicyArgs, EXIT_USAGE};
 use crate::dns::Resolver;
+use crate::policy::is_method_token;
 use crate::report;
 
 #[derive(Debug, Args)]
@@ -18,6 +19,10 @@ pub struct CheckArgs {
     /// Decide on the domain rules only; do not resolve names.
     #[arg(long = "no-dns")]
     no_dns: bool,
+    /// The method of the request a URL stands for (the http rules and `limited` mode judge
+    /// it; for an `https://` URL, inside an intercepted tunnel).
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    method: String,
     /// `host` (port 443), `host:port`, `[v6]:port`, a bare IPv6 address (port 443) or a URL
     /// (`http://host/…`).
     #[arg(value_name = "TARGET", required = true)]
@@ -25,6 +30,13 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: &CheckArgs) -> i32 {
+    if !is_method_token(&args.method) {
+        eprintln!(
+            "error: --method `{}` is not an HTTP method token",
+            args.method
+        );
+        return EXIT_USAGE;
+    }
     let (config, policy) = match args.policy.load() {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -58,7 +70,12 @@ pub fn run(args: &CheckArgs) -> i32 {
     };
     let mut any_blocked = false;
     for input in &args.targets {
-        let outcome = runtime.block_on(report::check(&policy, resolver.as_ref(), input));
+        let outcome = runtime.block_on(report::check(
+            &policy,
+            resolver.as_ref(),
+            input,
+            &args.method,
+        ));
         any_blocked |= !outcome.is_allowed();
         if args.json {
             println!("{}", report::json_line(&outcome));

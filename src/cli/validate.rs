@@ -97,6 +97,19 @@ fn text(config: &Config, policy: &Policy) -> String {
     for line in report::upstream_lines(&config.upstream) {
         let _ = writeln!(out, "{line}");
     }
+    if let Some(line) = report::mitm_line(config) {
+        let _ = writeln!(out, "{line}");
+    }
+    lists(&mut out, config, policy);
+    for warning in report::warnings(config, policy) {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+/// The domain rules, the Unix-socket entries and the http rules, each with its origin.
+fn lists(out: &mut String, config: &Config, policy: &Policy) {
+    let rules = policy.rules();
     let width = rules.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     let _ = writeln!(out, "rules:");
     for rule in rules {
@@ -127,8 +140,11 @@ fn text(config: &Config, policy: &Policy) -> String {
             );
         }
     }
-    for warning in report::warnings(config, policy) {
-        let _ = writeln!(out, "warning: {warning}");
+    let http_rules = report::http_rule_lines(policy);
+    if !http_rules.is_empty() {
+        let _ = writeln!(out, "http rules:");
+        for line in http_rules {
+            let _ = writeln!(out, "{line}");
+        }
     }
-    out
 }

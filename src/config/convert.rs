@@ -11,13 +11,15 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Source};
 use super::keys::{
-    AdminScalars, DnsScalars, Key, LimitScalars, LogScalars, NetworkScalars, RawNetwork,
-    RunScalars, UpstreamScalars,
+    AdminScalars, DnsScalars, Key, LimitScalars, LogScalars, MitmScalars, NetworkScalars, RawMitm,
+    RawNetwork, RunScalars, UpstreamScalars,
 };
 use super::listen::{self, Listener};
 use super::merge::{Layer, Listeners, Scalars, Set, UnixEntry};
-use super::raw::{RawLayer, SpannedList, SpannedMap};
-use crate::policy::{Action, DeclaredRange, Origin, PublicRanges};
+use super::raw::{RawHttpRule, RawLayer, SpannedList, SpannedMap};
+use crate::policy::{
+    check_rule_path, is_method_token, Action, DeclaredRange, HttpRuleSpec, Origin, PublicRanges,
+};
 
 /// What a conversion in the key table returns: the value with its origin, if it was set.
 pub(super) type Converted<T> = Result<Option<Set<T>>, ConfigError>;
@@ -33,8 +35,12 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         mut log,
         mut upstream,
         mut run,
+        mitm,
+        mitm_table,
+        http_rules: raw_http_rules,
     } = table;
-    let network_scalars = NetworkScalars::take(src, &mut network)?;
+    let mut network_scalars = NetworkScalars::take(src, &mut network)?;
+    let mitm = mitm_settings(src, mitm, mitm_table, &mut network_scalars)?;
     let listeners = listeners(src, &mut network)?;
     let scalars = Scalars {
         network: network_scalars,
@@ -45,12 +51,114 @@ pub(super) fn convert(src: &Source, table: RawLayer) -> Result<Layer, ConfigErro
         log: LogScalars::take(src, &mut log)?,
         upstream: UpstreamScalars::take(src, &mut upstream)?,
         run: RunScalars::take(src, &mut run)?,
+        mitm,
     };
     Ok(Layer {
         scalars,
         rules: domain_rules(src, &mut network)?,
         unix: unix_entries(src, &mut network)?,
+        http_rules: http_rules(src, raw_http_rules)?,
     })
+}
+
+/// `[mitm]`: present means on unless `enabled` says otherwise (the table's `enabled` is the
+/// network tables' `mitm`, so a later `mitm = false` turns it off), and the CA is two files
+/// or none.
+fn mitm_settings(
+    src: &Source,
+    mut raw: RawMitm,
+    table: Option<std::ops::Range<usize>>,
+    network: &mut NetworkScalars,
+) -> Result<MitmScalars, ConfigError> {
+    let enabled = match raw.enabled.take() {
+        Some(enabled) => plain(src, &MITM_ENABLED, Some(enabled))?,
+        None => table.map(|span| Set {
+            value: true,
+            origin: src.origin(&span),
+        }),
+    };
+    if enabled.is_some() {
+        network.mitm = enabled;
+    }
+    let mitm = MitmScalars::take(src, &mut raw)?;
+    match (&mitm.ca_cert, &mitm.ca_key) {
+        (Some(set), None) => Err(ConfigError::at_origin(
+            &set.origin,
+            "`[mitm] ca_cert` needs `ca_key` in the same table",
+        )),
+        (None, Some(set)) => Err(ConfigError::at_origin(
+            &set.origin,
+            "`[mitm] ca_key` needs `ca_cert` in the same table",
+        )),
+        _ => Ok(mitm),
+    }
+}
+
+const MITM_ENABLED: Key = Key {
+    table: "mitm",
+    name: "enabled",
+};
+
+/// `[[http_rules]]` in file order, each value checked at its position (host patterns are
+/// compiled, and checked, with the policy, like domain rules).
+fn http_rules(src: &Source, raw: Vec<RawHttpRule>) -> Result<Vec<HttpRuleSpec>, ConfigError> {
+    raw.into_iter()
+        .map(|rule| {
+            let action = entry(src, "http_rules", &rule.host, rule.action)?;
+            let methods = checked_list(src, rule.methods, |m| {
+                if is_method_token(m) {
+                    Ok(())
+                } else {
+                    Err(format!("`methods`: `{m}` is not an HTTP method token"))
+                }
+            })?;
+            let paths = checked_list(src, rule.paths, |p| {
+                check_rule_path(p).map_err(|e| format!("`paths`: `{p}`: {e}"))
+            })?;
+            Ok(HttpRuleSpec {
+                origin: src.origin(&rule.host.span()),
+                host: rule.host.into_inner(),
+                methods,
+                paths,
+                action,
+            })
+        })
+        .collect()
+}
+
+/// A list's strings, each checked at its own position.
+fn checked_list(
+    src: &Source,
+    list: Option<SpannedList>,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<Vec<String>, ConfigError> {
+    list.map(Spanned::into_inner)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| {
+            check(item.get_ref()).map_err(|m| src.error(&item.span(), m))?;
+            Ok(item.into_inner())
+        })
+        .collect()
+}
+
+/// `[mitm] domains`: host patterns, each with where it was written (compiled, and checked,
+/// with the policy).
+pub(super) fn host_patterns(
+    src: &Source,
+    _: &Key,
+    list: Option<SpannedList>,
+) -> Converted<Vec<(String, Origin)>> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    let origin = src.origin(&list.span());
+    let value = list
+        .into_inner()
+        .into_iter()
+        .map(|p| (p.get_ref().clone(), src.origin(&p.span())))
+        .collect();
+    Ok(Some(Set { value, origin }))
 }
 
 fn listeners(src: &Source, network: &mut RawNetwork) -> Result<Listeners, ConfigError> {

@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::error::{ConfigError, Source};
-use super::keys::{DnsScalars, LimitScalars};
+use super::keys::{DnsScalars, LimitScalars, MitmScalars};
 use super::listen::{self, Listener};
 use super::merge::{Entries, Merged, Set};
 use super::upstream::{self, Inputs};
 use super::warnings;
-use super::{AdminConfig, Config, DnsConfig, Limits, LogConfig, MitmConfig, RunConfig, Sources};
+use super::{
+    AdminConfig, CaFiles, Config, DnsConfig, Limits, LogConfig, MitmConfig, RunConfig, Sources,
+};
 use crate::policy::{Action, RuleSpec, UnixAction, UnixSocketSpec};
 
 fn value<T: Clone>(set: &Option<Set<T>>) -> Option<T> {
@@ -36,18 +38,12 @@ pub(super) fn finish(
         unix,
         conflicts,
         managed_mode,
+        http_rules,
     } = merged;
     warnings.extend(conflicts);
     let net = &s.network;
 
-    let unix_sockets: Vec<UnixSocketSpec> = unix
-        .into_entries()
-        .map(|(path, action, origin)| UnixSocketSpec {
-            path: PathBuf::from(path),
-            action,
-            origin,
-        })
-        .collect();
+    let unix_sockets = unix_sockets(unix);
     let non_loopback_proxy = flag(&net.dangerously_allow_non_loopback_proxy, false);
     let non_loopback_admin = flag(&net.dangerously_allow_non_loopback_admin, false);
     let all_unix = flag(&net.dangerously_allow_all_unix_sockets, false);
@@ -119,9 +115,34 @@ pub(super) fn finish(
         run: RunConfig {
             isolate: flag(&s.run.isolate, false),
         },
-        mitm: MitmConfig::default(),
+        mitm: mitm(&s.mitm, flag(&net.mitm, false)),
+        http_rules,
         warnings,
     })
+}
+
+fn unix_sockets(unix: Entries<UnixAction>) -> Vec<UnixSocketSpec> {
+    unix.into_entries()
+        .map(|(path, action, origin)| UnixSocketSpec {
+            path: PathBuf::from(path),
+            action,
+            origin,
+        })
+        .collect()
+}
+
+fn mitm(s: &MitmScalars, enabled: bool) -> MitmConfig {
+    // `convert` allows the CA files only as a pair.
+    let ca = match (value(&s.ca_cert), value(&s.ca_key)) {
+        (Some(cert), Some(key)) => Some(CaFiles { cert, key }),
+        _ => None,
+    };
+    MitmConfig {
+        enabled,
+        domains: value(&s.domains),
+        ca,
+        upstream_ca: value(&s.upstream_ca),
+    }
 }
 
 fn dns(s: &DnsScalars) -> DnsConfig {

@@ -13,14 +13,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::convert::{
-    choice, count, dns_servers, header_bytes, millis, path, plain, public_ranges,
+    choice, count, dns_servers, header_bytes, host_patterns, millis, path, plain, public_ranges,
 };
 use super::error::{ConfigError, Source};
 use super::merge::{replace, Set};
 use super::raw::{SpannedList, SpannedMap};
 use super::upstream::{no_proxy, proxy_url, NoProxy, NoProxyText, ProxyUrl, ResolveAt};
 use super::{LogFormat, MultiAnswer};
-use crate::policy::{Mode, PublicRanges};
+use crate::policy::{Mode, Origin, PublicRanges};
 
 /// A key of every user network table: native top level, `[features.network_proxy]`,
 /// `[network]`, `[permissions.<name>.network]`; and of each extension table.
@@ -122,6 +122,19 @@ key_table! {
         dangerously_allow_non_loopback_proxy: Spanned<bool>, BOTH => bool = plain;
         dangerously_allow_non_loopback_admin: Spanned<bool>, BOTH => bool = plain;
         dangerously_allow_all_unix_sockets: Spanned<bool>, BOTH => bool = plain;
+        mitm: Spanned<bool>, BOTH => bool = plain;
+    }
+}
+
+key_table! {
+    /// `[mitm]` (native files): HTTPS inspection. `enabled` sets the network tables' `mitm`
+    /// and `ca_cert`/`ca_key` are one setting; `convert.rs` does both.
+    "mitm": RawMitm, MitmScalars, MITM {
+        enabled: Spanned<bool>, TABLE;
+        domains: SpannedList, TABLE => Vec<(String, Origin)> = host_patterns;
+        ca_cert: Spanned<String>, TABLE => PathBuf = path;
+        ca_key: Spanned<String>, TABLE => PathBuf = path;
+        upstream_ca: Spanned<String>, TABLE => PathBuf = path;
     }
 }
 

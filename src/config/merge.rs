@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::keys::{
-    AdminScalars, DnsScalars, LimitScalars, LogScalars, NetworkScalars, RunScalars, UpstreamScalars,
+    AdminScalars, DnsScalars, LimitScalars, LogScalars, MitmScalars, NetworkScalars, RunScalars,
+    UpstreamScalars,
 };
-use crate::policy::{Action, Mode, Origin, UnixAction};
+use crate::policy::{Action, HttpRuleSpec, Mode, Origin, UnixAction};
 
 /// A value and where it was set, so warnings and errors about the effective value can point
 /// at the layer that decided it.
@@ -44,6 +45,7 @@ pub(super) struct Scalars {
     pub(super) log: LogScalars,
     pub(super) upstream: UpstreamScalars,
     pub(super) run: RunScalars,
+    pub(super) mitm: MitmScalars,
 }
 
 impl Scalars {
@@ -58,6 +60,7 @@ impl Scalars {
         self.log.override_with(later.log);
         self.upstream.override_with(later.upstream);
         self.run.override_with(later.run);
+        self.mitm.override_with(later.mitm);
     }
 }
 
@@ -78,6 +81,8 @@ pub(super) struct Layer {
     /// pattern in both lists ends as a deny.
     pub(super) rules: Vec<(String, Action, Origin)>,
     pub(super) unix: Vec<(String, UnixEntry, Origin)>,
+    /// `[[http_rules]]` in file order.
+    pub(super) http_rules: Vec<HttpRuleSpec>,
 }
 
 /// Entries keyed by pattern or path, in the order they were last set.
@@ -125,6 +130,8 @@ pub(super) struct Merged {
     pub(super) conflicts: Vec<String>,
     /// The mode the requirements set (after [`keep_stricter_mode`]).
     pub(super) managed_mode: Option<Mode>,
+    /// Every layer's `[[http_rules]]`, appended in order.
+    pub(super) http_rules: Vec<HttpRuleSpec>,
 }
 
 impl Merged {
@@ -136,6 +143,7 @@ impl Merged {
             }
         }
         self.scalars.override_with(layer.scalars);
+        self.http_rules.extend(layer.http_rules);
         let rules = if managed {
             &mut self.managed_rules
         } else {

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Source};
 use super::keys::{
-    names, RawAdmin, RawDns, RawLimits, RawLog, RawNetwork, RawRun, RawUpstream, ADMIN, DNS,
-    LIMITS, LOG, NETWORK, REQUIREMENTS, RUN, TABLE, UPSTREAM,
+    names, RawAdmin, RawDns, RawLimits, RawLog, RawMitm, RawNetwork, RawRun, RawUpstream, ADMIN,
+    DNS, LIMITS, LOG, MITM, NETWORK, REQUIREMENTS, RUN, TABLE, UPSTREAM,
 };
 
 mod codex;
@@ -31,6 +31,19 @@ pub(super) type SpannedList = Spanned<Vec<Spanned<String>>>;
 /// Extension tables only a native file has.
 const NATIVE_TABLES: &[&str] = &["dns", "limits", "admin", "log", "upstream", "run"];
 
+/// `[[http_rules]]`, a native file's only array of tables.
+const HTTP_RULES: &str = "http_rules";
+
+/// One `[[http_rules]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpRule {
+    pub(super) host: Spanned<String>,
+    pub(super) methods: Option<SpannedList>,
+    pub(super) paths: Option<SpannedList>,
+    pub(super) action: Spanned<String>,
+}
+
 /// Top-level keys that make a file Codex-shaped.
 const CODEX_KEYS: &[&str] = &["features", "permissions", "network", "default_permissions"];
 
@@ -45,6 +58,10 @@ pub(super) struct RawLayer {
     pub(super) log: RawLog,
     pub(super) upstream: RawUpstream,
     pub(super) run: RawRun,
+    pub(super) mitm: RawMitm,
+    /// Where `[mitm]` was written, when the file has the table.
+    pub(super) mitm_table: Option<Range<usize>>,
+    pub(super) http_rules: Vec<RawHttpRule>,
 }
 
 /// One `--config` file, split into the layers it contributes, in the order they apply.
@@ -103,8 +120,10 @@ fn parse_native(
 ) -> Result<ParsedConfig, ConfigError> {
     let mut allowed = names(NETWORK, TABLE);
     allowed.extend(NATIVE_TABLES);
+    allowed.push(HTTP_RULES);
     check_keys(src, &root, &allowed, "native policy file")?;
     let mut layer = extension_layer(src, &mut root)?;
+    native_tables(src, &mut root, &mut layer)?;
     layer.network = typed(src, Spanned::new(span, DeValue::Table(root)))?;
     Ok(ParsedConfig {
         native: true,
@@ -124,8 +143,28 @@ fn extension_layer(src: &Source, root: &mut DeTable<'_>) -> Result<RawLayer, Con
         log: optional_table(src, root, "log", &names(LOG, TABLE))?,
         upstream: optional_table(src, root, "upstream", &names(UPSTREAM, TABLE))?,
         run: optional_table(src, root, "run", &names(RUN, TABLE))?,
-        network: RawNetwork::default(),
+        ..RawLayer::default()
     })
+}
+
+/// `[mitm]` and `[[http_rules]]`, taken out of `root`; `mitm = true` stays a network key.
+fn native_tables<'i>(
+    src: &Source,
+    root: &mut DeTable<'i>,
+    layer: &mut RawLayer,
+) -> Result<(), ConfigError> {
+    let table_span = root
+        .get_key_value("mitm")
+        .filter(|(_, v)| matches!(v.get_ref(), DeValue::Table(_)))
+        .map(|(k, _)| k.span());
+    if let Some(span) = table_span {
+        layer.mitm = optional_table(src, root, "mitm", &names(MITM, TABLE))?;
+        layer.mitm_table = Some(span);
+    }
+    if let Some(rules) = root.remove(HTTP_RULES) {
+        layer.http_rules = typed(src, rules)?;
+    }
+    Ok(())
 }
 
 impl From<RawNetwork> for RawLayer {

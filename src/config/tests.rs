@@ -10,6 +10,7 @@ use crate::policy::{Action, Origin, UnixAction};
 mod codex;
 mod layering;
 mod listeners;
+mod mitm;
 mod public_ranges;
 mod requirements;
 mod values;
@@ -78,6 +79,7 @@ fn defaults(enabled: bool) -> Config {
         log: LogConfig::default(),
         run: RunConfig::default(),
         mitm: MitmConfig::default(),
+        http_rules: Vec::new(),
         warnings: Vec::new(),
     }
 }
@@ -89,6 +91,7 @@ fn shown(config: &Config) -> Vec<String> {
         .warnings
         .iter()
         .chain(policy.warnings())
+        .chain(policy.http_warnings())
         .cloned()
         .collect()
 }

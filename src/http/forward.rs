@@ -96,6 +96,7 @@ pub async fn handle(
     };
     let access = Access::Http {
         method: req.method().as_str(),
+        path: req.uri().path(),
         body: has_body(&req),
     };
     let route = match ctx.route(Protocol::Http, client, &target, access).await {
@@ -161,6 +162,7 @@ async fn unix(
     let dest = format!("unix:{}", path.display());
     let access = Access::Http {
         method: req.method().as_str(),
+        path: req.uri().path(),
         body: has_body(&req),
     };
     let pinned = match ctx.authorize_unix(client, path, access) {

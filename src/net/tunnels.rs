@@ -166,9 +166,10 @@ impl Tunnels {
     }
 }
 
-/// The decision `policy` makes for an open tunnel, without DNS.
+/// The decision `policy` makes for an open tunnel, without DNS. Every registered tunnel relays
+/// opaque bytes, so one the new rules want intercepted is revoked.
 fn recheck(policy: &Policy, entry: &Entry) -> Decision {
-    match (entry.dialled, entry.asked) {
+    let decision = match (entry.dialled, entry.asked) {
         (Some(ip), false) => policy.recheck(&entry.target, ip),
         (Some(ip), true) => policy.recheck_asked(&entry.target, ip),
         (None, asked) => {
@@ -183,7 +184,8 @@ fn recheck(policy: &Policy, entry: &Entry) -> Decision {
                 Step::Resolve(pending) => pending.unresolved().decision().clone(),
             }
         }
-    }
+    };
+    decision.uninspected()
 }
 
 #[cfg(test)]
@@ -253,7 +255,7 @@ mod tests {
                 open.with_mode(Mode::Limited),
                 &name,
                 loopback,
-                Reason::MethodNotAllowed,
+                Reason::MitmRequired,
             ),
         ];
         for (policy, target, dialled, reason) in cases {
@@ -310,6 +312,46 @@ mod tests {
         let deny = policy(&[("asked.test", Action::Deny)], false);
         assert_eq!(tunnels.recheck(&deny), 1);
         assert_eq!(a.revocation().map(|d| d.reason()), Some(Reason::DenyRule));
+    }
+
+    /// A reload that wants a host's requests seen closes its opaque tunnels, resolved or
+    /// not; tunnels to other hosts stay.
+    #[test]
+    fn a_reload_that_wants_requests_inspected_closes_opaque_tunnels() {
+        use crate::policy::{HttpRuleSpec, InspectionSpec, Origin};
+        let tunnels = Tunnels::default();
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let public: IpAddr = "93.184.215.14".parse().unwrap();
+        let ruled = Target::parse_authority("api.test:443", None).unwrap();
+        let other = Target::parse_authority("other.test:443", None).unwrap();
+        let a = tunnels.register(1, Protocol::Connect, client, &ruled, Some(public), false);
+        let b = tunnels.register(2, Protocol::SocksTcp, client, &ruled, None, false);
+        let c = tunnels.register(3, Protocol::Connect, client, &other, Some(public), false);
+        let rules = [("api.test", Action::Allow), ("other.test", Action::Allow)];
+        let http = [HttpRuleSpec {
+            host: "api.test".into(),
+            methods: vec!["GET".into()],
+            paths: Vec::new(),
+            action: Action::Allow,
+            origin: Origin::Api,
+        }];
+        let off = policy(&rules, false)
+            .with_http(&http, &InspectionSpec::default())
+            .unwrap();
+        assert_eq!(tunnels.recheck(&off), 0, "no interception: nothing to see");
+        let on = InspectionSpec {
+            enabled: true,
+            domains: None,
+        };
+        let inspecting = policy(&rules, false).with_http(&http, &on).unwrap();
+        assert_eq!(tunnels.recheck(&inspecting), 2);
+        for t in [&a, &b] {
+            assert_eq!(
+                t.revocation().map(|d| d.reason()),
+                Some(Reason::MitmRequired)
+            );
+        }
+        assert!(c.revocation().is_none());
     }
 
     /// A name the upstream resolved is re-decided by the rules alone.

@@ -8,7 +8,8 @@ use hyper::StatusCode;
 use super::*;
 use crate::net::dial::Peer;
 use crate::policy::{
-    Access, Action, Decision, IpClass, Mode, Origin, Policy, PolicyOptions, RuleSpec, Step, Target,
+    Access, Action, Decision, HttpRuleSpec, InspectionSpec, IpClass, Mode, Origin, Policy,
+    PolicyOptions, RuleSpec, Step, Target,
 };
 
 fn policy(mode: Mode) -> Policy {
@@ -52,13 +53,36 @@ fn every_denial() -> Vec<Decision> {
     vec![
         decided(&full, "evil.test", None),
         decided(&policy_without_wildcard(), "other.test", None),
-        decided(&policy(Mode::Limited), "example.com", None),
+        requested(&policy(Mode::Limited), "POST", "/"),
         Decision::invalid_host(),
         decided(&full, "10.0.0.1", None),
         decided(&full, "a.test", Some(&["127.0.0.1"])),
         decided(&full, "a.test", None),
         decided(&full, "127.0.0.1:3128", None),
+        decided(&policy(Mode::Limited), "example.com", None),
+        requested(&with_http_rule(), "GET", "/a%2Fb"),
     ]
+}
+
+/// The request-level refusal of `method path` to example.com.
+fn requested(policy: &Policy, method: &str, path: &str) -> Decision {
+    let target = Target::parse_authority("example.com", Some(80)).unwrap();
+    policy
+        .check_request(&target, method, path, false)
+        .expect("refused")
+}
+
+fn with_http_rule() -> Policy {
+    let rule = HttpRuleSpec {
+        host: "example.com".into(),
+        methods: vec!["GET".into()],
+        paths: Vec::new(),
+        action: Action::Allow,
+        origin: Origin::Api,
+    };
+    policy(Mode::Full)
+        .with_http(&[rule], &InspectionSpec::default())
+        .unwrap()
 }
 
 fn policy_without_wildcard() -> Policy {
@@ -117,6 +141,18 @@ fn every_reason_on_both_edges() {
             "blocked-by-policy",
             Code::NotAllowed,
         ),
+        (
+            "mitm-required",
+            403,
+            "blocked-by-mitm-required",
+            Code::NotAllowed,
+        ),
+        (
+            "invalid-request",
+            400,
+            "blocked-by-policy",
+            Code::NotAllowed,
+        ),
     ];
     let decisions = every_denial();
     assert_eq!(decisions.len(), table.len());
@@ -144,6 +180,8 @@ fn categories() {
         (Reason::DnsFailed, "blocked-by-policy"),
         (Reason::UnixSocketDenied, "blocked-by-policy"),
         (Reason::SelfConnection, "blocked-by-policy"),
+        (Reason::MitmRequired, "blocked-by-mitm-required"),
+        (Reason::InvalidRequest, "blocked-by-policy"),
         (Reason::NonPublicIp(IpClass::LinkLocal), "blocked-by-policy"),
         (Reason::DnsNonPublic(IpClass::Ula), "blocked-by-policy"),
     ];
@@ -378,61 +416,6 @@ fn the_busy_answer_is_well_formed_and_agrees_with_the_table() {
     assert_eq!(body, answer.body);
 }
 
-#[test]
-fn socks_dial_failures() {
-    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let unreachable = |kind: io::ErrorKind| DialError::Unreachable {
-        peer: Peer::Tcp(addr),
-        source: kind.into(),
-    };
-    let cases = [
-        (DialError::Refused(Peer::Tcp(addr)), Code::ConnectionRefused),
-        (DialError::Timeout(Duration::from_secs(1)), Code::TtlExpired),
-        (
-            unreachable(io::ErrorKind::NetworkUnreachable),
-            Code::NetworkUnreachable,
-        ),
-        (
-            unreachable(io::ErrorKind::HostUnreachable),
-            Code::HostUnreachable,
-        ),
-        (unreachable(io::ErrorKind::TimedOut), Code::TtlExpired),
-        (
-            unreachable(io::ErrorKind::PermissionDenied),
-            Code::GeneralFailure,
-        ),
-    ];
-    for (error, want) in cases {
-        let refusal = Refusal::Dial {
-            dest: "a:1",
-            error: &error,
-        };
-        assert_eq!(socks(&refusal), want, "{error}");
-    }
-}
-
-#[test]
-fn socks_protocol_failures() {
-    for command in [Command::Bind, Command::UdpAssociate, Command::Other(9)] {
-        assert_eq!(socks(&Refusal::Command(command)), Code::CommandNotSupported);
-    }
-    let atyp = RequestError::AddressType(5);
-    assert_eq!(
-        socks(&Refusal::Request(&atyp)),
-        Code::AddressTypeNotSupported
-    );
-    assert_eq!(
-        socks(&Refusal::Request(&RequestError::Version(4))),
-        Code::GeneralFailure
-    );
-    assert_eq!(socks(&Refusal::Busy), Code::GeneralFailure);
-    let unknown = OwnerError::NotFound("127.0.0.1:9".parse().unwrap());
-    assert_eq!(socks(&Refusal::Owner(&unknown)), Code::GeneralFailure);
-    let err = io::Error::from(io::ErrorKind::AddrInUse);
-    assert_eq!(socks(&Refusal::Local(&err)), Code::GeneralFailure);
-    assert_eq!(Code::AddressTypeNotSupported as u8, 0x08);
-}
-
 /// A name refused for answers from a range this network's DNS may use gets the flag to
 /// declare it in every form of the answer; a never-declarable class gets no such hint.
 #[test]
@@ -593,3 +576,5 @@ fn upstream_failures_on_both_edges() {
         "egress-proxy: cannot connect to a.test:443: the upstream proxy http://me:***@corp.test:3128 refused: HTTP 403\n"
     );
 }
+
+mod socks;

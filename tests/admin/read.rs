@@ -107,7 +107,7 @@ async fn check_matches_the_cli_json() {
         "denied.test",
         "http://other.test/x?q=1",
     ]) {
-        let outcome = report::check(&policy, Some(&resolver), target).await;
+        let outcome = report::check(&policy, Some(&resolver), target, "GET").await;
         assert_eq!(line, report::json_line(&outcome));
     }
 

@@ -106,12 +106,12 @@ async fn mode_limited_blocks_connect() {
 
     let connect = h.proxy_connect("allowed.test").await;
     assert_eq!(connect.status, 403);
-    assert_eq!(connect.header("x-proxy-reason"), Some("method-not-allowed"));
+    assert_eq!(connect.header("x-proxy-reason"), Some("mitm-required"));
     // Plain GET still goes through in limited mode.
     assert_eq!(h.proxy_get("allowed.test").await.status, 200);
     let blocked = h.get("/blocked").await.json();
     assert_eq!(blocked["blocked"][0]["protocol"], "connect");
-    assert_eq!(blocked["blocked"][0]["reason"], "method-not-allowed");
+    assert_eq!(blocked["blocked"][0]["reason"], "mitm-required");
 
     let reply = h.post("/mode", Some(TOKEN), r#"{"mode": "full"}"#).await;
     assert_eq!(reply.status, 200);

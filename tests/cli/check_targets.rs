@@ -70,7 +70,8 @@ fn check_url_targets_are_judged_by_their_real_host() {
         json_lines(&out),
         [
             serde_json::json!({"target": "http://allowed.test@127.0.0.1/", "verdict": "block",
-            "reason": "not-allowed", "rule": null, "host": "127.0.0.1", "port": 80, "ips": []})
+            "reason": "not-allowed", "rule": null, "host": "127.0.0.1", "port": 80, "ips": [],
+            "method": "GET", "path": "/", "intercept": false})
         ]
     );
     assert_eq!(dns.queries("allowed.test"), 0);

@@ -11,4 +11,5 @@ mod ca;
 mod check;
 mod check_targets;
 mod config_files;
+mod http_rules;
 mod validate;

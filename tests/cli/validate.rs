@@ -42,6 +42,7 @@ rules:
   deny   gist.github.com  {p}:6:19
 unix sockets:
   deny   /run/docker.sock  {p}:7:18
+warning: mode `limited` without mitm: every HTTPS tunnel (CONNECT, SOCKS5) is refused with mitm-required
 "
         )
     );
@@ -164,7 +165,7 @@ denied_domains = [\"**.corp.test\"]
 
 #[test]
 fn validate_rejects_bad_files_with_the_exact_line() {
-    let native_keys = "`enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`, `upstream`, `run`";
+    let native_keys = "`enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`, `dns`, `limits`, `admin`, `log`, `upstream`, `run`, `http_rules`";
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "typo",

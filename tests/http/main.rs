@@ -18,4 +18,5 @@ mod forward;
 mod json;
 mod limits;
 mod policy;
+mod rules;
 mod session;

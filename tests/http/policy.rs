@@ -439,13 +439,9 @@ fn limited_mode_blocks_other_methods_and_connect() {
             "method-not-allowed",
         );
     }
+    // Without HTTPS inspection a tunnel's requests cannot be judged.
     let (_, reply) = connect_tunnel(w.proxy.addr, &w.at_echo("allowed.test"));
-    assert_verdict(
-        &reply,
-        403,
-        "blocked-by-method-policy",
-        "method-not-allowed",
-    );
+    assert_verdict(&reply, 403, "blocked-by-mitm-required", "mitm-required");
     let out = curl::run(Via::Tunnel(&w.proxy.url()), &[&w.url("allowed.test", "/")]);
     out.assert_failed_with("403");
     w.assert_nothing_reached_upstream();

@@ -375,7 +375,7 @@ fn reload_and_mode_switch_close_the_open_tunnels_they_deny() {
     };
     assert_eq!(revoked("connect", "deny-rule"), Some(1.0), "{metrics}");
     assert_eq!(revoked("connect", "dns-non-public:loopback"), Some(1.0));
-    assert_eq!(revoked("socks-tcp", "method-not-allowed"), Some(1.0));
+    assert_eq!(revoked("socks-tcp", "mitm-required"), Some(1.0));
 
     // The close lines are written as the relays end: poll for all three.
     let is_close = |v: &Value| v["event"] == "close";
@@ -399,7 +399,7 @@ fn reload_and_mode_switch_close_the_open_tunnels_they_deny() {
     assert_eq!(line["reason"], "dns-non-public:loopback", "{line}");
     let line = close("127.0.0.1", "socks-tcp");
     assert_eq!(line["closed_by"], "policy-reload", "{line}");
-    assert_eq!(line["reason"], "method-not-allowed", "{line}");
+    assert_eq!(line["reason"], "mitm-required", "{line}");
     assert_eq!(line["port"], port, "{line}");
 
     serve.stop();

@@ -114,7 +114,7 @@ async fn limited_mode_blocks_socks() {
         mode: Mode::Limited,
         ..Setup::default()
     };
-    assert_curl_refused(setup, "allowed.test", NOT_ALLOWED, "method-not-allowed").await;
+    assert_curl_refused(setup, "allowed.test", NOT_ALLOWED, "mitm-required").await;
 }
 
 #[tokio::test]

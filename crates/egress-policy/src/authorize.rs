@@ -71,6 +71,31 @@ impl<'a> Step<'a> {
         }
     }
 
+    /// Marks an allowed tunnel as one to intercept, now or once its answers are checked.
+    pub(crate) fn intercepting(self, intercept: bool) -> Self {
+        match self {
+            Step::Done(decision) => Step::Done(decision.intercepting(intercept)),
+            Step::Resolve(pending) => Step::Resolve(Pending {
+                intercept,
+                ..pending
+            }),
+        }
+    }
+
+    /// [`Decision::uninspected`] before the lookup: for a listener that cannot inspect, a
+    /// name whose tunnel must be intercepted is refused `mitm-required` without resolving it.
+    pub fn uninspected(self) -> Self {
+        match self {
+            Step::Done(decision) => Step::Done(decision.uninspected()),
+            Step::Resolve(pending) if pending.intercept => Step::Done(
+                Decision::block(Reason::MitmRequired, pending.rule)
+                    .at(pending.port)
+                    .by(pending.by),
+            ),
+            step => step,
+        }
+    }
+
     /// The decision, when no lookup is needed.
     pub fn done(&self) -> Option<&Decision> {
         match self {
@@ -90,6 +115,8 @@ pub struct Pending<'a> {
     pub(crate) port: u16,
     pub(crate) rule: Option<RuleRef>,
     pub(crate) by: DecidedBy,
+    /// The tunnel must be intercepted once allowed.
+    pub(crate) intercept: bool,
 }
 
 impl Pending<'_> {
@@ -110,6 +137,7 @@ impl Pending<'_> {
         self.policy
             .check_resolved(self.rule, self.port, answers)
             .by(self.by)
+            .intercepting(self.intercept)
     }
 
     /// Allows the name without resolving it here, for a connection that goes *by name* to an
@@ -125,7 +153,8 @@ impl Pending<'_> {
         Unresolved {
             decision: Decision::allow(self.rule, Vec::new())
                 .at(self.port)
-                .by(self.by),
+                .by(self.by)
+                .intercepting(self.intercept),
         }
     }
 

@@ -53,6 +53,10 @@ pub enum Reason {
     UnixSocketDenied,
     /// The destination is one of the proxy's own listeners.
     SelfConnection,
+    /// `limited` mode: a tunnel is only allowed when HTTPS inspection can see its requests.
+    MitmRequired,
+    /// A request path that stays ambiguous after normalisation, to a host with http rules.
+    InvalidRequest,
 }
 
 impl Reason {
@@ -68,6 +72,8 @@ impl Reason {
             Reason::DnsFailed => "dns-failed",
             Reason::UnixSocketDenied => "unix-socket-denied",
             Reason::SelfConnection => "self-connection",
+            Reason::MitmRequired => "mitm-required",
+            Reason::InvalidRequest => "invalid-request",
             Reason::NonPublicIp(class) => match class {
                 Public => "non-public-ip:public",
                 Unspecified => "non-public-ip:unspecified",
@@ -123,6 +129,12 @@ impl Reason {
             }
             Reason::UnixSocketDenied => "the Unix socket is not allowed by the unix_sockets map",
             Reason::SelfConnection => "the destination is the proxy itself",
+            Reason::MitmRequired => {
+                "limited mode only allows a tunnel that HTTPS inspection opens; this host is not inspected (mitm off or outside [mitm] domains)"
+            }
+            Reason::InvalidRequest => {
+                "the request path is ambiguous (an encoded `/`, `\\`, `;` or `%`, a `\\` or `;`, NUL, a bad escape) and http rules apply to the host"
+            }
         }
     }
 }
@@ -226,6 +238,8 @@ pub struct Decision {
     /// The destination port the addresses are dialled on (0 for a Unix socket).
     port: u16,
     by: DecidedBy,
+    /// An allowed tunnel whose requests must be inspected.
+    intercept: bool,
 }
 
 impl Decision {
@@ -237,6 +251,7 @@ impl Decision {
             ips: Vec::new(),
             port: 0,
             by: DecidedBy::Policy,
+            intercept: false,
         }
     }
 
@@ -248,6 +263,7 @@ impl Decision {
             ips,
             port: 0,
             by: DecidedBy::Policy,
+            intercept: false,
         }
     }
 
@@ -269,6 +285,31 @@ impl Decision {
     pub(crate) fn by(mut self, by: DecidedBy) -> Self {
         self.by = by;
         self
+    }
+
+    pub(crate) fn intercepting(mut self, on: bool) -> Self {
+        self.intercept = on;
+        self
+    }
+
+    /// An allowed tunnel that must go through HTTPS inspection rather than be relayed as
+    /// opaque bytes: interception is on, the host is in its scope, and `limited` mode or an
+    /// http rule needs its requests seen. Always false for a blocked decision.
+    pub fn intercept(&self) -> bool {
+        self.intercept && self.is_allowed()
+    }
+
+    /// The decision for a listener that cannot inspect (SOCKS5, a tunnel with no engine): an
+    /// allowed tunnel that must be intercepted becomes a `mitm-required` refusal, so no
+    /// request the policy wants to see passes as opaque bytes.
+    pub fn uninspected(self) -> Decision {
+        if !self.intercept() {
+            return self;
+        }
+        Decision::block(Reason::MitmRequired, self.rule)
+            .with_ips(self.ips)
+            .at(self.port)
+            .by(self.by)
     }
 
     /// Whether the destination may be reached.
@@ -344,13 +385,16 @@ impl Decision {
     }
 }
 
-/// What the client is asking to do; only `limited` mode looks at it.
+/// What the client is asking to do: `limited` mode, the http rules and the inspection scope
+/// look at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access<'a> {
     /// A plain-HTTP request.
     Http {
         /// The request method, as sent (methods are case-sensitive).
         method: &'a str,
+        /// The request path, without the query string.
+        path: &'a str,
         /// Whether the request carries a body.
         body: bool,
     },

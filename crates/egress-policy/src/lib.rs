@@ -31,6 +31,7 @@ mod authorize;
 pub mod classifier;
 mod decision;
 pub mod host;
+mod http_rules;
 mod matcher;
 pub mod pattern;
 pub mod public_ranges;
@@ -48,15 +49,18 @@ pub use authorize::{authorize, Allowed, Blocked, Deferred, Pending, Resolve, Ste
 pub use classifier::{classify, IpClass};
 pub use decision::{Access, ClassifiedIp, DecidedBy, Decision, Declarable, Reason, Verdict};
 pub use host::{Host, InvalidHost};
+pub use http_rules::{check_rule_path, is_method_token, PathError};
 pub use matcher::{RuleInfo, RuleRef};
 pub use pattern::{Pattern, PatternError};
 pub use public_ranges::{DeclaredRange, PublicRanges, RangeError};
 pub use spec::{
-    escape_controls, Action, Mode, MultiAnswer, Origin, RuleSpec, UnixAction, UnixSocketSpec,
+    escape_controls, Action, HttpRuleSpec, InspectionSpec, Mode, MultiAnswer, Origin, RuleSpec,
+    UnixAction, UnixSocketSpec,
 };
 pub use target::{Target, UrlScheme};
 pub use unix::FileId;
 
+use http_rules::HttpPolicy;
 use matcher::{AllowKind, Matcher};
 use unix::{UnixSocketMap, UnixVerdict};
 
@@ -135,6 +139,8 @@ pub struct Policy {
     options: PolicyOptions,
     /// The proxy's own listeners, never a permitted destination.
     self_addrs: Arc<[SocketAddr]>,
+    /// `[[http_rules]]` and the inspection scope.
+    http: Arc<HttpPolicy>,
 }
 
 impl fmt::Debug for Policy {
@@ -184,7 +190,78 @@ impl Policy {
             }),
             options,
             self_addrs: Arc::from([]),
+            http: Arc::default(),
         })
+    }
+
+    /// The same domain rules with `[[http_rules]]` and the HTTPS-inspection scope. Every host
+    /// pattern, method and path is validated; the first bad one is the error.
+    pub fn with_http(
+        &self,
+        rules: &[HttpRuleSpec],
+        inspection: &InspectionSpec,
+    ) -> Result<Policy, PolicyError> {
+        Ok(Policy {
+            http: Arc::new(HttpPolicy::new(rules, inspection, self.options.mode)?),
+            ..self.clone()
+        })
+    }
+
+    /// Findings about the http rules and the inspection scope for `validate` and `serve`'s
+    /// start-up log: http rules HTTPS would not see (mitm off, or the host outside
+    /// `[mitm] domains`) and `limited` mode without interception.
+    pub fn http_warnings(&self) -> &[String] {
+        self.http.warnings()
+    }
+
+    /// The http rules it was compiled with, in order.
+    pub fn http_rules(&self) -> &[HttpRuleSpec] {
+        self.http.specs()
+    }
+
+    /// The request-level checks, for a plain-HTTP request (through [`Policy::decide`]) and for
+    /// each request inside an intercepted tunnel (called directly): `limited` mode's reads,
+    /// then the http rules. `None` lets the request go (the domain rules still decide its
+    /// host); `Some` is the refusal. Allocates nothing unless an http rule names the host
+    /// and the path is not already in normal form.
+    pub fn check_request(
+        &self,
+        target: &Target<'_>,
+        method: &str,
+        path: &str,
+        body: bool,
+    ) -> Option<Decision> {
+        if self.options.mode == Mode::Limited && !is_read(method, body) {
+            return Some(Decision::block(Reason::MethodNotAllowed, None).at(target.port));
+        }
+        self.http
+            .check(target, method, path)
+            .map(|d| d.at(target.port))
+    }
+
+    /// Whether a CONNECT to `target` is answered inside TLS: interception is on and an
+    /// explicit `[mitm] domains` pattern names it, so even a denial is a readable 403 there.
+    pub fn answers_inside_tls(&self, target: &Target<'_>) -> bool {
+        self.http.named_in_scope(target)
+    }
+
+    /// Whether interception is on and `target` is in its scope.
+    pub fn interceptable(&self, target: &Target<'_>) -> bool {
+        self.http.interceptable(target)
+    }
+
+    /// How a tunnel to `target` must be carried: `Ok(true)` intercepted, `Ok(false)` opaque,
+    /// `Err` refused (`limited` mode where interception cannot see the requests).
+    fn tunnel_inspection(&self, target: &Target<'_>) -> Result<bool, Decision> {
+        let limited = self.options.mode == Mode::Limited;
+        if !limited && !self.http.has_rules() {
+            return Ok(false);
+        }
+        let interceptable = self.http.interceptable(target);
+        if limited && !interceptable {
+            return Err(Decision::block(Reason::MitmRequired, None).at(target.port));
+        }
+        Ok(interceptable && (limited || self.http.names(target)))
     }
 
     /// Compiles rules written in code (origin [`Origin::Api`], unmanaged): what an embedder
@@ -269,9 +346,18 @@ impl Policy {
         access: Access<'_>,
         asked: Option<bool>,
     ) -> Step<'a> {
-        if self.options.mode == Mode::Limited && !is_read_only(access) {
-            return Step::Done(Decision::block(Reason::MethodNotAllowed, None).at(target.port));
-        }
+        let intercept = match access {
+            Access::Http { method, path, body } => {
+                match self.check_request(target, method, path, body) {
+                    Some(refused) => return Step::Done(refused),
+                    None => false,
+                }
+            }
+            Access::Tunnel => match self.tunnel_inspection(target) {
+                Ok(intercept) => intercept,
+                Err(refused) => return Step::Done(refused),
+            },
+        };
         let matcher = &self.inner.matcher;
         let port = target.port;
         let m = match &target.host {
@@ -294,10 +380,11 @@ impl Policy {
                 return Step::Done(Decision::block(Reason::NotAllowed, None).at(port).by(by));
             }
         };
-        match &target.host {
+        let step = match &target.host {
             Host::Ip(ip) => Step::Done(self.decide_ip(ip.to_canonical(), port, rule, kind).by(by)),
             Host::Name(name) => self.decide_name(name, port, rule, kind, by),
-        }
+        };
+        step.intercepting(intercept)
     }
 
     fn decide_ip(&self, ip: IpAddr, port: u16, rule: Option<RuleRef>, kind: AllowKind) -> Decision {
@@ -337,6 +424,7 @@ impl Policy {
             port,
             rule,
             by,
+            intercept: false,
         })
     }
 
@@ -479,10 +567,12 @@ const LOCALHOST: [IpAddr; 2] = [
 /// Limited mode lets only these through: reads over plain HTTP. A body would make a "read"
 /// an upload channel, so a GET with one is not a read.
 fn is_read_only(access: Access<'_>) -> bool {
-    matches!(
-        access,
-        Access::Http { method, body: false } if matches!(method, "GET" | "HEAD" | "OPTIONS")
-    )
+    matches!(access, Access::Http { method, body, .. } if is_read(method, body))
+}
+
+/// A read: GET, HEAD or OPTIONS (exactly so spelled) without a body.
+fn is_read(method: &str, body: bool) -> bool {
+    !body && matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
 /// Whether dialling `ip:port` would reach one of the proxy's own listeners (`own` is sorted

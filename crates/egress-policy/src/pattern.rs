@@ -123,6 +123,12 @@ pub enum PatternError {
         /// The network it truncates to.
         network: IpNet,
     },
+    /// An http rule's method that is not an HTTP method token.
+    #[error("not an HTTP method token (`GET`, `POST`, …)")]
+    HttpMethod,
+    /// An http rule's path that cannot be matched.
+    #[error("invalid path: {0}")]
+    HttpPath(crate::http_rules::PathError),
 }
 
 impl Pattern {

@@ -161,3 +161,28 @@ impl MultiAnswer {
         }
     }
 }
+
+/// One `[[http_rules]]` entry as written: what it does with requests to `host` whose method
+/// and path match. Empty `methods` or `paths` match every method or path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRuleSpec {
+    /// A host pattern, in the syntax of the domain rules.
+    pub host: String,
+    /// HTTP method tokens.
+    pub methods: Vec<String>,
+    /// Path prefixes (whole segments; `*` is one segment).
+    pub paths: Vec<String>,
+    /// Allow (only what some allow rule matches may go) or deny.
+    pub action: Action,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Which tunnels HTTPS inspection may open: `mitm` and `[mitm] domains`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InspectionSpec {
+    /// Interception is configured.
+    pub enabled: bool,
+    /// The hosts it applies to, with where each pattern was written; `None` for every host.
+    pub domains: Option<Vec<(String, Origin)>>,
+}

@@ -164,11 +164,16 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
     for method in ["GET", "HEAD", "OPTIONS"] {
         let read = Access::Http {
             method,
+            path: "/",
             body: false,
         };
         assert_eq!(reason(p.decide(&target, read)), Reason::Allowed, "{method}");
         // A body turns a read into an upload.
-        let upload = Access::Http { method, body: true };
+        let upload = Access::Http {
+            method,
+            path: "/",
+            body: true,
+        };
         assert_eq!(
             reason(p.decide(&target, upload)),
             Reason::MethodNotAllowed,
@@ -180,18 +185,21 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
             &target,
             Access::Http {
                 method,
+                path: "/",
                 body: false,
             },
         );
         assert_eq!(reason(d), Reason::MethodNotAllowed, "{method}");
     }
+    // Without interception a tunnel's requests cannot be seen.
     assert_eq!(
         reason(p.decide(&target, Access::Tunnel)),
-        Reason::MethodNotAllowed
+        Reason::MitmRequired
     );
     let path = Path::new("/tmp/x.sock");
     let post = Access::Http {
         method: "POST",
+        path: "/",
         body: false,
     };
     assert_eq!(
@@ -200,6 +208,7 @@ fn limited_mode_allows_only_safe_plain_http_methods() {
     );
     let get_with_body = Access::Http {
         method: "GET",
+        path: "/",
         body: true,
     };
     assert_eq!(
@@ -438,6 +447,7 @@ fn unix_sockets_are_decided_by_the_map_alone() {
     .unwrap();
     let get = Access::Http {
         method: "GET",
+        path: "/",
         body: false,
     };
     let id = FileId::of(&std::fs::metadata(&sock).unwrap());
@@ -507,5 +517,5 @@ fn deferred_names_are_unresolved_and_literals_still_classified() {
     );
     let target = Target::parse_authority("api.corp.test:443", None).unwrap();
     let d = limited.decide(&target, Access::Tunnel).defer().unwrap_err();
-    assert_eq!(d.reason().code(), "method-not-allowed");
+    assert_eq!(d.reason().code(), "mitm-required");
 }

@@ -69,7 +69,7 @@ fn unknown_keys_are_reported_at_the_key() {
     let cases = [
         (
             "enabled = true\n\nallowd_domains = []\n",
-            "t.toml:3:1: unknown key `allowd_domains` in native policy file (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `dns`, `limits`, `admin`, `log`, `upstream`, `run`)",
+            "t.toml:3:1: unknown key `allowd_domains` in native policy file (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`, `dns`, `limits`, `admin`, `log`, `upstream`, `run`, `http_rules`)",
         ),
         (
             "[dns]\nservers = []\ntimeout = 3\n",
@@ -93,15 +93,15 @@ fn unknown_keys_are_reported_at_the_key() {
         ),
         (
             "model = 'o3'\n[features.network_proxy]\nenabled = true\nhttp_port = 1\n",
-            "t.toml:4:1: unknown key `http_port` in `[features.network_proxy]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)",
+            "t.toml:4:1: unknown key `http_port` in `[features.network_proxy]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`)",
         ),
         (
             "[network]\nzzz = 1\naaa = 2\n",
-            "t.toml:2:1: unknown key `zzz` in `[network]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)",
+            "t.toml:2:1: unknown key `zzz` in `[network]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`)",
         ),
         (
             "[permissions.unused.network]\nmanaged_allowed_domains_only = true\n",
-            "t.toml:2:1: unknown key `managed_allowed_domains_only` in `[permissions.unused.network]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)",
+            "t.toml:2:1: unknown key `managed_allowed_domains_only` in `[permissions.unused.network]` (expected one of: `enabled`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `proxy_url`, `socks_url`, `admin_url`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`)",
         ),
     ];
     for (text, want) in cases {
@@ -150,7 +150,7 @@ fn requirements_keys_are_checked_and_other_tables_ignored() {
     .to_string();
     assert_eq!(
         err,
-        "t.toml:2:1: unknown key `proxy_url` in `[experimental_network]` (expected one of: `enabled`, `http_port`, `socks_port`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `managed_allowed_domains_only`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`)"
+        "t.toml:2:1: unknown key `proxy_url` in `[experimental_network]` (expected one of: `enabled`, `http_port`, `socks_port`, `mode`, `domains`, `allowed_domains`, `denied_domains`, `unix_sockets`, `managed_allowed_domains_only`, `allow_local_binding`, `enable_socks5`, `enable_socks5_udp`, `allow_upstream_proxy`, `public_ranges`, `dangerously_allow_non_loopback_proxy`, `dangerously_allow_non_loopback_admin`, `dangerously_allow_all_unix_sockets`, `mitm`)"
     );
 }
 

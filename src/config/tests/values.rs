@@ -137,6 +137,7 @@ isolate = true
         log: LogConfig { format: LogFormat::Json, audit: Some("-".into()) },
         run: RunConfig { isolate: true },
         mitm: MitmConfig::default(),
+        http_rules: Vec::new(),
         warnings: vec![
             "`dangerously_allow_non_loopback_proxy = true` at all.toml:13:40: the proxy listeners may be reachable from other hosts".to_string(),
             "`dangerously_allow_non_loopback_admin = true` at all.toml:14:40: the admin API may be reachable from other hosts".to_string(),

@@ -57,7 +57,12 @@ impl Routes {
         let still_allowed = |dest: &[u8], addr: SocketAddr| {
             codec::parse_dest(dest)
                 .and_then(|(host, port)| socks5::target(host, port).ok())
-                .is_some_and(|target| policy.recheck(&target, addr.ip()).is_allowed())
+                .is_some_and(|target| {
+                    policy
+                        .recheck(&target, addr.ip())
+                        .uninspected()
+                        .is_allowed()
+                })
         };
         self.by_dest.retain(|dest, route| match *route {
             Route::Allowed(addr) => still_allowed(dest, addr),
