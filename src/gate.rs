@@ -155,6 +155,9 @@ pub struct Gate {
     resolver: ResolverHandle,
     /// The embedder's decider, asked about destinations no rule matched.
     asker: Option<Asker>,
+    /// The CONNECT listener hands tunnels that must be inspected to the interception engine
+    /// (a CA is loaded); without it they are refused, never relayed as opaque bytes.
+    inspecting: bool,
 }
 
 impl Gate {
@@ -163,7 +166,15 @@ impl Gate {
             policy,
             resolver: Arc::new(ArcSwap::from_pointee(resolver)),
             asker: None,
+            inspecting: false,
         }
+    }
+
+    /// The same gate, letting CONNECT tunnels that must be inspected through to the
+    /// interception engine.
+    pub(crate) fn inspecting(mut self, inspecting: bool) -> Self {
+        self.inspecting = inspecting;
+        self
     }
 
     /// The same gate, asking `asker` about destinations no rule matched.
@@ -234,8 +245,8 @@ impl Gate {
         })
     }
 
-    /// The rules' step for `target`, asking the decider about what no rule matched. No
-    /// listener hands tunnels to the interception engine yet, so a tunnel that must be
+    /// The rules' step for `target`, asking the decider about what no rule matched. Only the
+    /// CONNECT listener intercepts, and only with a CA: any other tunnel that must be
     /// intercepted is refused (`mitm-required`) rather than relayed as opaque bytes.
     async fn decide<'a>(
         &self,
@@ -255,7 +266,11 @@ impl Gate {
             }
             (step, _) => step,
         };
-        step.uninspected()
+        if self.inspecting && protocol == Protocol::Connect {
+            step
+        } else {
+            step.uninspected()
+        }
     }
 
     /// Opens the socket at `path` and decides on the file found there; a path with no socket

@@ -6,8 +6,6 @@
 
 mod connect;
 mod forward;
-// Wired into the CONNECT handler with the CA's configs (issue 15).
-#[allow(dead_code)]
 pub mod intercept;
 pub mod respond;
 

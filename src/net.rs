@@ -8,6 +8,7 @@ pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod owner;
+pub mod rewind;
 pub mod route;
 pub mod splice;
 pub mod tunnels;
@@ -139,6 +140,19 @@ impl Ctx {
         denied
     }
 
+    /// Records a request an intercepted tunnel refused (its method or path), as the decision
+    /// it is.
+    pub fn refuse_request(&self, client: SocketAddr, target: &Target<'_>, decision: &Decision) {
+        self.record(
+            Protocol::Connect,
+            client,
+            Dest::Target(target),
+            decision,
+            None,
+            None,
+        );
+    }
+
     /// Decides a Unix socket (`x-unix-socket`) and records the decision.
     pub fn authorize_unix(
         &self,
@@ -213,9 +227,10 @@ pub async fn tunnel<F>(
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
     let asked = route.decision().decided_by() == DecidedBy::Decider;
-    let registration = ctx
-        .tunnels
-        .register(id, protocol, client, target, dialled, asked);
+    let intercepted = route.decision().intercept();
+    let registration =
+        ctx.tunnels
+            .register(id, protocol, client, target, dialled, asked, intercepted);
     // A reload between the decision and the registration may have walked the registry
     // without this tunnel: re-decide it under the generation it missed.
     let current = ctx.gate.current();

@@ -263,7 +263,9 @@ impl Server {
         let handle = policy_handle(policy.with_self_addrs(&own_reachable));
         let events = events(audit, on_first_denial, allowed_at_info);
         let (drain_handle, drain) = drain::channel();
-        let gate = Gate::new(Arc::clone(&handle), resolver).with_asker(asker);
+        let gate = Gate::new(Arc::clone(&handle), resolver)
+            .with_asker(asker)
+            .inspecting(mitm.is_some());
         let resolver = Arc::clone(gate.resolver());
         let ctx = Ctx::with_events(
             gate,

@@ -1,9 +1,6 @@
 //! `egress-proxy run` with HTTPS inspection: the child's CA bundle (system roots plus the local
 //! CA) named by every CA variable while it runs, removed however the run ends, and nothing of
 //! it without `mitm`.
-//!
-//! Until `mitm` is parsed from files (another part of issue 15) the runs that need it return
-//! early on the loader's "unknown key `mitm`".
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -45,11 +42,6 @@ fn mitm_policy(files: &Files) -> String {
     files.write("mitm.toml", "enabled = true\nmitm = true\n")
 }
 
-/// True when the loader does not know `mitm` yet (the run then proves nothing here).
-fn mitm_not_parsed(out: &Output) -> bool {
-    out.code == 2 && out.stderr.contains("unknown key `mitm`")
-}
-
 /// Prints each CA variable as `NAME=VALUE` (empty when unset).
 const PRINT_VARS: &str = "for v in SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE \
     NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO PIP_CERT CARGO_HTTP_CAINFO AWS_CA_BUNDLE DENO_CERT; \
@@ -82,9 +74,6 @@ fn the_bundle_holds_the_ca_and_the_system_roots_while_the_child_runs_and_is_gone
          dir=$(stat -c %a \"$(dirname \"$SSL_CERT_FILE\")\"); cat \"$SSL_CERT_FILE\""
     );
     let out = run_sh(&files, &["--config", &policy], &script);
-    if mitm_not_parsed(&out) {
-        return;
-    }
     assert_eq!(out.code, 0, "{}", out.stderr);
     let bundle = out
         .stdout
@@ -121,9 +110,6 @@ fn the_bundle_is_removed_when_the_child_is_killed() {
         &["--config", &policy],
         "echo \"$SSL_CERT_FILE\"; kill -9 $$",
     );
-    if mitm_not_parsed(&out) {
-        return;
-    }
     assert_eq!(out.code, 137, "{}", out.stderr);
     let bundle = out.stdout.trim();
     assert!(bundle.ends_with("ca-bundle.pem"), "{bundle}");
@@ -138,9 +124,6 @@ fn an_unusable_ca_is_exit_2_and_the_child_never_runs() {
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("ca.key")).unwrap();
     let out = run_sh(&files, &["--config", &policy], "echo ran");
-    if mitm_not_parsed(&out) {
-        return;
-    }
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stdout, "");
     assert!(out.stderr.contains("ca.key"), "{}", out.stderr);

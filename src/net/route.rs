@@ -42,6 +42,18 @@ impl Route {
         }
     }
 
+    /// The address a reload re-decides a tunnel on this route with: the first checked one,
+    /// or `None` for a name the upstream proxy resolves.
+    pub fn checked_ip(&self) -> Option<IpAddr> {
+        match self {
+            Route::Direct(pinned) => Some(pinned.first().ip()),
+            Route::Upstream { dest, .. } => match dest {
+                Checked::Pinned(pinned) => Some(pinned.first().ip()),
+                Checked::Named(_) => None,
+            },
+        }
+    }
+
     pub fn generation(&self) -> &Arc<Policy> {
         match self {
             Route::Direct(pinned) => pinned.generation(),

@@ -36,6 +36,9 @@ struct Entry {
     dialled: Option<IpAddr>,
     /// The embedder's decider allowed it (no rule did): its consent stands on a reload.
     asked: bool,
+    /// The interception engine serves it: a reload may keep it inspected, where an opaque
+    /// tunnel the new rules want inspected is revoked.
+    intercepted: bool,
     revocation: Arc<Revocation>,
 }
 
@@ -95,6 +98,7 @@ impl Tunnels {
         target: &Target<'_>,
         dialled: Option<IpAddr>,
         asked: bool,
+        intercepted: bool,
     ) -> Registration<'_> {
         let revocation = Arc::new(Revocation::default());
         let entry = Entry {
@@ -103,6 +107,7 @@ impl Tunnels {
             target: target.clone().into_owned(),
             dialled,
             asked,
+            intercepted,
             revocation: Arc::clone(&revocation),
         };
         self.lock().insert(id, entry);
@@ -166,8 +171,8 @@ impl Tunnels {
     }
 }
 
-/// The decision `policy` makes for an open tunnel, without DNS. Every registered tunnel relays
-/// opaque bytes, so one the new rules want intercepted is revoked.
+/// The decision `policy` makes for an open tunnel, without DNS. An opaque tunnel the new rules
+/// want intercepted is revoked; an intercepted one stays so.
 fn recheck(policy: &Policy, entry: &Entry) -> Decision {
     let decision = match (entry.dialled, entry.asked) {
         (Some(ip), false) => policy.recheck(&entry.target, ip),
@@ -185,7 +190,11 @@ fn recheck(policy: &Policy, entry: &Entry) -> Decision {
             }
         }
     };
-    decision.uninspected()
+    if entry.intercepted {
+        decision
+    } else {
+        decision.uninspected()
+    }
 }
 
 #[cfg(test)]
@@ -272,8 +281,24 @@ mod tests {
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let kept = Target::parse_authority("kept.test:80", None).unwrap();
         let gone = Target::parse_authority("gone.test:80", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &kept, Some(loopback), false);
-        let b = tunnels.register(2, Protocol::SocksTcp, client, &gone, Some(loopback), false);
+        let a = tunnels.register(
+            1,
+            Protocol::Connect,
+            client,
+            &kept,
+            Some(loopback),
+            false,
+            false,
+        );
+        let b = tunnels.register(
+            2,
+            Protocol::SocksTcp,
+            client,
+            &gone,
+            Some(loopback),
+            false,
+            false,
+        );
         let rules = [("kept.test", Action::Allow), ("gone.test", Action::Deny)];
         let new = policy(&rules, true);
         assert_eq!(tunnels.recheck(&new), 1);
@@ -300,8 +325,24 @@ mod tests {
         let public: IpAddr = "93.184.215.14".parse().unwrap();
         let asked = Target::parse_authority("asked.test:443", None).unwrap();
         let unasked = Target::parse_authority("unasked.test:443", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &asked, Some(public), true);
-        let b = tunnels.register(2, Protocol::Connect, client, &unasked, Some(public), false);
+        let a = tunnels.register(
+            1,
+            Protocol::Connect,
+            client,
+            &asked,
+            Some(public),
+            true,
+            false,
+        );
+        let b = tunnels.register(
+            2,
+            Protocol::Connect,
+            client,
+            &unasked,
+            Some(public),
+            false,
+            false,
+        );
         assert_eq!(
             tunnels.recheck(&policy(&[], false)),
             1,
@@ -324,9 +365,25 @@ mod tests {
         let public: IpAddr = "93.184.215.14".parse().unwrap();
         let ruled = Target::parse_authority("api.test:443", None).unwrap();
         let other = Target::parse_authority("other.test:443", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &ruled, Some(public), false);
-        let b = tunnels.register(2, Protocol::SocksTcp, client, &ruled, None, false);
-        let c = tunnels.register(3, Protocol::Connect, client, &other, Some(public), false);
+        let a = tunnels.register(
+            1,
+            Protocol::Connect,
+            client,
+            &ruled,
+            Some(public),
+            false,
+            false,
+        );
+        let b = tunnels.register(2, Protocol::SocksTcp, client, &ruled, None, false, false);
+        let c = tunnels.register(
+            3,
+            Protocol::Connect,
+            client,
+            &other,
+            Some(public),
+            false,
+            false,
+        );
         let rules = [("api.test", Action::Allow), ("other.test", Action::Allow)];
         let http = [HttpRuleSpec {
             host: "api.test".into(),
@@ -361,8 +418,8 @@ mod tests {
         let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let named = Target::parse_authority("named.test:443", None).unwrap();
         let other = Target::parse_authority("other.test:443", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &named, None, false);
-        let b = tunnels.register(2, Protocol::Connect, client, &other, None, false);
+        let a = tunnels.register(1, Protocol::Connect, client, &named, None, false, false);
+        let b = tunnels.register(2, Protocol::Connect, client, &other, None, false, false);
         let rules = [("named.test", Action::Allow), ("other.test", Action::Deny)];
         assert_eq!(tunnels.recheck(&policy(&rules, false)), 1);
         assert!(a.revocation().is_none());

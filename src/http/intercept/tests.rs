@@ -82,6 +82,7 @@ fn method_not_allowed() -> Denied {
     let access = Access::Http {
         method: "POST",
         body: true,
+        path: "/",
     };
     let Step::Done(decision) = policy.decide(&target, access) else {
         panic!("a POST in limited mode is decided without DNS");

@@ -134,6 +134,7 @@ fn a_key_others_can_read_is_refused_with_the_fix() {
             key: ca.paths_of().key.clone(),
         }),
         upstream_ca: None,
+        domains: None,
     };
     assert!(matches!(
         Ca::load(&configured).unwrap_err(),
@@ -206,6 +207,7 @@ fn rotate_replaces_the_generated_ca_and_refuses_a_configured_one() {
             key: old.paths_of().key.clone(),
         }),
         upstream_ca: None,
+        domains: None,
     };
     let err = Ca::rotate_in(&configured, data.path()).unwrap_err();
     assert!(matches!(err, CaError::RotateConfigured { .. }), "{err}");
@@ -261,6 +263,7 @@ fn configured_files_that_do_not_fit_are_named_in_the_error() {
             key: key.to_path_buf(),
         }),
         upstream_ca: None,
+        domains: None,
     };
     let swapped = Ca::load(&files(&a.paths_of().cert, &b.paths_of().key)).unwrap_err();
     assert!(
