@@ -226,11 +226,13 @@ pub async fn tunnel<F>(
     let gauge = metrics::gauge!(crate::metrics::ACTIVE_TUNNELS, "protocol" => protocol.as_str());
     gauge.increment(1.0);
     let start = tokio::time::Instant::now();
-    let asked = route.decision().decided_by() == DecidedBy::Decider;
-    let intercepted = route.decision().intercept();
-    let registration =
-        ctx.tunnels
-            .register(id, protocol, client, target, dialled, asked, intercepted);
+    let how = tunnels::Decided {
+        asked: route.decision().decided_by() == DecidedBy::Decider,
+        intercepted: route.decision().intercept(),
+    };
+    let registration = ctx
+        .tunnels
+        .register(id, protocol, client, target, dialled, how);
     // A reload between the decision and the registration may have walked the registry
     // without this tunnel: re-decide it under the generation it missed.
     let current = ctx.gate.current();

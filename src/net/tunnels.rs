@@ -42,6 +42,15 @@ struct Entry {
     revocation: Arc<Revocation>,
 }
 
+/// What a reload must know of how a tunnel was allowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Decided {
+    /// The embedder's decider allowed it (no rule did).
+    pub asked: bool,
+    /// The interception engine serves it.
+    pub intercepted: bool,
+}
+
 /// Set once, by the generation that denies the tunnel; the relay waits for it.
 #[derive(Debug, Default)]
 struct Revocation {
@@ -97,9 +106,9 @@ impl Tunnels {
         client: SocketAddr,
         target: &Target<'_>,
         dialled: Option<IpAddr>,
-        asked: bool,
-        intercepted: bool,
+        how: Decided,
     ) -> Registration<'_> {
+        let Decided { asked, intercepted } = how;
         let revocation = Arc::new(Revocation::default());
         let entry = Entry {
             protocol,
@@ -287,8 +296,7 @@ mod tests {
             client,
             &kept,
             Some(loopback),
-            false,
-            false,
+            Decided::default(),
         );
         let b = tunnels.register(
             2,
@@ -296,8 +304,7 @@ mod tests {
             client,
             &gone,
             Some(loopback),
-            false,
-            false,
+            Decided::default(),
         );
         let rules = [("kept.test", Action::Allow), ("gone.test", Action::Deny)];
         let new = policy(&rules, true);
@@ -331,8 +338,10 @@ mod tests {
             client,
             &asked,
             Some(public),
-            true,
-            false,
+            Decided {
+                asked: true,
+                intercepted: false,
+            },
         );
         let b = tunnels.register(
             2,
@@ -340,8 +349,7 @@ mod tests {
             client,
             &unasked,
             Some(public),
-            false,
-            false,
+            Decided::default(),
         );
         assert_eq!(
             tunnels.recheck(&policy(&[], false)),
@@ -371,18 +379,23 @@ mod tests {
             client,
             &ruled,
             Some(public),
-            false,
-            false,
+            Decided::default(),
         );
-        let b = tunnels.register(2, Protocol::SocksTcp, client, &ruled, None, false, false);
+        let b = tunnels.register(
+            2,
+            Protocol::SocksTcp,
+            client,
+            &ruled,
+            None,
+            Decided::default(),
+        );
         let c = tunnels.register(
             3,
             Protocol::Connect,
             client,
             &other,
             Some(public),
-            false,
-            false,
+            Decided::default(),
         );
         let rules = [("api.test", Action::Allow), ("other.test", Action::Allow)];
         let http = [HttpRuleSpec {
@@ -418,8 +431,22 @@ mod tests {
         let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let named = Target::parse_authority("named.test:443", None).unwrap();
         let other = Target::parse_authority("other.test:443", None).unwrap();
-        let a = tunnels.register(1, Protocol::Connect, client, &named, None, false, false);
-        let b = tunnels.register(2, Protocol::Connect, client, &other, None, false, false);
+        let a = tunnels.register(
+            1,
+            Protocol::Connect,
+            client,
+            &named,
+            None,
+            Decided::default(),
+        );
+        let b = tunnels.register(
+            2,
+            Protocol::Connect,
+            client,
+            &other,
+            None,
+            Decided::default(),
+        );
         let rules = [("named.test", Action::Allow), ("other.test", Action::Deny)];
         assert_eq!(tunnels.recheck(&policy(&rules, false)), 1);
         assert!(a.revocation().is_none());
