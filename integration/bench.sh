@@ -7,7 +7,9 @@
 #   bash integration/bench.sh --quick    # < 60 s plumbing / regression check
 #   bash integration/bench.sh --quick --keep-tmp   # keep /tmp/proxybench-* with every proxy's log
 #
-# On Linux, integration/bench-isolate.sh then adds the `run --isolate` lines to the table.
+# On Linux, integration/bench-isolate.sh then adds the `run --isolate` lines to the table, and
+# integration/bench-mitm.sh the HTTPS-inspection lines beside mitmproxy (when `mitmdump` is on
+# PATH or in $MITMDUMP; `pip install mitmproxy`).
 #
 # Extra arguments go to proxybench.py unchanged (and come last, so e.g. `--peers squid,dante`
 # overrides the default peer list).
@@ -138,12 +140,15 @@ EOF
     fi
 fi
 # `run --isolate` is no proxybench test: its lines (download ratio, start-up) are appended.
+quick=()
+[[ " $* " == *" --quick "* ]] && quick=(--quick)
 if [[ "$(uname -s)" == Linux ]]; then
-    quick=()
-    [[ " $* " == *" --quick "* ]] && quick=(--quick)
     bash "$here/bench-isolate.sh" "$bin" "${quick[@]}" | tee -a "$txt" ||
         echo "bench.sh: warning: the run --isolate measurement failed" >&2
 fi
+# HTTPS inspection is no proxybench test either: intercepted GETs beside mitmproxy.
+bash "$here/bench-mitm.sh" "$bin" "${quick[@]}" | tee -a "$txt" ||
+    echo "bench.sh: warning: the HTTPS inspection measurement failed" >&2
 # A full run (not --quick) is what the README quotes: its summary block is rewritten from the
 # table just written, never by hand.
 if [[ " $* " != *" --quick "* ]]; then
