@@ -114,7 +114,7 @@ impl Reason {
             Reason::DenyRule => "a deny rule matches (deny beats allow)",
             Reason::NotAllowed => "no allow rule matches",
             Reason::MethodNotAllowed => {
-                "limited mode only allows GET, HEAD and OPTIONS over plain HTTP, and no request body"
+                "limited mode only allows GET, HEAD and OPTIONS, without a request body"
             }
             Reason::InvalidHost => "the host is not a valid name or address",
             Reason::NonPublicIp(class) if class.is_local() => {
