@@ -484,7 +484,7 @@ fn limited_mode_refuses_a_request_body_on_reads() {
             assert_denial_body(
                 &reply,
                 &w.at_origin("allowed.test"),
-                "no request body",
+                "without a request body",
                 "rule: none",
             );
         }
