@@ -15,11 +15,13 @@ run printed. For each client (cargo with a fresh CARGO_HOME and one small depend
    `deny-rule` while the client still runs.
 
     python3 integration/real_network.py [--bin target/release/egress-proxy] [-k cargo]
-        [--upstream http://127.0.0.1:3129] [--isolate]
+        [--upstream http://127.0.0.1:3129] [--isolate] [--inspect]
 
 With `--upstream URL` the proxy's own HTTPS_PROXY and HTTP_PROXY name that upstream proxy, so
 every step also shows the chaining: what is allowed goes through it, by name. With
-`--isolate` every client runs under `run --isolate`, so only the proxy leads out.
+`--isolate` every client runs under `run --isolate`, so only the proxy leads out. With
+`--inspect` the policy is also `mode = "limited"` with `mitm = true`: every HTTPS request is
+intercepted and checked, and the clients trust the proxy's CA through `run`'s variables.
 
 Prints one line per step and `N passed, N failed`; exit status 1 on any failure.
 """
@@ -85,6 +87,14 @@ class Run:
         self.bin = args.bin
         self.upstream = args.upstream
         self.isolate = ["--isolate"] if args.isolate else []
+        self.inspect = []
+        self.data_home = None
+        if args.inspect:
+            self.data_home = tempfile.mkdtemp(prefix="egress-real-ca-")
+            limited = os.path.join(self.data_home, "inspect.toml")
+            with open(limited, "w") as f:
+                f.write('mode = "limited"\nmitm = true\n')
+            self.inspect = ["--config", limited]
         self.passed = 0
         self.failed = 0
 
@@ -98,8 +108,10 @@ class Run:
 
     def run(self, flags, client):
         cmd, cwd, env = client() if callable(client) else client
-        full = [self.bin, "run", "--config", POLICY, *self.isolate, *flags, "--", *cmd]
+        full = [self.bin, "run", "--config", POLICY, *self.inspect, *self.isolate, *flags, "--", *cmd]
         environment = {**os.environ, **env}
+        if self.data_home:
+            environment["XDG_DATA_HOME"] = self.data_home
         if self.upstream:
             environment.update(HTTPS_PROXY=self.upstream, HTTP_PROXY=self.upstream)
         start = time.monotonic()
@@ -160,6 +172,7 @@ def main():
     parser.add_argument("-k", dest="only", help="run only the clients whose name contains this")
     parser.add_argument("--upstream", help="an upstream proxy URL the proxy chains through")
     parser.add_argument("--isolate", action="store_true", help="run every client under --isolate")
+    parser.add_argument("--inspect", action="store_true", help="limited mode with HTTPS inspection")
     args = parser.parse_args()
     run = Run(args)
     work = tempfile.mkdtemp(prefix="egress-real-")
@@ -176,6 +189,8 @@ def main():
             run.curl(host, port, declare, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if run.data_home:
+            shutil.rmtree(run.data_home, ignore_errors=True)
     print(f"{run.passed} passed, {run.failed} failed")
     sys.exit(1 if run.failed else 0)
 

@@ -22,6 +22,8 @@ const CA_VARS: &[&str] = &[
     "CARGO_HTTP_CAINFO",
     "AWS_CA_BUNDLE",
     "DENO_CERT",
+    "npm_config_cafile",
+    "NPM_CONFIG_CAFILE",
 ];
 
 /// `run ARGS -- sh -c SCRIPT` with the data directory of `files` and no inherited CA variable.
@@ -44,7 +46,8 @@ fn mitm_policy(files: &Files) -> String {
 
 /// Prints each CA variable as `NAME=VALUE` (empty when unset).
 const PRINT_VARS: &str = "for v in SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE \
-    NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO PIP_CERT CARGO_HTTP_CAINFO AWS_CA_BUNDLE DENO_CERT; \
+    NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO PIP_CERT CARGO_HTTP_CAINFO AWS_CA_BUNDLE DENO_CERT \
+    npm_config_cafile NPM_CONFIG_CAFILE; \
     do printf '%s=%s\\n' \"$v\" \"$(printenv \"$v\")\"; done";
 
 #[test]

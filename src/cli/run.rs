@@ -56,7 +56,7 @@ forms), socks5h:// in ALL_PROXY and FTP_PROXY, RSYNC_PROXY, CLOUDSDK_PROXY_*, \
 NODE_USE_ENV_PROXY=1, ELECTRON_GET_USE_PROXY=true and EGRESS_PROXY_ACTIVE=1; NO_PROXY and its \
 forms are empty unless --no-proxy. With HTTPS inspection (`mitm`), SSL_CERT_FILE, \
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS, GIT_SSL_CAINFO, PIP_CERT, \
-CARGO_HTTP_CAINFO, AWS_CA_BUNDLE and DENO_CERT name a bundle of the system roots and the local \
+CARGO_HTTP_CAINFO, AWS_CA_BUNDLE, DENO_CERT and npm_config_cafile name a bundle of the system roots and the local \
 CA (a 0600 file in a fresh 0700 temporary directory, removed when run exits). The README's \
 `run` section lists every variable.
 

@@ -83,6 +83,10 @@ const CHILD_ENV: &[(&str, Value)] = &[
     ("CARGO_HTTP_CAINFO", Value::CaBundle),
     ("AWS_CA_BUNDLE", Value::CaBundle),
     ("DENO_CERT", Value::CaBundle),
+    // npm gives its own `ca` to every request, so Node's NODE_EXTRA_CA_CERTS does not reach
+    // it: its `cafile` key does.
+    ("npm_config_cafile", Value::CaBundle),
+    ("NPM_CONFIG_CAFILE", Value::CaBundle),
 ];
 
 /// What the child's environment is made from besides the listeners.
@@ -161,7 +165,7 @@ mod tests {
         let ca_vars = CHILD_ENV
             .iter()
             .filter(|(_, v)| matches!(v, Value::CaBundle));
-        assert_eq!(ca_vars.count(), 9);
+        assert_eq!(ca_vars.count(), 11);
         assert!(
             !env.iter()
                 .any(|(n, _)| *n == "SSL_CERT_FILE" || *n == "DENO_CERT"),
