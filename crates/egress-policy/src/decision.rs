@@ -39,7 +39,7 @@ pub enum Reason {
     DenyRule,
     /// No allow rule matches.
     NotAllowed,
-    /// `limited` mode: only reads over plain HTTP.
+    /// `limited` mode: only reads (over HTTPS only where it is inspected).
     MethodNotAllowed,
     /// The host is not a valid name or address.
     InvalidHost,
@@ -114,7 +114,7 @@ impl Reason {
             Reason::DenyRule => "a deny rule matches (deny beats allow)",
             Reason::NotAllowed => "no allow rule matches",
             Reason::MethodNotAllowed => {
-                "limited mode only allows GET, HEAD and OPTIONS over plain HTTP, and no request body"
+                "limited mode only allows GET, HEAD and OPTIONS, and no request body (over HTTPS only where it is inspected)"
             }
             Reason::InvalidHost => "the host is not a valid name or address",
             Reason::NonPublicIp(class) if class.is_local() => {
