@@ -12,7 +12,9 @@ mod cli;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clients;
 mod limited;
+mod rules;
 mod splice;
 
 use std::net::Ipv4Addr;
