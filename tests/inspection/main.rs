@@ -12,9 +12,14 @@ mod cli;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod clients;
+mod isolate;
 mod limited;
+mod reload;
 mod rules;
+#[path = "../support/serve.rs"]
+mod serve;
 mod splice;
 
 use std::net::Ipv4Addr;
@@ -78,14 +83,19 @@ impl World {
         }
     }
 
-    /// A policy file: `allow_local_binding`, `top` (the mode, the domains), `[mitm]` trusting
-    /// the origins' CA upstream with `mitm` added to the table, then `rest` (`[[http_rules]]`).
-    fn config(&self, top: &str, mitm: &str, rest: &str) -> String {
-        let text = format!(
+    /// A policy: `allow_local_binding`, `top` (the mode, the domains), `[mitm]` trusting the
+    /// origins' CA upstream with `mitm` added to the table, then `rest` (`[[http_rules]]`).
+    fn policy(&self, top: &str, mitm: &str, rest: &str) -> String {
+        format!(
             "allow_local_binding = true\n{top}\n\n[mitm]\nupstream_ca = \"{}\"\n{mitm}\n\n{rest}\n",
             self.origin_ca_pem
-        );
-        self.files.write("policy.toml", &text)
+        )
+    }
+
+    /// [`World::policy`] written to `policy.toml`; its path.
+    fn config(&self, top: &str, mitm: &str, rest: &str) -> String {
+        self.files
+            .write("policy.toml", &self.policy(top, mitm, rest))
     }
 
     /// `run --config CONFIG --dns-server … EXTRA -- CMD…`, with the data directory (and the
