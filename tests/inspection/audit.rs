@@ -57,6 +57,26 @@ fn an_intercepted_request_is_audited_without_its_query_or_header_values() {
         ],
         "{text}"
     );
+    // Each tunnel's close line counts the bodies its requests carried.
+    let closes: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "close").collect();
+    assert_eq!(closes.len(), 2, "{text}");
+    for close in closes {
+        let sum = |key: &str| -> u64 {
+            requests
+                .iter()
+                .filter(|r| r["id"] == close["id"])
+                .map(|r| r[key].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(close["bytes_up"].as_u64(), Some(sum("bytes_up")), "{text}");
+        assert_eq!(
+            close["bytes_down"].as_u64(),
+            Some(sum("bytes_down")),
+            "{text}"
+        );
+    }
+    let body = "origin saw GET /read/me?secret=1 HTTP/2.0".len() as u64;
+    assert_eq!(requests[0]["bytes_down"].as_u64(), Some(body), "{text}");
     for secret in ["secret", "hunter2", "tasty", "sesame", "Bearer"] {
         assert!(!text.contains(secret), "{secret} in the audit log: {text}");
     }
