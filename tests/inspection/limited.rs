@@ -164,19 +164,61 @@ fn a_request_for_another_host_inside_the_tunnel_is_a_421() {
     let world = World::new();
     let origin = HttpsOrigin::start(&world.origin_ca, &["allowed.test"], H2_H1);
     let config = limited(&world, "");
-    let target = url("allowed.test", origin.port(), "/");
-    for flag in ["--http1.1", "--http2"] {
-        let out = world.curl(&config, &[flag, "-H", "Host: denied.test", &target]);
-        let got = reply(&out);
-        assert_eq!(
-            got.verdict(),
-            (
-                421,
-                Some("misdirected-request"),
-                Some("misdirected-request")
-            ),
-            "{flag}: {got:?}"
+    let p = origin.port();
+    let target = url("allowed.test", p, "/x");
+    let cases: &[(&str, &str, String, &str)] = &[
+        (
+            "--http1.1",
+            "-H",
+            "Host: denied.test".into(),
+            "421 misdirected-request",
+        ),
+        (
+            "--http2",
+            "-H",
+            "Host: denied.test".into(),
+            "421 misdirected-request",
+        ),
+        (
+            "--http1.1",
+            "-H",
+            "Host: allowed.test:1".into(),
+            "421 misdirected-request",
+        ),
+        (
+            "--http1.1",
+            "--request-target",
+            format!("https://denied.test:{p}/x"),
+            "421 misdirected-request",
+        ),
+        // Other spellings of the tunnel's own host are that host.
+        ("--http1.1", "-H", format!("Host: ALLOWED.TEST:{p}"), "200 "),
+        ("--http2", "-H", format!("Host: allowed.test.:{p}"), "200 "),
+        ("--http1.1", "-H", "Host: allowed.test".into(), "200 "),
+    ];
+    for (version, flag, value, want) in cases {
+        let out = world.run(
+            &config,
+            &["--quiet"],
+            &[
+                "curl",
+                "-q",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %header{x-proxy-reason}",
+                version,
+                flag,
+                value,
+                &target,
+            ],
         );
+        assert_eq!(out.stdout, *want, "{version} {flag} {value}: {out:?}");
     }
-    assert!(origin.lines().is_empty(), "{:?}", origin.lines());
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for request in seen {
+        assert_eq!(request.host, format!("allowed.test:{p}"), "{request:?}");
+    }
 }
