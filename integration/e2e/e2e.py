@@ -4,7 +4,8 @@
 Everything stays on loopback. A fake DNS server on 127.0.0.1 answers A 127.0.0.1 for the
 `.test` names below (NXDOMAIN for anything else), and every origin listens on 127.0.0.1:
 
-    web.test     plain HTTP              secure.test  HTTPS (self-signed cert, made at start)
+    web.test     plain HTTP              secure.test  HTTPS (self-signed cert, made at start;
+                                         the https-inspection case's own, CA-signed one)
     git.test     git smart HTTP (`git http-backend` CGI over a bare repo made at start)
     pypi.test    a PEP 503 "simple" index serving a wheel built at start
     grpc.test    a cleartext HTTP/2 gRPC-style echo origin (Node)
@@ -660,6 +661,66 @@ class Suite:
             "curl https://denied.test (CONNECT)", result, "denied.test", self.tls_port, "deny-rule"
         )
 
+    def make_ca_and_leaf(self, name):
+        """A CA and a certificate it signed for `name`: rustls (the proxy's upstream side)
+        refuses a self-signed certificate with CA:TRUE as the server's own, so the inspected
+        origin gets a real chain."""
+        ca, ca_key = (os.path.join(self.tmp, f"inspect-ca.{x}") for x in ("crt", "key"))
+        stem = os.path.join(self.tmp, f"inspected-{name}")
+        leaf, key, csr = (f"{stem}.{x}" for x in ("crt", "key", "csr"))
+        ext = self.write(
+            f"inspected-{name}.ext", f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
+        )
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for cmd in (
+            ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+             "-subj", "/CN=egress-proxy e2e origin CA"],
+            ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+            ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+             "-CAcreateserial", "-out", leaf, "-days", "2", "-extfile", ext],
+        ):
+            done = execute(cmd)
+            if done.code != 0:
+                raise RuntimeError("cannot make the inspected origin's chain\n" + done.describe())
+        return ca, leaf, key
+
+    def case_https_inspection(self):
+        """curl through run with limited + mitm: HTTPS read through, write refused inside TLS."""
+        ca, leaf, key = self.make_ca_and_leaf("secure.test")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(leaf, key)
+        seen = []
+        _, port = start_server(web_handler(seen), context)
+        policy = self.write(
+            "mitm.toml",
+            POLICY.replace('mode = "full"', 'mode = "limited"')
+            + f'\n[mitm]\nupstream_ca = "{ca}"\n',
+        )
+        # The generated CA goes to the scratch directory; curl trusts it through run's
+        # CURL_CA_BUNDLE alone (no --cacert).
+        data = {"XDG_DATA_HOME": os.path.join(self.tmp, "mitm-data")}
+        curl = ["curl", "-sS", "-i", "-v", "--max-time", "10"]
+        url = self.url("secure.test", port, scheme="https")
+        result = self.run(*curl, url, policy=policy, extra_env=data)
+        self.allowed("curl https://secure.test (intercepted)", result, "hello from the e2e origin")
+        self.expect(
+            "curl https://secure.test: the certificate is the local CA's",
+            re.search(r"issuer: CN\s*=\s*egress-proxy local CA", result.err) is not None,
+            result.describe(),
+        )
+        result = self.run(*curl, "-X", "POST", "-d", "x=1", url, policy=policy, extra_env=data)
+        self.expect(
+            "curl -X POST https://secure.test: 403 inside TLS, x-proxy-reason: method-not-allowed",
+            re.search(r"^HTTP/\S+ 403", result.out, re.M) is not None
+            and re.search(r"x-proxy-reason:\s*method-not-allowed", result.out, re.I) is not None,
+            result.describe(),
+        )
+        self.expect(
+            "https://secure.test: the origin saw the GET only",
+            [(m, p) for m, p, _ in seen] == [("GET", "/hello")],
+            f"origin saw {seen}",
+        )
+
     def case_curl_socks5(self):
         """curl --socks5-hostname with the address from $ALL_PROXY (socks5h://…)."""
         script = (
@@ -1161,6 +1222,7 @@ class Suite:
         ("curl-http", True, "case_curl_http"),
         ("curl-connect", True, "case_curl_connect"),
         ("curl-socks5", True, "case_curl_socks5"),
+        ("https-inspection", True, "case_https_inspection"),
         ("python-urllib", True, "case_python_urllib"),
         ("git", True, "case_git"),
         ("session-auth", True, "case_session_auth"),
@@ -1266,7 +1328,7 @@ def admin_get(addr, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "egress-proxy"))
-    parser.add_argument("--fast", action="store_true", help="curl HTTP/CONNECT/SOCKS5, urllib, git")
+    parser.add_argument("--fast", action="store_true", help="curl HTTP/CONNECT/SOCKS5, HTTPS inspection, urllib, git")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("-k", action="append", help="run only cases whose name contains K")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 //! Upstream proxies on 127.0.0.1 for the chaining tests, each recording what it was asked.
 //!
 //! [`HttpUpstream`] answers CONNECT and absolute-form requests, optionally over TLS with a
-//! test CA ([`TestCa`]), requiring basic auth, or refusing with a status. [`SocksUpstream`]
+//! test CA ([`TestCa`], for `localhost` and 127.0.0.1), requiring basic auth, or refusing with a status. [`SocksUpstream`]
 //! is a SOCKS5 server (fast-socks5's protocol half), optionally requiring RFC 1929 auth.
 //! Neither ever connects where it is asked to: every tunnel goes to the one `backend`
 //! address the test gives (on loopback), and forwarded requests are answered by the upstream
@@ -15,50 +15,10 @@ use std::thread;
 use base64::Engine as _;
 use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::util::target_addr::TargetAddr;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A CA and a certificate it signed for `localhost` and 127.0.0.1.
-pub struct TestCa {
-    /// The CA certificate, PEM: what `[upstream] ca_file` holds.
-    pub pem: String,
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-}
-
-impl TestCa {
-    pub fn new() -> TestCa {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let cert = leaf.signed_by(&key, &issuer).unwrap();
-        TestCa {
-            pem: ca_cert.pem(),
-            chain: vec![cert.der().clone()],
-            key: key.serialize_der(),
-        }
-    }
-
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), key)
-            .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
+pub use super::tls::TestCa;
 
 /// One request an HTTP upstream received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +51,10 @@ impl HttpUpstream {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&asked);
         let addr = spawn(move |listener| async move {
-            let acceptor = options.tls.as_ref().map(|ca| ca.acceptor());
+            let acceptor = options
+                .tls
+                .as_ref()
+                .map(|ca| ca.acceptor(&["localhost", "127.0.0.1"], &[]));
             while let Ok((tcp, _)) = listener.accept().await {
                 let (options, seen, acceptor) =
                     (options.clone(), Arc::clone(&seen), acceptor.clone());
@@ -176,7 +139,7 @@ impl SocksUpstream {
 }
 
 /// Binds 127.0.0.1:0 and serves `run` on a thread of its own.
-fn spawn<F, Fut>(run: F) -> SocketAddr
+pub fn spawn<F, Fut>(run: F) -> SocketAddr
 where
     F: FnOnce(TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,

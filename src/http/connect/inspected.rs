@@ -5,8 +5,10 @@
 //! the next request of a kept tunnel; a reload that denies the host closes the tunnel (it is
 //! registered like an opaque one). A refused request is recorded as a decision too, so the
 //! denial ring, the metrics and `run`'s live line see it as they see a refused CONNECT.
+//! The tunnel's close line counts the bodies its requests carried, as their lines do.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,10 @@ struct Inspected {
     client: SocketAddr,
     /// The tunnel's decision id, for its request lines.
     id: u64,
+    /// Body bytes of every request so far, up and down, for the close line (kept here, not
+    /// in the engine, so a tunnel a reload revokes still reports them).
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 impl Hooks for Inspected {
@@ -50,6 +56,8 @@ impl Hooks for Inspected {
     }
 
     fn record(&self, request: &RequestRecord<'_>) {
+        self.up.fetch_add(request.bytes_up, Ordering::Relaxed);
+        self.down.fetch_add(request.bytes_down, Ordering::Relaxed);
         self.ctx
             .events
             .request(self.id, self.client, Dest::Target(&self.target), request);
@@ -115,16 +123,21 @@ pub(super) async fn allowed(
         target,
         client: allowed.client,
         id: allowed.id,
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
     });
     net::tunnel(ctx, allowed, |revoked| async move {
+        let engine = Arc::clone(&hooks) as Arc<dyn Hooks>;
         let served = tokio::select! {
-            served = intercept::serve(client_io, session, hooks) => served.map(|_| ()),
+            served = intercept::serve(client_io, session, engine) => served.map(|_| ()),
             () = revoked.wait() => Ok(()),
         };
-        (
-            TunnelStats::default(),
-            served.map_err(std::io::Error::other),
-        )
+        let stats = TunnelStats {
+            up: hooks.up.load(Ordering::Relaxed),
+            down: hooks.down.load(Ordering::Relaxed),
+            idle_timeout: false,
+        };
+        (stats, served.map_err(std::io::Error::other))
     })
     .await;
 }

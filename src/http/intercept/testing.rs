@@ -1,13 +1,17 @@
 //! What the engine's tests and its bench share: a test CA, a local HTTPS origin, and the
 //! engine on a loopback listener. Compiled for tests and for the `bench` feature only.
 
+#[cfg(feature = "bench")]
+mod bench;
 pub(crate) mod origin;
+
+#[cfg(feature = "bench")]
+pub use bench::{bench_world, BenchWorld};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hyper::Method;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -15,9 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{serve, Dial, Hooks, InterceptError, InterceptStats, Io, Session};
-use crate::audit::RequestRecord;
 use crate::config::Limits;
-use crate::gate::Denied;
 use crate::net::dial::{DialError, Peer};
 use crate::net::route::OpenError;
 use crate::policy::Target;
@@ -161,50 +163,4 @@ pub(crate) fn dial_to(addr: SocketAddr) -> Dial {
             }
         })
     })
-}
-
-/// The bench's world: an HTTPS origin for [`NAME`] and the engine in front of it, allowing
-/// everything.
-pub struct BenchWorld {
-    /// The engine's listener.
-    pub engine: SocketAddr,
-    /// The origin's, for the direct comparison.
-    pub origin: SocketAddr,
-    /// Trusts the engine's CA.
-    pub engine_client: Arc<ClientConfig>,
-    /// Trusts the origin's CA.
-    pub origin_client: Arc<ClientConfig>,
-}
-
-/// Hooks that allow every request and record nothing.
-struct AllowAll;
-
-impl Hooks for AllowAll {
-    fn check(&self, _: &Method, _: &str, _: bool) -> Result<(), Denied> {
-        Ok(())
-    }
-
-    fn record(&self, _: &RequestRecord<'_>) {}
-}
-
-/// Starts the bench's world on the current runtime; clients offer `alpn`.
-pub async fn bench_world(alpn: &[&[u8]]) -> BenchWorld {
-    let (origin_ca, engine_ca) = (TestCa::new(), TestCa::new());
-    let origin = origin::HttpsOrigin::start(origin_ca.server(&[NAME], H2_H1)).await;
-    let target = Target::parse_authority(NAME, Some(origin.addr.port())).unwrap();
-    let listening = listen(
-        engine_ca.server(&[NAME], H2_H1),
-        target.into_owned(),
-        origin.addr,
-        &origin_ca,
-        Limits::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
-    BenchWorld {
-        engine: listening.addr,
-        origin: origin.addr,
-        engine_client: engine_ca.client(alpn),
-        origin_client: origin_ca.client(alpn),
-    }
 }
