@@ -19,7 +19,9 @@ SECTION = re.compile(r"^\((\w+'{0,2}\"?)\) (.+?)\s+\[")
 
 
 def parse(text):
-    """(label, title, ours' vs-direct, ours' vs-bestpeer, best peer) per test; peak RSS."""
+    """(label, title, ours' vs-direct, ours' vs-bestpeer, best peer, Codex's vs-direct or None)
+    per test; peak RSS. Codex runs as a second proxy under test (`codex`), so it is never the
+    best peer; a test it could not run has no row for it."""
     rows, rss = [], {}
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -36,7 +38,9 @@ def parse(text):
                 continue
             peers = [name for name, (_, best) in table.items() if best == "1.000"]
             direct, best = table["ours"]
-            rows.append((match.group(1), match.group(2), direct, best, peers[0] if peers else "-"))
+            codex = table.get("codex", (None, None))[0]
+            peer = peers[0] if peers else "-"
+            rows.append((match.group(1), match.group(2), direct, best, peer, codex))
         if line.startswith("(f) peak RSS"):
             for row in lines[i + 1:]:
                 if not row.startswith("  "):
@@ -46,17 +50,33 @@ def parse(text):
     return rows, rss
 
 
+def number(cell):
+    """The cell as a positive number, or None (`n/a`, `-`, missing, zero)."""
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def markdown(path, text, base):
     rows, rss = parse(text)
     first = text.splitlines()[0]
-    out = [
-        f"`{first.strip()}` — from `{os.path.relpath(path, base)}`:",
-        "",
-        "| test | vs direct | vs best peer |",
-        "|---|---|---|",
-    ]
-    for label, title, direct, best, peer in rows:
-        out.append(f"| ({label}) {title} | {float(direct):.2f} | {float(best):.2f}× {peer} |")
+    with_codex = any(row[5] is not None for row in rows)
+    head = "| test | vs direct | vs best peer |"
+    rule = "|---|---|---|"
+    if with_codex:
+        head += " Codex vs direct | vs Codex |"
+        rule += "---|---|"
+    out = [f"`{first.strip()}` — from `{os.path.relpath(path, base)}`:", "", head, rule]
+    for label, title, direct, best, peer, codex in rows:
+        line = f"| ({label}) {title} | {float(direct):.2f} | {float(best):.2f}× {peer} |"
+        if with_codex:
+            ratio = number(codex)
+            line += (
+                f" {ratio:.2f} | {float(direct) / ratio:.2f}× |" if ratio else " n/a | — |"
+            )
+        out.append(line)
     if rss:
         peers = ", ".join(f"{name} {value}" for name, value in rss.items() if name != "ours")
         out += ["", f"Peak RSS under this load: {rss.get('ours', '?')} MiB ({peers})."]

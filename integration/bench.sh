@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side loopback benchmark of egress-proxy against squid, tinyproxy, dante and microsocks,
-# with ../shared/bench/proxybench.py (see ../shared/bench/README.md for what is measured and how
+# Side-by-side loopback benchmark of egress-proxy against squid, tinyproxy, dante, microsocks and
+# OpenAI Codex's network proxy (installed from npm into a cache directory when missing), in a
+# network namespace with only loopback, with ../shared/bench/proxybench.py (see ../shared/bench/README.md for what is measured and how
 # to read it: compare the "vs direct" / "vs bestpeer" ratios, not absolute numbers).
 #
 #   bash integration/bench.sh            # full run (3 reps x 5 s per test, 5-10 min): quiet machine!
@@ -80,6 +81,36 @@ for svc in nginx squid tinyproxy danted sockd microsocks; do
     fi
 done
 
+# ---------------------------------------------------------------- Codex
+# OpenAI Codex's own network proxy runs beside us (as a second proxy under test, so it never
+# counts as the "best peer"). Installed from npm into a cache directory when missing, never into
+# the repository; `codex sandbox` needs bwrap and neither a login nor a model request.
+codex_version=0.169.0
+codex_cache="${EGRESS_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/egress-proxy-bench}/codex-$codex_version"
+codex_bin="$codex_cache/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+codex=()
+if [[ ! -x "$codex_bin" ]] && command -v npm >/dev/null 2>&1; then
+    echo "bench.sh: installing @openai/codex@$codex_version into $codex_cache" >&2
+    mkdir -p "$codex_cache"
+    npm install --prefix "$codex_cache" --no-audit --no-fund "@openai/codex@$codex_version" >&2 ||
+        echo "bench.sh: warning: npm install of @openai/codex@$codex_version failed" >&2
+fi
+if [[ ! -x "$codex_bin" ]]; then
+    echo "bench.sh: warning: no Codex binary at $codex_bin (needs npm); Codex is left out" >&2
+elif ! command -v bwrap >/dev/null 2>&1; then
+    echo "bench.sh: warning: bwrap is missing (apt package: bubblewrap); Codex is left out" >&2
+else
+    codex=(--proxy "codex=env CODEX_BIN=$codex_bin sh $(dirname "$harness")/examples/codex-proxy.sh {port_file}")
+fi
+# The whole comparison runs in a network namespace with only loopback, so no proxy under test
+# or peer can reach anything off the machine.
+netns=()
+if unshare --net true 2>/dev/null; then
+    netns=(unshare --net --fork)
+else
+    echo "bench.sh: warning: cannot create a network namespace; running on the host's loopback" >&2
+fi
+
 # ---------------------------------------------------------------- build
 code=1
 echo "bench.sh: cargo build --release" >&2
@@ -107,8 +138,10 @@ set +e
 {
     (
         cd "$repo" &&
-            python3 "$harness" \
+            "${netns[@]}" sh -c '[ -z "$1" ] || ip link set lo up; shift; exec "$@"' sh "${netns[*]}" \
+                python3 "$harness" \
                 --proxy "ours=$proxy_cmd" \
+                "${codex[@]}" \
                 --config-template "$template" \
                 --peers "$peers" \
                 --json "$json" \
