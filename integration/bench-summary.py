@@ -45,7 +45,8 @@ def parse(text):
             for row in lines[i + 1:]:
                 if not row.startswith("  "):
                     break
-                name, value = row.split()
+                # `name value`, then perhaps `notes: ...` (a capability the harness skipped).
+                name, value = row.split()[:2]
                 rss[name] = value
     return rows, rss
 
