@@ -39,11 +39,15 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// Serves the HTTP proxy on a bound listener until `shutdown` completes.
 pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output = ()>) {
     let slots = Arc::clone(&ctx.slots);
+    let pool = Arc::new(forward::Pool::default());
     listener::accept_loop(listener, slots, shutdown, move |stream, peer, permit| {
         let ctx = ctx.clone();
+        let pool = Arc::clone(&pool);
         async move {
             match permit {
-                Some(permit) => serve_connection(stream, peer, ctx, Arc::new(permit)).await,
+                Some(permit) => {
+                    serve_connection(stream, peer, ctx, Arc::new(permit), &pool).await;
+                }
                 None => {
                     let mut stream = stream;
                     let _ = stream.write_all(crate::respond::BUSY).await;
@@ -56,15 +60,18 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, shutdown: impl Future<Output
 }
 
 /// `slot` is the connection's permit: a CONNECT tunnel takes a clone along, so the slot stays
-/// taken until the tunnel ends, not just until hyper hands the connection over.
+/// taken until the tunnel ends, not just until hyper hands the connection over. The origin
+/// connection it kept last goes to `pool` when it closes.
 async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     ctx: Ctx,
     slot: Arc<OwnedSemaphorePermit>,
+    pool: &Arc<forward::Pool>,
 ) {
     let _ = stream.set_nodelay(true);
     let upstream = Arc::new(Mutex::new(None));
+    let left = Arc::clone(&upstream);
     let limits = ctx.limits.clone();
     let drain = ctx.drain.clone();
     let session = ctx.session.clone();
@@ -75,7 +82,14 @@ async fn serve_connection(
         let upstream = Arc::clone(&upstream);
         let slot = Arc::clone(&slot);
         let seen = Arc::clone(&seen);
-        async move { Ok::<_, Infallible>(handle(req, client, &ctx, &upstream, slot, &seen).await) }
+        let pool = Arc::clone(pool);
+        async move {
+            let kept = forward::Kept {
+                conn: &upstream,
+                pool: &pool,
+            };
+            Ok::<_, Infallible>(handle(req, client, &ctx, kept, slot, &seen).await)
+        }
     });
     let _open = drain.guard();
     let connection = http1::Builder::new()
@@ -101,6 +115,9 @@ async fn serve_connection(
     if let Err(err) = result {
         tracing::debug!(%client, error = %err, "client connection ended with an error");
     }
+    if let Some(kept) = left.lock().ok().and_then(|mut kept| kept.take()) {
+        pool.put(client.ip(), kept);
+    }
     if let Some(session) = session {
         on_close.warn_if_never_sent(&session, client);
     }
@@ -110,7 +127,7 @@ async fn handle(
     req: Request<Incoming>,
     client: SocketAddr,
     ctx: &Ctx,
-    upstream: &Mutex<Option<forward::Upstream>>,
+    kept: forward::Kept<'_>,
     slot: Arc<OwnedSemaphorePermit>,
     seen: &Credentials,
 ) -> Response<Body> {
@@ -120,7 +137,7 @@ async fn handle(
     } else if req.method() == Method::CONNECT {
         connect::handle(req, client, ctx, slot).await
     } else {
-        forward::handle(req, client, ctx, upstream).await
+        forward::handle(req, client, ctx, kept).await
     };
     if json {
         respond::prefer_json(&mut response);

@@ -38,6 +38,9 @@ use crate::policy::{Access, FileId, InvalidHost, Target, UrlScheme};
 use crate::respond::Refusal;
 
 mod chain;
+mod pool;
+
+pub use pool::Pool;
 
 /// The header that asks for a Unix socket instead of a TCP destination. Never forwarded.
 const UNIX_SOCKET: &str = "x-unix-socket";
@@ -45,7 +48,11 @@ const UNIX_SOCKET: &str = "x-unix-socket";
 /// Where a kept upstream connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
-    Tcp(SocketAddr),
+    /// An origin at `addr`, connected to for `dest` (canonical `host:port`).
+    Tcp {
+        addr: SocketAddr,
+        dest: Box<str>,
+    },
     Unix(FileId),
     /// The HTTP upstream proxy, which takes requests for any destination.
     Proxy,
@@ -59,12 +66,21 @@ pub struct Upstream {
     sender: SendRequest<Body>,
 }
 
+/// Where a request's upstream connection may come from: the one its client connection kept,
+/// or for a new client connection, the listener's [`Pool`].
+#[derive(Clone, Copy)]
+pub struct Kept<'a> {
+    pub conn: &'a Mutex<Option<Upstream>>,
+    pub pool: &'a Pool,
+}
+
 pub async fn handle(
     req: Request<Incoming>,
     client: SocketAddr,
     ctx: &Ctx,
-    cache: &Mutex<Option<Upstream>>,
+    kept: Kept<'_>,
 ) -> Response<Body> {
+    let cache = kept.conn;
     if let Some(path) = req.headers().get(UNIX_SOCKET) {
         let Ok(path) = path.to_str().map(PathBuf::from) else {
             return respond::response(&Refusal::BadRequest("x-unix-socket must be a path"));
@@ -106,7 +122,14 @@ pub async fn handle(
     let dest = target.to_string();
     let host_header = HeaderValue::from_str(host_port).ok();
     match &route {
-        Route::Direct(pinned) => direct(prepare(req, host_header), pinned, ctx, &dest, cache).await,
+        Route::Direct(pinned) => {
+            let origin = Origin {
+                pinned,
+                dest: &dest,
+                client,
+            };
+            direct(prepare(req, host_header), origin, ctx, kept).await
+        }
         Route::Upstream { proxy, dest: via } => {
             // Owned, so the request can be taken apart.
             let target = target.into_owned();
@@ -121,30 +144,48 @@ pub async fn handle(
     }
 }
 
-/// Sends the request to the address the gate pinned, on the kept connection when it goes
-/// there.
+/// A direct request's destination: where the gate pinned it, and for whom.
+struct Origin<'a> {
+    pinned: &'a Pinned,
+    /// Canonical `host:port`.
+    dest: &'a str,
+    client: SocketAddr,
+}
+
+/// Sends the request to the address the gate pinned: on the kept connection when it goes
+/// there, else (when the request can be sent again) on a pooled one to the same destination.
 async fn direct(
     req: Request<Body>,
-    pinned: &Pinned,
+    origin: Origin<'_>,
     ctx: &Ctx,
-    dest: &str,
-    cache: &Mutex<Option<Upstream>>,
+    kept: Kept<'_>,
 ) -> Response<Body> {
-    let kept = take_reusable(
-        cache,
-        |key| matches!(key, Key::Tcp(a) if pinned.contains(*a)),
+    let Origin {
+        pinned,
+        dest,
+        client,
+    } = origin;
+    let mut reused = take_reusable(
+        kept.conn,
+        |key| matches!(key, Key::Tcp { addr, .. } if pinned.contains(*addr)),
     )
     .await;
+    if reused.is_none() && replay_safe(&req) {
+        reused = kept.pool.take(client.ip(), dest, pinned);
+    }
     let connect = || async {
         let connected = dial(pinned, ctx.limits.connect_timeout)
             .await
             .map_err(|error| dial_failure(dest, &error))?;
-        let key = Key::Tcp(connected.peer_addr().unwrap_or(pinned.first()));
+        let key = Key::Tcp {
+            addr: connected.peer_addr().unwrap_or(pinned.first()),
+            dest: dest.into(),
+        };
         handshake(connected, key)
             .await
             .map_err(|error| upstream_failure(dest, &error))
     };
-    exchange(req, kept, connect, dest, cache).await
+    exchange(req, reused, connect, dest, kept.conn).await
 }
 
 /// The answer when an allowed destination could not be connected to.
@@ -293,13 +334,7 @@ where
 
 /// A copy of a bodiless GET, HEAD or OPTIONS to send again; `None` for anything else.
 pub(super) fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let headers = req.headers();
-    let bodiless = !headers.contains_key(TRANSFER_ENCODING)
-        && headers
-            .get(CONTENT_LENGTH)
-            .is_none_or(|length| length.as_bytes() == b"0");
-    if !(safe && bodiless) {
+    if !replay_safe(req) {
         return None;
     }
     let mut copy = Request::new(Empty::new().map_err(|never| match never {}).boxed());
@@ -308,6 +343,16 @@ pub(super) fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     Some(copy)
+}
+
+/// Whether `req` is a bodiless GET, HEAD or OPTIONS: one that may be sent again.
+fn replay_safe(req: &Request<Body>) -> bool {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let headers = req.headers();
+    safe && !headers.contains_key(TRANSFER_ENCODING)
+        && headers
+            .get(CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0")
 }
 
 /// Whether the origin closed the connection before answering: the sign of a kept connection

@@ -240,7 +240,7 @@ async fn hyper_keep_alive_two_requests_use_one_upstream_connection() {
 /// An origin whose keep-alive timeout fires just as the next request arrives: it answers the
 /// first request on each connection, then reads the second and closes without a word.
 /// Returns its address and the request lines it read.
-fn origin_closing_after_one_answer() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn origin_closing_after_one_answer() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind((LOOPBACK, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -18,5 +18,6 @@ mod forward;
 mod json;
 mod limits;
 mod policy;
+mod pool;
 mod rules;
 mod session;

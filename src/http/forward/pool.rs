@@ -1,0 +1,91 @@
+//! Idle origin connections kept after their client connection closed, for the next client
+//! connection from the same host to the same destination.
+//!
+//! A client that opens a connection per request (`ab`, HTTP/1.0 tools, shell loops of curl)
+//! otherwise costs the proxy a new origin connection per request too: a TCP handshake and a
+//! close each way, and the origin's accept. Measured with proxybench's row (b') (`ab`, no
+//! keep-alive, GET 1 KiB from a loopback nginx), the origin's connect and close were the
+//! largest part of the proxy's CPU per request.
+//!
+//! What is shared is narrow on purpose:
+//! - An idle connection is taken only by a request from the same client IP, to the same
+//!   destination as written canonically (`host:port`), and only when its address is one the
+//!   gate pinned for this request: every request is still decided and resolved first; the
+//!   pool only saves the dial. Clients on different hosts never share an origin connection,
+//!   nor do two names that happen to resolve to one address.
+//! - Only GET, HEAD and OPTIONS without a body take one (the requests the forward path sends
+//!   again on a new connection when the origin closed the kept one under them), so an origin's
+//!   idle close never costs a request that could not be replayed.
+//! - A connection is kept [`IDLE`] at most, under the shortest keep-alive timeout of common
+//!   origins (Apache's 5 s), and at most [`CAPACITY`] are kept per listener.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Key, Upstream};
+use crate::gate::Pinned;
+
+/// How long an idle connection is kept.
+pub(super) const IDLE: Duration = Duration::from_secs(4);
+/// Idle connections kept per listener; past it the oldest is closed.
+pub(super) const CAPACITY: usize = 32;
+
+struct Idle {
+    owner: IpAddr,
+    upstream: Upstream,
+    since: Instant,
+}
+
+/// The idle origin connections of one HTTP listener.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Pool {
+    /// Keeps the connection a client connection from `owner` leaves behind, if it goes
+    /// straight to an origin and is still open.
+    pub fn put(&self, owner: IpAddr, upstream: Upstream) {
+        if !matches!(upstream.key, Key::Tcp { .. }) || upstream.sender.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        idle.retain(|entry| now.duration_since(entry.since) < IDLE);
+        if idle.len() >= CAPACITY {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            owner,
+            upstream,
+            since: now,
+        });
+    }
+
+    /// The most recently kept connection from `owner` to `dest` at an address in `pinned`
+    /// that can take a request now.
+    pub(super) fn take(&self, owner: IpAddr, dest: &str, pinned: &Pinned) -> Option<Upstream> {
+        let mut idle = self.idle.lock().ok()?;
+        let now = Instant::now();
+        let found = idle.iter().rposition(|entry| {
+            entry.owner == owner
+                && now.duration_since(entry.since) < IDLE
+                && matches!(&entry.upstream.key, Key::Tcp { addr, dest: kept }
+                    if **kept == *dest && pinned.contains(*addr))
+        })?;
+        let mut upstream = idle.remove(found).upstream;
+        drop(idle);
+        // Ready at once unless its last response was abandoned mid-body: then it is closed.
+        let mut cx = Context::from_waker(Waker::noop());
+        match upstream.sender.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Some(upstream),
+            _ => None,
+        }
+    }
+}
