@@ -171,7 +171,9 @@ async fn direct(
     )
     .await;
     if reused.is_none() && replay_safe(&req) {
-        reused = kept.pool.take(client.ip(), dest, pinned);
+        reused = kept
+            .pool
+            .take(client.ip(), dest, |addr| pinned.contains(addr));
     }
     let connect = || async {
         let connected = dial(pinned, ctx.limits.connect_timeout)
