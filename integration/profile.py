@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Where egress-proxy's CPU goes, row by row of integration/bench.sh.
+
+Starts the same origins as ../shared/bench/proxybench.py (nginx, TCP sink, UDP echo) and
+`egress-proxy serve` with the bench policy, then runs each of proxybench's loads once against
+the proxy alone while `perf record -g` is attached to it, and prints per row the proxy's CPU
+per operation and its top symbols by self time, grouped into kernel and user space.
+
+    python3 integration/profile.py [--bin target/release/egress-proxy] [--dur 4] [--top 8]
+        [--rows fwd,ab,...] [--keep DIR]
+
+Rows: dl ul fwd ab new sdl sul snew udp (proxybench's a, a', b, b', c, d, d', d", e). Needs
+perf, nginx, curl, wrk and ab; run it on a quiet machine (the figures are shares of the
+proxy's own samples, so they move less with noise than throughput does). Loopback only: the
+origins and the proxy listen on 127.0.0.1.
+"""
+import argparse, os, re, signal, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(REPO), "shared", "bench"))
+import proxybench as pb  # noqa: E402
+
+ROWS = {
+    # row: (proxybench test, mode, label)
+    "dl": ("dl", "connect", "(a) CONNECT download"),
+    "ul": ("ul", "connect", "(a') CONNECT upload"),
+    "fwd": ("fwd", "fwd", "(b) forward keep-alive"),
+    "ab": ("ab", "fwd", "(b') forward new conn"),
+    "new": ("new", "connect", "(c) CONNECT new conn"),
+    "sdl": ("dl", "socks", "(d) SOCKS5 download"),
+    "sul": ("ul", "socks", "(d') SOCKS5 upload"),
+    "snew": ("new", "socks", "(d\") SOCKS5 new conn"),
+    "udp": ("udp", "udp", "(e) SOCKS5 UDP echo"),
+}
+
+
+class Cfg:
+    def __init__(self, dur):
+        self.dur, self.conns, self.conc = dur, 32, 8
+        self.dl_repeats, self.max_ops = 3, 60000
+
+
+def top_symbols(data, top):
+    """perf report's self-time table -> [(percent, dso, symbol)]."""
+    out = subprocess.run(
+        ["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "dso,symbol",
+         "--percent-limit", "0.5", "-q"],
+        capture_output=True, text=True, timeout=300).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+)", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+    kernel = sum(p for p, _, k, _ in rows if k == "k")
+    return rows[:top], kernel
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "egress-proxy"))
+    ap.add_argument("--dur", type=int, default=4)
+    ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--keep", help="keep perf.data files in this directory")
+    cfg = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="egress-profile-")
+    os.chmod(tmp, 0o755)
+    keep = cfg.keep or tmp
+    os.makedirs(keep, exist_ok=True)
+    try:
+        ports = pb.start_origins(tmp)
+        vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
+        template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
+        config = pb.write(tmp, "ours.toml", pb.fill(template, vals))
+        proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
+        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", cfg.bin, "serve",
+                                       "--config", config], tmp)
+        for port in (proxy.http, proxy.socks):
+            if not pb.wait_port(port, proxy.proc):
+                sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
+        bench = Cfg(cfg.dur)
+        for row in cfg.rows.split(","):
+            test, mode, label = ROWS[row]
+            data = os.path.join(keep, f"{row}.perf.data")
+            perf = subprocess.Popen(
+                ["perf", "record", "-g", "-F", "999", "-o", data, "-p", str(proxy.proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            result = pb.run_one(test, mode, proxy, bench, ports, tmp)
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=60)
+            rows, kernel = top_symbols(data, cfg.top)
+            cost = (f"{result['cpu_s_10k'] * 100:.1f} us CPU/op" if "cpu_s_10k" in result
+                    else f"{result['cpu_s_GiB']:.3f} CPU s/GiB")
+            metric = {k: round(v, 3) for k, v in result.items()
+                      if k in ("MBps", "rps", "cps", "rtps", "p50_ms", "p99_ms", "p50_us")}
+            print(f"\n{label}: {cost}, kernel {kernel:.0f}% of samples  {metric}")
+            for percent, dso, _, symbol in rows:
+                print(f"  {percent:5.1f}%  {symbol[:70]:<70} {dso}")
+            sys.stdout.flush()
+    finally:
+        pb.cleanup()
+        if not cfg.keep:
+            subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    main()
