@@ -56,6 +56,12 @@ def top_symbols(data, top):
     return rows[:top], kernel
 
 
+def peak_rss(pid):
+    """VmHWM of the proxy so far, as /proc prints it."""
+    with open(f"/proc/{pid}/status") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("VmHWM")), "?")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +70,8 @@ def main():
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--keep", help="keep perf.data files in this directory")
+    ap.add_argument("--no-perf", action="store_true",
+                    help="only the CPU per operation and the proxy's peak RSS after each row")
     cfg = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="egress-profile-")
     os.chmod(tmp, 0o755)
@@ -84,19 +92,23 @@ def main():
         for row in cfg.rows.split(","):
             test, mode, label = ROWS[row]
             data = os.path.join(keep, f"{row}.perf.data")
-            perf = subprocess.Popen(
-                ["perf", "record", "-g", "-F", "999", "-o", data, "-p", str(proxy.proc.pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+            if not cfg.no_perf:
+                perf = subprocess.Popen(
+                    ["perf", "record", "-g", "-F", "999", "-o", data, "-p", str(proxy.proc.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
             result = pb.run_one(test, mode, proxy, bench, ports, tmp)
-            perf.send_signal(signal.SIGINT)
-            perf.wait(timeout=60)
-            rows, kernel = top_symbols(data, cfg.top)
+            rows, kernel = [], 0.0
+            if not cfg.no_perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=60)
+                rows, kernel = top_symbols(data, cfg.top)
             cost = (f"{result['cpu_s_10k'] * 100:.1f} us CPU/op" if "cpu_s_10k" in result
                     else f"{result['cpu_s_GiB']:.3f} CPU s/GiB")
             metric = {k: round(v, 3) for k, v in result.items()
                       if k in ("MBps", "rps", "cps", "rtps", "p50_ms", "p99_ms", "p50_us")}
-            print(f"\n{label}: {cost}, kernel {kernel:.0f}% of samples  {metric}")
+            peak = peak_rss(proxy.proc.pid)
+            print(f"\n{label}: {cost}, kernel {kernel:.0f}% of samples, peak RSS {peak}  {metric}")
             for percent, dso, _, symbol in rows:
                 print(f"  {percent:5.1f}%  {symbol[:70]:<70} {dso}")
             sys.stdout.flush()
