@@ -191,19 +191,30 @@ impl Handshake {
         stream: &mut TcpStream,
         session: Option<&SessionToken>,
     ) -> Result<(), HandshakeError> {
+        // Without credentials the selection is "no authentication" whatever the client
+        // offers, so it is sent before the greeting is read: it is waiting in the client's
+        // receive buffer when the client asks for it, which takes our wake-up off the
+        // client's critical path (one of SOCKS5's two round trips before the tunnel).
+        if session.is_none() {
+            stream
+                .write_all(&[codec::VERSION, codec::METHOD_NO_AUTH])
+                .await?;
+        }
         while let Err(GreetingError::Incomplete) = codec::parse_greeting(&self.buf[..self.filled]) {
             self.read_more(stream).await?;
         }
         let greeting = codec::parse_greeting(&self.buf[..self.filled])?;
+        self.request_start = greeting.len;
         // With credentials, username/password is the only method: a client offering only
         // "no authentication" is told that none of its methods is acceptable.
         let method = match session {
+            None => codec::METHOD_NO_AUTH,
             Some(_) if greeting.user_pass => codec::METHOD_USER_PASS,
-            None if greeting.no_auth => codec::METHOD_NO_AUTH,
-            _ => codec::METHOD_NONE_ACCEPTABLE,
+            Some(_) => codec::METHOD_NONE_ACCEPTABLE,
         };
-        stream.write_all(&[codec::VERSION, method]).await?;
-        self.request_start = greeting.len;
+        if session.is_some() {
+            stream.write_all(&[codec::VERSION, method]).await?;
+        }
         match (method, session) {
             (codec::METHOD_USER_PASS, Some(session)) => self.authenticate(stream, session).await?,
             (codec::METHOD_NO_AUTH, _) => {}

@@ -121,22 +121,49 @@ async fn limited_mode_blocks_socks() {
 async fn junk_greetings_are_closed_and_the_listener_carries_on() {
     let echo = TcpEcho::start();
     let proxy = start(Setup::default()).await;
-    let cases: [(&[u8], &[u8]); 5] = [
-        // SOCKS4 CONNECT: not ours, closed without a word.
-        (&[4, 1, 0, 80, 127, 0, 0, 1, 0], b""),
-        (b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n", b""),
-        (b"CONNECT allowed.test:80 HTTP/1.1\r\n\r\n", b""),
-        // Only username/password offered: no acceptable method.
-        (&[5, 1, 2], &[5, 0xff]),
-        (&[5, 0], &[5, 0xff]),
+    // Not SOCKS5: closed after the method selection that was sent before anything was read.
+    let cases: [&[u8]; 3] = [
+        &[4, 1, 0, 80, 127, 0, 0, 1, 0],
+        b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        b"CONNECT allowed.test:80 HTTP/1.1\r\n\r\n",
     ];
-    for (junk, want) in cases {
+    for junk in cases {
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         stream.write_all(junk).await.unwrap();
-        assert_eq!(rest(&mut stream).await, want, "{junk:?}");
+        assert_eq!(rest(&mut stream).await, [5, 0], "{junk:?}");
         still_serves(&proxy, &echo).await;
     }
     assert_eq!(echo.connections(), cases.len());
+}
+
+#[tokio::test]
+async fn without_credentials_no_authentication_is_selected_before_the_greeting() {
+    let echo = TcpEcho::start();
+    let proxy = start(Setup::default()).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut method = [0u8; 2];
+    within("method before the greeting", stream.read_exact(&mut method))
+        .await
+        .unwrap();
+    assert_eq!(method, [5, 0]);
+    // Whatever the greeting then offers (only username/password, or nothing at all), the
+    // client was told "no authentication" and its request is served.
+    for greeting in [&[5, 1, 2][..], &[5, 0], &[5, 2, 2, 0]] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let ask = [
+            greeting,
+            &request(1, Dest::Name(b"allowed.test"), echo.addr.port()),
+        ]
+        .concat();
+        stream.write_all(&ask).await.unwrap();
+        within("method", stream.read_exact(&mut method))
+            .await
+            .unwrap();
+        assert_eq!(method, [5, 0], "{greeting:?}");
+        let (code, _) = read_reply(&mut stream).await;
+        assert_eq!(code, 0, "{greeting:?}");
+        echo_through(&mut stream, b"served").await;
+    }
 }
 
 #[tokio::test]
@@ -154,7 +181,7 @@ async fn truncated_requests_are_closed_without_a_reply() {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(&[5, 3, 0]).await.unwrap();
     stream.shutdown().await.unwrap();
-    assert_eq!(rest(&mut stream).await, b"");
+    assert_eq!(rest(&mut stream).await, [5, 0]);
     assert_eq!(echo.connections(), 0);
     still_serves(&proxy, &echo).await;
 }
@@ -412,11 +439,11 @@ async fn a_client_that_never_finishes_its_handshake_is_closed() {
     })
     .await;
     // Half a greeting; then a greeting and half a request.
-    for (sent, want) in [(&[5u8][..], &[][..]), (&[5, 1, 0, 5, 1], &[5, 0])] {
+    for sent in [&[5u8][..], &[5, 1, 0, 5, 1]] {
         let started = Instant::now();
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         stream.write_all(sent).await.unwrap();
-        assert_eq!(rest(&mut stream).await, want);
+        assert_eq!(rest(&mut stream).await, [5, 0]);
         assert!(started.elapsed() >= header_timeout - Duration::from_millis(50));
     }
     still_serves(&proxy, &echo).await;

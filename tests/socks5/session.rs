@@ -6,6 +6,7 @@
 //! control connection.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::support::curl::{self, Via};
 use crate::support::origin::{HttpOrigin, TcpEcho, UdpEcho};
@@ -69,6 +70,11 @@ async fn good(addr: SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn a_client_offering_only_no_authentication_gets_0xff() {
     let proxy = proxy(&["allowed.test"]).await;
+    // With credentials the selection depends on the greeting: nothing is sent before it.
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(200), silent.read(&mut byte)).await;
+    assert!(early.is_err(), "nothing before the greeting: {early:?}");
     for greeting in [&[5, 1, 0][..], &[5, 2, 0, 1], &[5, 0]] {
         let (method, mut stream) = greet_with(proxy.addr, greeting).await;
         assert_eq!(method, [5, 0xff], "{greeting:?}");
