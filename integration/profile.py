@@ -81,7 +81,11 @@ def main():
         ports = pb.start_origins(tmp)
         vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
         template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
-        config = pb.write(tmp, "ours.toml", pb.fill(template, vals))
+        # A directory of its own, as proxybench gives each proxy: `serve` watches the
+        # config's directory, and the logs written next to it would wake the watcher.
+        home = os.path.join(tmp, "ours")
+        os.makedirs(home)
+        config = pb.write(home, "ours.toml", pb.fill(template, vals))
         proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
         proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", cfg.bin, "serve",
                                        "--config", config], tmp)
