@@ -92,6 +92,8 @@ def main():
         for port in (proxy.http, proxy.socks):
             if not pb.wait_port(port, proxy.proc):
                 sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
+        # `serve` logs every allowed decision for its first 10 s; past them, as in a long run.
+        time.sleep(10.5)
         bench = Cfg(cfg.dur)
         for row in cfg.rows.split(","):
             test, mode, label = ROWS[row]
