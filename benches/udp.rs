@@ -8,16 +8,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use egress_proxy::config::{load_texts, Sources};
 use egress_proxy::server::Server;
 use tokio::runtime::Runtime;
+use tokio::time::Instant;
 
 const PAYLOAD: usize = 64;
 const BURST: usize = 32;
-const POLICY: &str = "enabled = true\nallow_local_binding = true\nallowed_domains = [\"127.0.0.1\"]\n";
+const POLICY: &str =
+    "enabled = true\nallow_local_binding = true\nallowed_domains = [\"127.0.0.1\"]\n";
 
 /// An echo server on its own thread, for as long as the bench runs.
 fn echo() -> SocketAddr {
@@ -47,7 +49,10 @@ fn associate(socks: SocketAddr, client: &UdpSocket) -> (TcpStream, SocketAddr) {
     control.read_exact(&mut reply).unwrap();
     assert_eq!(reply[..4], [5, 0, 0, 1], "UDP ASSOCIATE refused");
     let ip = Ipv4Addr::new(reply[4], reply[5], reply[6], reply[7]);
-    (control, (ip, u16::from_be_bytes([reply[8], reply[9]])).into())
+    (
+        control,
+        (ip, u16::from_be_bytes([reply[8], reply[9]])).into(),
+    )
 }
 
 /// A client socket and the bytes it sends: the SOCKS header naming `echo` when `socks`, then
