@@ -2,7 +2,9 @@
 //! echo on loopback) through a UDP association of the in-process proxy, against the same
 //! datagrams straight to the echo. `pingpong` keeps one datagram in flight; `burst` sends 32
 //! and then reads the 32 replies, so the relay can batch. The ratio of relayed to direct is
-//! the relay's cost.
+//! the relay's cost in time; `udp_proxy_cpu` reports, for the same exchanges, the CPU time the
+//! proxy's runtime threads spent (Linux: their scheduler run time), which moves much less with
+//! the machine's other load than wall time does.
 //!
 //! `cargo bench --bench udp`
 
@@ -13,11 +15,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use egress_proxy::config::{load_texts, Sources};
 use egress_proxy::server::Server;
-use tokio::runtime::Runtime;
+use tokio::runtime::Builder;
 use tokio::time::Instant;
 
 const PAYLOAD: usize = 64;
 const BURST: usize = 32;
+/// The name of the proxy's runtime threads.
+const THREADS: &str = "proxy";
 const POLICY: &str =
     "enabled = true\nallow_local_binding = true\nallowed_domains = [\"127.0.0.1\"]\n";
 
@@ -83,8 +87,34 @@ fn exchange(socket: &UdpSocket, datagram: &[u8], burst: usize) {
     }
 }
 
+/// CPU time the proxy's runtime threads have used so far: the sum of their scheduler run
+/// times (`/proc/self/task/*/schedstat`, in nanoseconds; zero where there is none).
+fn proxy_cpu() -> Duration {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let read = |file| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        if read("comm").trim_end() != THREADS {
+            continue;
+        }
+        let run: Option<u64> = read("schedstat")
+            .split(' ')
+            .next()
+            .and_then(|ns| ns.parse().ok());
+        total += run.unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
 fn relay(c: &mut Criterion) {
-    let rt = Runtime::new().unwrap();
+    let rt = Builder::new_multi_thread()
+        .thread_name(THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
     let config = load_texts(&[("bench.toml", POLICY)], None, &Sources::default()).unwrap();
     let server = rt
         .block_on(Server::builder(config).ephemeral().start())
@@ -113,6 +143,21 @@ fn relay(c: &mut Criterion) {
         }
         group.finish();
     }
+    let mut group = c.benchmark_group("udp_proxy_cpu");
+    for (name, burst) in [("pingpong", 1), ("burst", BURST)] {
+        let (socket, datagram) = &relayed;
+        group.throughput(Throughput::Elements(burst as u64));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = proxy_cpu();
+                for _ in 0..iters {
+                    exchange(socket, datagram, burst);
+                }
+                proxy_cpu() - start
+            })
+        });
+    }
+    group.finish();
     drop(server);
 }
 
