@@ -23,7 +23,8 @@ pub struct UdpStats {
     /// Client datagrams to a destination the policy denied.
     pub denied: u64,
     /// Everything else dropped: a foreign source, a fragment, a malformed header, a reply
-    /// from an address we never sent to, a failed send.
+    /// on a route a reload has since denied, a failed send. (Replies from an address we never
+    /// sent to do not reach the relay: the kernel drops them.)
     pub dropped: u64,
     /// Payload bytes of `sent` datagrams.
     pub bytes_up: u64,

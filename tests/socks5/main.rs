@@ -7,4 +7,5 @@ mod support;
 // libtest starts tests in name order: `associate` holds the longest test, so it sorts first.
 mod associate;
 mod connect;
+mod routes;
 mod session;
