@@ -362,3 +362,32 @@ async fn idle_in_the_copy_phase_counts_from_the_last_bytes() {
     assert!(last.elapsed() >= idle - Duration::from_millis(50));
     assert_eq!((stats.up, stats.down, stats.idle_timeout), (12, 12, true));
 }
+
+/// A receiver that does not read: what the copy phase could not write at once is kept and
+/// sent, in order, once the receiver drains.
+#[tokio::test]
+async fn a_full_receiver_gets_the_copied_bytes_later_in_order() {
+    let (mut client, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let mut filled = 0;
+    upstream_side.writable().await.unwrap();
+    loop {
+        match upstream_side.try_write(&[1u8; 64 * 1024]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let phase = copy_phase(client_side, upstream_side);
+    let sent = pattern(100, 8);
+    client.write_all(&sent).await.unwrap();
+    // Time for the copy phase to read the bytes and find the receiver full.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!phase.is_finished());
+    let got = read_n(&mut origin, filled + sent.len()).await;
+    assert!(got[..filled].iter().all(|&b| b == 1));
+    assert_eq!(got[filled..], sent);
+    client.shutdown().await.unwrap();
+    let (copied, count, _upstream_side) = timeout(STEP, phase).await.unwrap().unwrap();
+    assert_eq!((copied.unwrap(), count), (Copied::Eof, 100));
+}
