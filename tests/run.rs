@@ -424,3 +424,20 @@ fn a_child_that_does_not_catch_sigterm_dies_of_it() {
     kill(running.pid(), Signal::SIGTERM).unwrap();
     assert_eq!(running.finish().code, 128 + Signal::SIGTERM as i32);
 }
+
+/// The proxy's worker threads: `--threads N`, else half the cores, at least one. The child
+/// counts its parent's threads (the main thread, the workers, and the blocking pool's, which
+/// nothing here has started).
+#[test]
+fn threads_sets_the_proxy_workers() {
+    let count = "ls /proc/$PPID/task | wc -l";
+    let out = run(&["run", "--threads", "3", "--", "sh", "-c", count]);
+    assert_eq!((out.code, out.stdout.trim()), (0, "4"), "{}", out.stderr);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let out = run(&["run", "--", "sh", "-c", count]);
+    let workers = (cores / 2).max(1);
+    assert_eq!(out.stdout.trim(), (workers + 1).to_string(), "{}", out.stderr);
+    let out = run(&["run", "--threads", "0", "--", "true"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--threads"), "{}", out.stderr);
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::runtime::RuntimeArgs;
 use super::signals::Signals;
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::audit::{FirstDenial, Protocol, Summary};
@@ -94,6 +95,8 @@ pub struct RunArgs {
     policy: PolicyArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Set NO_PROXY, no_proxy, npm_config_noproxy, NPM_CONFIG_NOPROXY and BUNDLE_NO_PROXY to
     /// LIST. By default they are set to the empty string, so no client bypasses the policy.
     #[arg(long = "no-proxy", value_name = "LIST")]
@@ -146,9 +149,12 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let runtime = match runtime() {
+    let runtime = match args.runtime.build() {
         Ok(runtime) => runtime,
-        Err(code) => return code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_INTERNAL;
+        }
     };
     let session = match session(args) {
         Ok(session) => session,
@@ -262,19 +268,6 @@ async fn run_child(
             EXIT_INTERNAL
         }
     }
-}
-
-/// Two workers: the proxy keeps serving while one is busy, without a thread per core started
-/// in front of every command.
-fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|err| {
-            eprintln!("error: cannot start the runtime: {err}");
-            EXIT_INTERNAL
-        })
 }
 
 /// This run's proxy credentials, unless --no-session-auth.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::runtime::RuntimeArgs;
 use super::{LogArgs, PolicyArgs, EXIT_USAGE};
 use crate::admin::AdminOptions;
 use crate::config::{Config, Sources};
@@ -29,6 +30,8 @@ pub struct ServeArgs {
     policy: PolicyArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// HTTP proxy listener (overrides `proxy_url`).
     #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
@@ -70,13 +73,10 @@ pub fn run(args: &ServeArgs) -> i32 {
         Ok(mitm) => mitm,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match args.runtime.build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
+            eprintln!("error: {err}");
             return 1;
         }
     };
