@@ -7,6 +7,7 @@ mod check;
 #[cfg(target_os = "linux")]
 mod isolate;
 mod run;
+mod runtime;
 mod serve;
 mod signals;
 mod validate;

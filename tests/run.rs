@@ -436,7 +436,12 @@ fn threads_sets_the_proxy_workers() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let out = run(&["run", "--", "sh", "-c", count]);
     let workers = (cores / 2).max(1);
-    assert_eq!(out.stdout.trim(), (workers + 1).to_string(), "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        (workers + 1).to_string(),
+        "{}",
+        out.stderr
+    );
     let out = run(&["run", "--threads", "0", "--", "true"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("--threads"), "{}", out.stderr);
