@@ -87,7 +87,7 @@ def main():
         os.makedirs(home)
         config = pb.write(home, "ours.toml", pb.fill(template, vals))
         proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
-        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", cfg.bin, "serve",
+        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(cfg.bin), "serve",
                                        "--config", config], tmp)
         for port in (proxy.http, proxy.socks):
             if not pb.wait_port(port, proxy.proc):
