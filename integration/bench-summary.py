@@ -33,6 +33,9 @@ def parse(text):
                 if not row.startswith("  "):
                     break
                 cells = row.split()
+                # A proxy that failed some repetitions ends with `FAILED xN` after `errors`.
+                if len(cells) > 2 and cells[-2] == "FAILED":
+                    cells = cells[:-2]
                 table[cells[0]] = (cells[-3], cells[-2])
             if "ours" not in table:
                 continue
