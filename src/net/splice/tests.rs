@@ -19,24 +19,38 @@ async fn pair() -> (TcpStream, TcpStream) {
     (a.unwrap(), b.unwrap().0)
 }
 
-/// A client and an origin socket with the relay spliced between them.
-async fn relayed() -> (
-    TcpStream,
-    TcpStream,
-    tokio::task::JoinHandle<(TunnelStats, io::Result<()>)>,
-) {
+type Relay = tokio::task::JoinHandle<(TunnelStats, io::Result<()>)>;
+
+/// A client and an origin socket with the relay between them.
+async fn relayed() -> (TcpStream, TcpStream, Relay) {
+    relayed_until(pending()).await
+}
+
+/// [`relayed`], with the relay stopped when `stop` completes (as a reload's revocation does).
+async fn relayed_until(
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (TcpStream, TcpStream, Relay) {
     let (client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
     let task = tokio::spawn(async move {
-        relay_tcp(
-            &client_side,
-            &upstream_side,
-            Duration::from_secs(30),
-            pending(),
-        )
-        .await
+        relay_tcp(&client_side, &upstream_side, Duration::from_secs(30), stop).await
     });
     (client, origin, task)
+}
+
+/// A relay with the sender that stops it.
+async fn stoppable() -> (
+    TcpStream,
+    TcpStream,
+    Relay,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (client, origin, task) = relayed_until(async {
+        let _ = stopped.await;
+    })
+    .await;
+    (client, origin, task, stop)
 }
 
 #[tokio::test]
@@ -105,15 +119,7 @@ async fn a_reset_ends_the_relay_with_its_counts() {
 
 #[tokio::test]
 async fn stop_ends_the_relay_with_its_counts() {
-    let (mut client, client_side) = pair().await;
-    let (upstream_side, mut origin) = pair().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let stop = async {
-            let _ = stopped.await;
-        };
-        relay_tcp(&client_side, &upstream_side, Duration::from_secs(30), stop).await
-    });
+    let (mut client, mut origin, task, stop) = stoppable().await;
     client.write_all(b"hello").await.unwrap();
     let mut got = [0u8; 5];
     origin.read_exact(&mut got).await.unwrap();
@@ -323,15 +329,7 @@ async fn a_reset_in_the_copy_phase_keeps_both_counts() {
 
 #[tokio::test]
 async fn stop_in_the_copy_phase_keeps_both_counts_and_closes() {
-    let (mut client, client_side) = pair().await;
-    let (upstream_side, mut origin) = pair().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let stop = async {
-            let _ = stopped.await;
-        };
-        relay_tcp(&client_side, &upstream_side, Duration::from_secs(30), stop).await
-    });
+    let (mut client, mut origin, task, stop) = stoppable().await;
     exchange(&mut client, &mut origin, b"hello", b"goodbye").await;
     stop.send(()).unwrap();
     let (stats, result) = timeout(STEP, task).await.unwrap().unwrap();
