@@ -21,7 +21,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST,
+    TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -64,6 +65,10 @@ enum Key {
 pub struct Upstream {
     key: Key,
     sender: SendRequest<Body>,
+    /// An exchange on it carried `Authorization` or `WWW-Authenticate`: the origin may have
+    /// bound an authentication to the connection (NTLM, Negotiate), so it never serves
+    /// another client connection. On loopback every local user shares one client IP.
+    authenticated: bool,
 }
 
 /// Where a request's upstream connection may come from: the one its client connection kept,
@@ -262,7 +267,11 @@ where
             tracing::debug!(error = %err, "upstream connection ended with an error");
         }
     });
-    Ok(Upstream { key, sender })
+    Ok(Upstream {
+        key,
+        sender,
+        authenticated: false,
+    })
 }
 
 /// The client's request as it goes upstream: hop-by-hop, `Proxy-*` and `x-unix-socket`
@@ -390,7 +399,9 @@ async fn send(
     dest: &str,
     cache: &Mutex<Option<Upstream>>,
 ) -> Result<Response<Body>, hyper::Error> {
+    upstream.authenticated |= req.headers().contains_key(AUTHORIZATION);
     let response = upstream.sender.send_request(req).await?;
+    upstream.authenticated |= response.headers().contains_key(WWW_AUTHENTICATE);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(respond::response(&Refusal::UnrequestedUpgrade { dest }));
     }

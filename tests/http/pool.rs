@@ -3,7 +3,9 @@
 //! that could be sent again, and only after each request was decided.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use crate::support::fake_dns::FakeDns;
 use crate::support::harness::Proxy;
 use crate::support::http::blocking::{connect, get, raw_request, read_reply};
 use crate::support::http::read_reply as read_reply_async;
-use crate::support::http_world::{standard, zone, World};
+use crate::support::http_world::{read_until, standard, zone, World};
 use crate::support::origin::HttpOrigin;
 
 /// Long enough for the proxy to hand the origin connection of a closed client connection to
@@ -158,4 +160,55 @@ fn a_kept_connection_the_origin_closed_is_replaced_for_a_get() {
             "GET /second HTTP/1.1"
         ]
     );
+}
+
+/// An origin that answers every request on a kept connection with a connection-based
+/// authentication challenge; returns its address and the connections it accepted.
+fn challenging_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || loop {
+                if read_until(&mut stream, b"\r\n\r\n").is_empty() {
+                    return;
+                }
+                let challenge =
+                    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n";
+                if stream.write_all(challenge).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_connection_that_carried_authentication_serves_no_other_client_connection() {
+    // NTLM and Negotiate authenticate the connection: a kept one must not carry one local
+    // user's login into another's request (on loopback they share the client IP).
+    let w = World::start();
+    let port = w.origin.addr.port();
+    let with_credentials = format!(
+        "GET http://allowed.test:{port}/login HTTP/1.1\r\nHost: x\r\nAuthorization: NTLM TlRMTVNTUAAB\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        raw_request(w.proxy.addr, with_credentials.as_bytes()).status,
+        200
+    );
+    thread::sleep(SETTLE);
+    assert_eq!(get_closing(&w, "allowed.test", "/other-user"), 200);
+    assert_eq!(w.origin.connections(), 2);
+
+    let (origin, accepted) = challenging_origin();
+    let url = format!("http://allowed.test:{}/challenge", origin.port());
+    for _ in 0..2 {
+        assert_eq!(get(w.proxy.addr, &url).status, 401);
+        thread::sleep(SETTLE);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

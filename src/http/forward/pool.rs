@@ -16,6 +16,9 @@
 //! - Only GET, HEAD and OPTIONS without a body take one (the requests the forward path sends
 //!   again on a new connection when the origin closed the kept one under them), so an origin's
 //!   idle close never costs a request that could not be replayed.
+//! - A connection that carried `Authorization` or `WWW-Authenticate` is never kept: NTLM and
+//!   Negotiate authenticate the connection, not the request, and on loopback every local user
+//!   has the same client IP.
 //! - A connection is kept [`IDLE`] at most, under the shortest keep-alive timeout of common
 //!   origins (Apache's 5 s), and at most [`CAPACITY`] are kept per listener.
 
@@ -49,7 +52,10 @@ impl Pool {
     /// Keeps the connection a client connection from `owner` leaves behind, if it goes
     /// straight to an origin and is still open.
     pub fn put(&self, owner: IpAddr, upstream: Upstream) {
-        if !matches!(upstream.key, Key::Tcp { .. }) || upstream.sender.is_closed() {
+        if !matches!(upstream.key, Key::Tcp { .. })
+            || upstream.authenticated
+            || upstream.sender.is_closed()
+        {
             return;
         }
         let Ok(mut idle) = self.idle.lock() else {
