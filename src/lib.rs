@@ -24,7 +24,7 @@
 //!   policy sees a request.
 //! - `net`: what listeners share: the connection context that records each decision once,
 //!   the route (direct, or through the upstream proxy of `[upstream]` or the environment), the
-//!   dialler that takes only what the gate pinned, the splice, drain and tunnel registry.
+//!   dialler that takes only what the gate pinned, the relay, drain and tunnel registry.
 //! - `respond`: every refusal's HTTP answer and SOCKS5 code, side by side.
 //! - `isolate`: `run --isolate`'s network namespace, whose listeners the proxy serves.
 //! - `http`, `socks5` (with `socks5_codec`): the listeners.

@@ -1,6 +1,6 @@
 //! What every listener shares: the connection context whose [`Ctx::route`] and
 //! [`Ctx::authorize`] ask the gate and record each decision once, the dialler that connects
-//! only to what the gate pinned, the upstream proxy, the splice and copy relays, the accept
+//! only to what the gate pinned, the upstream proxy, the socket and stream relays, the accept
 //! loop, graceful drain and the open-tunnel registry.
 
 pub mod copy;
@@ -8,9 +8,9 @@ pub mod dial;
 pub mod drain;
 pub mod listener;
 pub mod owner;
+pub mod relay;
 pub mod rewind;
 pub mod route;
-pub mod splice;
 pub mod tunnels;
 pub mod upstream;
 

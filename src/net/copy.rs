@@ -1,6 +1,6 @@
 //! A relay between a client socket and any stream (TLS to an `https://` upstream), where
-//! [`super::splice`] cannot work: the bytes pass through user memory, with the same counts,
-//! idle timeout, half-close and stop as the splice.
+//! [`super::relay`]'s non-blocking reads and writes on both sockets cannot work: the same
+//! counts, idle timeout, half-close and stop, through `AsyncRead`/`AsyncWrite`.
 
 use std::future::Future;
 use std::io;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::splice::{until_done, Clock};
+use super::relay::{until_done, Clock};
 use crate::audit::TunnelStats;
 
 /// Bytes moved per read.

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::copy::relay_io;
 use super::dial::{dial, DialError};
-use super::splice::relay_tcp;
+use super::relay::relay_tcp;
 use super::upstream::{Proxy, Stream, UpstreamError};
 use super::{tunnel, Ctx, Established};
 use crate::audit::{Dest, Protocol};
@@ -168,8 +168,8 @@ pub async fn open(
     }
 }
 
-/// Relays an opened tunnel until it ends, as [`tunnel`] does: spliced when the upstream side
-/// is plain TCP, copied through TLS otherwise. The upstream's early bytes go to the client
+/// Relays an opened tunnel until it ends, as [`tunnel`] does: socket to socket when the
+/// upstream side is plain TCP, through the TLS stream otherwise. The upstream's early bytes go to the client
 /// first.
 pub async fn relay(
     ctx: &Ctx,

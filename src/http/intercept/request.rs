@@ -21,7 +21,7 @@ use crate::audit::{Outcome, RequestRecord};
 use crate::http::forward::response_headers;
 use crate::http::respond::{self, Codes};
 use crate::http::Body;
-use crate::net::splice::Clock;
+use crate::net::relay::Clock;
 use crate::policy::Target;
 use crate::respond::Refusal;
 

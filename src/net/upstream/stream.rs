@@ -1,4 +1,4 @@
-//! A connection to an upstream proxy: plain TCP (which keeps the splice path), or TLS to an
+//! A connection to an upstream proxy: plain TCP (which keeps the socket-to-socket relay), or TLS to an
 //! `https://` upstream.
 
 use std::io;

@@ -1,5 +1,5 @@
 //! The relay by behaviour: exact bytes in order both ways, half-close, resets, idle and stop,
-//! in the copy phase, across the switch to splice, and in the splice phase.
+//! in the copy phase, across the switch to the bulk phase, and in the bulk phase.
 
 use super::short::{copy_until_bulk, Copied, BUF, SWITCH_AFTER};
 use super::*;
@@ -54,18 +54,22 @@ async fn stoppable() -> (
 }
 
 #[tokio::test]
-async fn splices_both_ways_with_half_close() {
+async fn bulk_both_ways_with_half_close() {
     let (mut client, mut origin, task) = relayed().await;
-    let big = vec![7u8; 3 << 20];
+    let big = pattern(3 << 20, 3);
+    let sent = big.clone();
     let writer = tokio::spawn(async move {
-        client.write_all(&big).await.unwrap();
+        client.write_all(&sent).await.unwrap();
         client.shutdown().await.unwrap();
         client
     });
     let mut got = Vec::new();
     origin.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got.len(), 3 << 20);
-    assert!(got.iter().all(|&b| b == 7));
+    assert!(
+        got == big,
+        "{} bytes arrived, not the 3 MiB sent in order",
+        got.len()
+    );
     let mut client = writer.await.unwrap();
     origin.write_all(b"reply after half-close").await.unwrap();
     origin.shutdown().await.unwrap();
@@ -78,21 +82,61 @@ async fn splices_both_ways_with_half_close() {
     assert!(!stats.idle_timeout);
 }
 
+/// A receiver that takes a few KiB at a time, with pauses, holds the bulk phase on its writes:
+/// every byte still arrives once and in order, the other way too.
+#[tokio::test]
+async fn a_slow_receiver_in_the_bulk_phase_gets_every_byte_in_order() {
+    let (mut client, mut origin, task) = relayed().await;
+    let (up, down) = (pattern(2 << 20, 11), pattern(1 << 20, 13));
+    let (to_send, back) = (up.clone(), down.clone());
+    let writer = tokio::spawn(async move {
+        client.write_all(&to_send).await.unwrap();
+        client.shutdown().await.unwrap();
+        let got = read_all(&mut client).await;
+        assert!(got == back, "{} bytes down", got.len());
+    });
+    let mut got = Vec::with_capacity(up.len());
+    let mut piece = [0u8; 3000];
+    for reads in 1.. {
+        let n = timeout(STEP, origin.read(&mut piece))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&piece[..n]);
+        if reads % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(got == up, "{} bytes up", got.len());
+    origin.write_all(&down).await.unwrap();
+    origin.shutdown().await.unwrap();
+    timeout(STEP, writer).await.unwrap().unwrap();
+    let (stats, result) = timeout(STEP, task).await.unwrap().unwrap();
+    result.unwrap();
+    assert_eq!((stats.up, stats.down), (2 << 20, 1 << 20));
+}
+
+/// Reads in the bulk phase are whole segments of the sending socket's MSS, up to 64 KiB.
 #[test]
-fn only_a_few_pipes_are_grown_at_once() {
-    let pipes: Vec<Pipe> = (0..MAX_GROWN + 8).map(|_| Pipe::new().unwrap()).collect();
-    let grown = pipes.iter().filter(|p| p.grown).count();
-    assert!(grown <= MAX_GROWN, "{grown}");
-    let size = |p: &Pipe| fcntl(&p.write, FcntlArg::F_GETPIPE_SZ).unwrap();
-    assert!(pipes
-        .iter()
-        .filter(|p| !p.grown)
-        .all(|p| size(p) <= 64 * 1024));
-    drop(pipes);
-    assert!(
-        Pipe::new().unwrap().grown,
-        "dropped pipes give their budget back"
-    );
+fn bulk_reads_are_whole_segments() {
+    for (mss, want) in [
+        (None, BULK),
+        (Some(0), BULK),
+        (Some(1), BULK),
+        (Some(536), 122 * 536),
+        (Some(1448), 45 * 1448),
+        (Some(8948), 7 * 8948),
+        (Some(32768), 2 * 32768),
+        (Some(54272), 54272),
+        (Some(65483), 65483),
+        (Some(BULK), BULK),
+        (Some(100_000), BULK),
+    ] {
+        assert_eq!(whole_segments(mss), want, "{mss:?}");
+    }
 }
 
 #[tokio::test]
@@ -230,7 +274,7 @@ async fn queued(socket: &TcpStream, len: usize) {
 }
 
 /// A full buffer is the sign of bulk: the copy phase hands over right after it, one byte
-/// less ends in the copy phase, one more leaves that byte for the splice.
+/// less ends in the copy phase, one more leaves that byte for the bulk phase.
 #[tokio::test]
 async fn a_read_that_fills_the_buffer_switches_at_once() {
     for (len, ended, counted) in [
@@ -272,7 +316,7 @@ async fn tunnels_of_the_buffer_size_and_either_side_are_exact() {
 
 /// Small reads stay in the copy phase up to EOF while they total no more than the limit.
 #[tokio::test]
-async fn small_reads_under_the_limit_never_splice() {
+async fn small_reads_under_the_limit_stay_in_the_copy_phase() {
     let (mut client, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
     let phase = copy_phase(client_side, upstream_side);

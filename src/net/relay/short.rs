@@ -1,6 +1,6 @@
-//! The start of every tunnel direction: bytes go through a user-space buffer until a read
-//! fills it or more than [`SWITCH_AFTER`] bytes have moved (see [`super`] for why these two
-//! signs).
+//! The start of every tunnel direction: bytes go through the worker thread's buffer until a
+//! read fills it or more than [`SWITCH_AFTER`] bytes have moved (see [`super`] for why these
+//! two signs).
 //!
 //! The buffer is the worker thread's, not the tunnel's: a read and the write straight after
 //! it run with no await in between, so every tunnel on the thread can use the same one, and
@@ -22,7 +22,8 @@ use super::Clock;
 /// fast links a bulk sender keeps more than this queued).
 pub(super) const BUF: usize = 16 * 1024;
 
-/// Bytes a direction copies, in reads smaller than [`BUF`], before it splices anyway.
+/// Bytes a direction copies, in reads smaller than [`BUF`], before it takes a buffer of its
+/// own anyway.
 pub(super) const SWITCH_AFTER: u64 = 64 * 1024;
 
 thread_local! {
@@ -35,12 +36,12 @@ thread_local! {
 pub(super) enum Copied {
     /// `from` sent EOF: the tunnel carried no bulk data this way.
     Eof,
-    /// Everything read so far was written out; splice the rest.
+    /// Everything read so far was written out; the bulk phase takes the rest.
     Bulk,
 }
 
 /// Copies `from` to `to` until EOF or until the tunnel proves bulk; every byte read is counted
-/// and written before it returns, so the splice that follows starts at the next byte.
+/// and written before it returns, so the bulk phase that follows starts at the next byte.
 pub(super) async fn copy_until_bulk(
     from: &TcpStream,
     to: &TcpStream,
@@ -100,7 +101,7 @@ fn step(from: &TcpStream, to: &TcpStream, count: &AtomicU64, clock: &Clock) -> i
 }
 
 /// Writes what `to` did not take at once, waiting for it to drain.
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         to.writable().await?;
         match to.try_write(bytes) {
