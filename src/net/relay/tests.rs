@@ -314,41 +314,40 @@ async fn tunnels_of_the_buffer_size_and_either_side_are_exact() {
     }
 }
 
-/// Small reads stay in the copy phase up to EOF while they total no more than the limit.
-#[tokio::test]
-async fn small_reads_under_the_limit_stay_in_the_copy_phase() {
+/// Sends `chunks` reads of 4 KiB through the copy phase, each taken by the origin before the
+/// next, then EOF if `eof`; how the phase ended and what it counted.
+async fn small_reads(chunks: usize, eof: bool) -> (Copied, u64) {
     let (mut client, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
     let phase = copy_phase(client_side, upstream_side);
-    let chunk = 4096;
-    let chunks = usize::try_from(SWITCH_AFTER).unwrap() / chunk;
     for i in 0..chunks {
-        let sent = pattern(chunk, i as u8);
+        let sent = pattern(SMALL, i as u8);
         client.write_all(&sent).await.unwrap();
-        assert!(read_n(&mut origin, chunk).await == sent, "chunk {i}");
+        assert!(read_n(&mut origin, SMALL).await == sent, "chunk {i}");
     }
-    client.shutdown().await.unwrap();
+    if eof {
+        client.shutdown().await.unwrap();
+    }
     let (copied, count, _upstream_side) = timeout(STEP, phase).await.unwrap().unwrap();
-    assert_eq!(copied.unwrap(), Copied::Eof);
-    assert_eq!(count, SWITCH_AFTER);
+    (copied.unwrap(), count)
+}
+
+/// The read size of [`small_reads`].
+const SMALL: usize = 4096;
+
+/// Small reads stay in the copy phase up to EOF while they total no more than the limit.
+#[tokio::test]
+async fn small_reads_under_the_limit_stay_in_the_copy_phase() {
+    let chunks = usize::try_from(SWITCH_AFTER).unwrap() / SMALL;
+    assert_eq!(small_reads(chunks, true).await, (Copied::Eof, SWITCH_AFTER));
 }
 
 /// The read that takes the total past the limit is the last one copied.
 #[tokio::test]
 async fn small_reads_past_the_limit_switch() {
-    let (mut client, client_side) = pair().await;
-    let (upstream_side, mut origin) = pair().await;
-    let phase = copy_phase(client_side, upstream_side);
-    let chunk = 4096;
-    let chunks = usize::try_from(SWITCH_AFTER).unwrap() / chunk + 1;
-    for i in 0..chunks {
-        let sent = pattern(chunk, i as u8);
-        client.write_all(&sent).await.unwrap();
-        assert!(read_n(&mut origin, chunk).await == sent, "chunk {i}");
-    }
-    let (copied, count, _upstream_side) = timeout(STEP, phase).await.unwrap().unwrap();
-    assert_eq!(copied.unwrap(), Copied::Bulk);
-    assert_eq!(count, (chunks * chunk) as u64);
+    let chunks = usize::try_from(SWITCH_AFTER).unwrap() / SMALL + 1;
+    let total = (chunks * SMALL) as u64;
+    assert_eq!(small_reads(chunks, false).await, (Copied::Bulk, total));
 }
 
 /// Sends `up` from the client and `down` from the origin through the relay, in the copy
