@@ -170,7 +170,7 @@ fn python_urllib_and_requests_send_the_credentials_from_the_environment() {
     // Without the token in the URL, urllib sees the 407.
     let out = w.sh(&[], &format!("{STRIP} python3 -c \"{urllib}\""));
     assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("407"), "{out:?}");
+    assert!(out.stderr.contains("HTTP Error 407"), "{out:?}");
 }
 
 /// git and pip find the proxy in `http_proxy`; the origin answers neither as they expect, so
@@ -200,10 +200,9 @@ fn git_and_pip_reach_the_origin_through_the_authenticated_proxy() {
         !w.seen("/simple/e2e-demo").is_empty(),
         "pip's request did not arrive: {out:?}"
     );
-    assert!(
-        !out.stdout.contains("407") && !out.stderr.contains("407"),
-        "{out:?}"
-    );
+    // pip swallows a 407; the proxy's warning about the refusal is what tells. (Not
+    // `contains("407")`: the origin's random port may hold those digits.)
+    assert!(!out.stderr.contains("no-session-auth"), "{out:?}");
     w.assert_no_credentials_forwarded();
 }
 

@@ -858,7 +858,7 @@ class Suite:
         )
         self.expect(
             "git clone http://denied.test: git reports the 403",
-            "403" in result.err and not os.path.exists(os.path.join(dest, "MARKER")),
+            "error: 403" in result.err and not os.path.exists(os.path.join(dest, "MARKER")),
             result.describe(),
         )
 
@@ -919,7 +919,7 @@ class Suite:
         )
         self.expect(
             f"python {lib} https://denied.test: the library reports the refused tunnel (403)",
-            "403" in result.out,
+            "failed: 403" in result.out,
             result.describe(),
         )
 

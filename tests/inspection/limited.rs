@@ -154,7 +154,7 @@ fn a_denied_name_under_mitm_domains_gets_its_403_inside_tls_and_run_reports_it()
     let config = limited(&world, "domains = [\"allowed.test\"]");
     let out = world.run(&config, &[], &["curl", "-q", "-sS", &target]);
     assert!(
-        out.stderr.contains("CONNECT") && out.stderr.contains("403"),
+        out.stderr.contains("CONNECT tunnel failed, response 403"),
         "{out:?}"
     );
 }
