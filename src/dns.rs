@@ -129,12 +129,28 @@ impl Resolver {
     ///
     /// The name is queried as fully qualified, so no search domain is ever appended.
     pub async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let mut fqdn = Name::from_ascii(name)
-            .map_err(|e| DnsError::Other(format!("invalid name {name:?}: {e}")))?;
+        let mut fqdn = parse(name)?;
         fqdn.set_fqdn(true);
+        self.lookup_name(fqdn).await
+    }
 
+    /// The system's resolver whatever `[dns]` says (`/etc/resolv.conf` and the hosts file), for
+    /// names that are configuration rather than destinations, such as an upstream proxy's:
+    /// they resolve as they would for curl, and nothing here judges them.
+    pub fn system() -> Result<Resolver, DnsError> {
+        Resolver::new(&DnsConfig::default())
+    }
+
+    /// Resolves a configured name as the system would: unlike [`Resolver::lookup`], a short
+    /// name (fewer dots than `ndots`) gets the search domains, so `http://proxy:3128` works
+    /// where the network's search domain completes it.
+    pub async fn lookup_configured(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.lookup_name(parse(name)?).await
+    }
+
+    async fn lookup_name(&self, name: Name) -> Result<Vec<IpAddr>, DnsError> {
         // The whole lookup, retries included, fits in the configured timeout.
-        let answers = match tokio::time::timeout(self.timeout, self.inner.lookup_ip(fqdn)).await {
+        let answers = match tokio::time::timeout(self.timeout, self.inner.lookup_ip(name)).await {
             Ok(Ok(answers)) => answers,
             Ok(Err(e)) => return Err(DnsError::from_net(&e, self.timeout)),
             Err(_) => return Err(DnsError::Timeout(self.timeout)),
@@ -151,6 +167,10 @@ impl Resolver {
         }
         Ok(ips)
     }
+}
+
+fn parse(name: &str) -> Result<Name, DnsError> {
+    Name::from_ascii(name).map_err(|e| DnsError::Other(format!("invalid name {name:?}: {e}")))
 }
 
 impl crate::policy::Resolve for Resolver {

@@ -3,8 +3,11 @@
 //! The policy has decided every destination before anything is sent here (see
 //! [`crate::net::route`]); this module only talks to the upstream. Its own address is
 //! configuration, not a destination: it is never classified (a loopback upstream needs no
-//! `allow_local_binding`), and a name is resolved with the system resolver (`getaddrinfo`:
-//! `/etc/hosts`, nsswitch), as curl would, not with `[dns] servers`, which judge destinations.
+//! `allow_local_binding`), and a name is resolved with the system's configuration
+//! (`/etc/resolv.conf` with its search domains, `/etc/hosts`), as curl would, not with
+//! `[dns] servers`, which judge destinations. Not with `getaddrinfo`: the release binary is
+//! statically linked, and a static glibc that loads an NSS module of the host's own glibc
+//! (`resolve`, `mdns` in `nsswitch.conf`) can crash.
 //! One that resolves to one of this proxy's own listeners is refused: it would loop.
 //!
 //! What the upstream is asked for: `http://` and `https://` get `CONNECT host:port` with the
@@ -29,6 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::audit::Protocol;
 use crate::config::{NoProxy, ProxyKind, ProxyUrl, ResolveAt, UpstreamConfig};
+use crate::dns::Resolver;
 use crate::gate::Checked;
 use crate::policy::{Host, Target};
 
@@ -111,6 +115,8 @@ pub struct Proxy {
     authorization: Option<HeaderValue>,
     /// The proxy's own listeners.
     own: Arc<[SocketAddr]>,
+    /// Resolves the upstream's name; `None` when it is an address.
+    resolver: Option<Resolver>,
 }
 
 impl fmt::Debug for Proxy {
@@ -236,10 +242,19 @@ impl Proxy {
         let port = self.url.port;
         let addrs: Vec<SocketAddr> = match &self.url.host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-            Host::Name(name) => tokio::net::lookup_host((name.as_ref(), port))
-                .await
-                .map_err(unreachable)?
-                .collect(),
+            Host::Name(name) => {
+                let resolver = self
+                    .resolver
+                    .as_ref()
+                    .expect("a named upstream has a resolver");
+                resolver
+                    .lookup_configured(name)
+                    .await
+                    .map_err(|e| unreachable(io::Error::other(format!("resolving {name}: {e}"))))?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()
+            }
         };
         if let Some(addr) = addrs.iter().find(|a| is_own(&self.own, **a)) {
             return Err(UpstreamError::Loop {
@@ -295,6 +310,15 @@ impl Chain {
         } else {
             None
         };
+        let named = [&config.tunnel, &config.forward]
+            .into_iter()
+            .flatten()
+            .any(|c| matches!(c.url.host, Host::Name(_)));
+        let resolver = if named {
+            Some(Resolver::system().map_err(SetupError::Resolver)?)
+        } else {
+            None
+        };
         let make = |url: &ProxyUrl| {
             Arc::new(Proxy {
                 url: url.clone(),
@@ -305,6 +329,9 @@ impl Chain {
                     .flatten(),
                 authorization: url.credentials().map(basic),
                 own: Arc::clone(&own),
+                resolver: matches!(url.host, Host::Name(_))
+                    .then(|| resolver.clone())
+                    .flatten(),
             })
         };
         let tunnel = config.tunnel.as_ref().map(|c| make(&c.url));

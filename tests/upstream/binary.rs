@@ -258,3 +258,77 @@ fn resolve_upstream_still_refuses_private_addresses_in_a_namespace() {
     );
     assert!(err.contains("[fd00::1]:80"), "{err}");
 }
+
+/// The upstream's own name resolves as the system would, whatever `--dns-server` says: from
+/// `/etc/hosts`, and a short name through `/etc/resolv.conf` with its search domain. In a
+/// network namespace with only loopback and a mount namespace of its own, so a test hosts
+/// file, resolv.conf and DNS server on 127.0.0.1:53 stand in for the machine's.
+#[test]
+fn the_upstreams_name_resolves_with_hosts_and_search_domains_in_a_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        path("hosts"),
+        "127.0.0.1 localhost\n127.0.0.1 hosts-proxy\n",
+    )
+    .unwrap();
+    std::fs::write(
+        path("resolv.conf"),
+        "nameserver 127.0.0.1\nsearch corp.test\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    for name in ["hosts-proxy", "corp-proxy", "nowhere-proxy"] {
+        std::fs::write(
+            path(&format!("{name}.toml")),
+            format!("[upstream]\nurl = \"http://{name}:3999\"\nresolve = \"upstream\"\n"),
+        )
+        .unwrap();
+    }
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream/names");
+    // The fake DNS server of `--dns-server` (judging destinations) is never asked: it is on a
+    // port nothing listens on.
+    let script = r#"
+exec unshare --mount sh -euc '
+mount --bind "$DIR/hosts" /etc/hosts
+mount --bind "$DIR/resolv.conf" /etc/resolv.conf
+python3 "$HERE/dns.py" "$DIR/dns.ready" "$DIR/dns.log" corp-proxy.corp.test & dns=$!
+python3 "$HERE/upstream.py" "$DIR/up.ready" "$DIR/up.log" & up=$!
+trap "kill $dns $up" EXIT
+while [ ! -e "$DIR/dns.ready" ] || [ ! -e "$DIR/up.ready" ]; do sleep 0.05; done
+for name in hosts-proxy corp-proxy nowhere-proxy; do
+  "$BIN" run --config "$DIR/$name.toml" --dns-server 127.0.0.1:9 --allow allowed.test -- \
+    curl -sv --max-time 10 -w " %{http_connect}" -p http://allowed.test:8080/ \
+    2>"$DIR/curl-$name.err" || true
+  echo " <- $name"
+done
+'
+"#;
+    let (code, out, err) = netns::run(
+        script,
+        &[("BIN", BIN), ("DIR", &path("")), ("HERE", here)],
+        60,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "tunnelled 200 <- hosts-proxy",
+            "tunnelled 200 <- corp-proxy",
+            " 502 <- nowhere-proxy"
+        ],
+        "{err}"
+    );
+    let refused = std::fs::read_to_string(path("curl-nowhere-proxy.err")).unwrap();
+    assert!(
+        refused.contains("x-proxy-reason: upstream-unreachable"),
+        "{refused}"
+    );
+    let connects = std::fs::read_to_string(path("up.log")).unwrap();
+    assert_eq!(connects, "CONNECT allowed.test:8080 HTTP/1.1\n".repeat(2));
+    let asked = std::fs::read_to_string(path("dns.log")).unwrap();
+    assert!(asked.contains("corp-proxy.corp.test 1\n"), "{asked}");
+    assert!(asked.contains("nowhere-proxy.corp.test 1\n"), "{asked}");
+    // hickory tries the search domain first, and the hosts file answers the name's A query.
+    assert!(!asked.contains("hosts-proxy 1\n"), "{asked}");
+}

@@ -29,6 +29,9 @@ pub enum SetupError {
     /// Nothing to verify the upstream's certificate with.
     #[error("no CA certificate to verify the https:// upstream with: the system store is empty and no `[upstream] ca_file` is set")]
     NoRoots,
+    /// An upstream is named, and the system's resolver configuration is unreadable.
+    #[error("cannot resolve the upstream proxy's name: {0}")]
+    Resolver(crate::dns::DnsError),
     /// rustls refused the settings.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
