@@ -113,8 +113,9 @@ fi
 
 # ---------------------------------------------------------------- build
 code=1
-echo "bench.sh: cargo build --release" >&2
-(cd "$repo" && cargo build --release) || die "cargo build --release failed"
+# The release binary as shipped (`cargo build-static`, .cargo/config.toml): glibc linked in.
+echo "bench.sh: cargo build-static" >&2
+(cd "$repo" && cargo build-static) || die "cargo build-static failed"
 bin="$repo/target/release/egress-proxy"
 [[ -x "$bin" ]] || die "no binary at $bin after the build"
 
