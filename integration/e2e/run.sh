@@ -31,8 +31,8 @@ fi
 
 args=("$@")
 if [[ " $* " != *" --bin "* ]]; then
-    # The release binary as shipped (`cargo build-static`, .cargo/config.toml).
-    cargo rustc --release --quiet --bin egress-proxy -- -C target-feature=+crt-static
+    # The release binary as shipped (the alias in .cargo/config.toml).
+    cargo --quiet build-static
     args+=(--bin target/release/egress-proxy)
 fi
 exec python3 integration/e2e/e2e.py "${args[@]}"
