@@ -262,7 +262,9 @@ fn resolve_upstream_still_refuses_private_addresses_in_a_namespace() {
 /// The upstream's own name resolves as the system would, whatever `--dns-server` says: from
 /// `/etc/hosts`, and a short name through `/etc/resolv.conf` with its search domain. In a
 /// network namespace with only loopback and a mount namespace of its own, so a test hosts
-/// file, resolv.conf and DNS server on 127.0.0.1:53 stand in for the machine's.
+/// file, resolv.conf and DNS server on 127.0.0.1:53 stand in for the machine's. With an
+/// unreadable resolv.conf a named upstream stops the start with the reason; one given by
+/// address still starts.
 #[test]
 fn the_upstreams_name_resolves_with_hosts_and_search_domains_in_a_namespace() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,6 +286,13 @@ fn the_upstreams_name_resolves_with_hosts_and_search_domains_in_a_namespace() {
         )
         .unwrap();
     }
+    // An upstream given by address needs no resolver configuration; a named one does.
+    std::fs::write(
+        path("ip-proxy.toml"),
+        "[upstream]\nurl = \"http://127.0.0.1:3999\"\nresolve = \"upstream\"\n",
+    )
+    .unwrap();
+    std::fs::write(path("bad-resolv.conf"), "nameserver nope\n").unwrap();
     let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream/names");
     // The fake DNS server of `--dns-server` (judging destinations) is never asked: it is on a
     // port nothing listens on.
@@ -301,6 +310,11 @@ for name in hosts-proxy corp-proxy nowhere-proxy; do
     2>"$DIR/curl-$name.err" || true
   echo " <- $name"
 done
+mount --bind "$DIR/bad-resolv.conf" /etc/resolv.conf
+for name in corp-proxy ip-proxy; do
+  "$BIN" run --config "$DIR/$name.toml" --dns-server 127.0.0.1:9 -- true 2>"$DIR/start-$name.err" \
+    && echo "started <- $name" || echo "refused $? <- $name"
+done
 '
 "#;
     let (code, out, err) = netns::run(
@@ -315,9 +329,16 @@ done
         [
             "tunnelled 200 <- hosts-proxy",
             "tunnelled 200 <- corp-proxy",
-            " 502 <- nowhere-proxy"
+            " 502 <- nowhere-proxy",
+            "refused 125 <- corp-proxy",
+            "started <- ip-proxy"
         ],
         "{err}"
+    );
+    let start = std::fs::read_to_string(path("start-corp-proxy.err")).unwrap();
+    assert!(
+        start.contains("cannot resolve the upstream proxy's name: reading the system resolver"),
+        "{start}"
     );
     let refused = std::fs::read_to_string(path("curl-nowhere-proxy.err")).unwrap();
     assert!(
