@@ -1,47 +1,50 @@
 //! The relay between two TCP sockets. Each direction starts by copying through a small
-//! buffer shared by the worker thread's tunnels ([`short`]) and, once it proves to be a bulk
-//! transfer, copies through a buffer of its own, a read and a write of whole segments at a
-//! time ([`whole_segments`]).
+//! buffer shared by the worker thread's tunnels ([`short`]) and switches to `splice(2)` once
+//! it proves to be a bulk transfer: from then on bytes move from one socket's receive buffer
+//! into a pipe and from the pipe into the other socket's send buffer, never through user
+//! memory.
 //!
-//! Most tunnels are short (a TLS handshake, a request and its response), and for them a
-//! buffer of their own is memory held for nothing. So a direction takes its own buffer only
-//! when a read fills the [`short::BUF`] buffer (the sender has more queued than one read
-//! takes: a bulk stream), or once it has copied more than [`short::SWITCH_AFTER`] bytes (a
-//! long stream of small reads: past that, its own buffer saves copying what the other side
-//! could not take yet into a `Vec` on every such wait). The limit was measured when the bulk
-//! phase spliced (a grown pipe repaid itself after 32–48 KiB) and is kept; the bulk phase now
-//! costs one 64 KiB allocation instead.
+//! Most tunnels are short (a TLS handshake, a request and its response), and for them the
+//! pipe is pure overhead: `pipe2`, `F_SETPIPE_SZ`, two closes, and splice calls that cost more
+//! than a read and a write of a few KiB. So a direction makes its pipe only when a read fills
+//! the [`short::BUF`] buffer (the sender has more queued than one read takes: a bulk stream),
+//! or once it has copied more than [`short::SWITCH_AFTER`] bytes. That limit is measured: one
+//! chunk relayed on loopback costs 2.4–2.7 µs copied and 2.6–2.9 µs spliced up to 8 KiB, but
+//! 0.7 µs more copied at 12 KiB and 1.5 µs more at 16 KiB, while a grown pipe's setup and
+//! teardown cost ~2.5 µs; reads just under the buffer repay a pipe after 32–48 KiB.
 //!
-//! Why copy and not `splice(2)`: on the 2-core VM we measure on, 64 MiB through the relay,
-//! interleaved runs of 75 uploads and 25 downloads each, ratio to direct (upload / download):
-//! `splice` through a 1 MiB pipe 0.59–0.70 / 0.52–0.61 whatever the length asked per call
-//! (one segment to 1 MiB); a read and a write of one loopback segment (65,483 bytes)
-//! 0.88–1.06 / 0.82–0.89; of 64 KiB, 53 bytes more, 0.53–0.62 / 0.38–0.42; of two segments
-//! 0.77–0.80 / 0.71–0.81; of 256 KiB 0.75–0.83 / 0.60–0.80. A minimal C relay (a blocking
-//! thread per direction) does the same: 0.54–0.61 / 0.47–0.50 spliced, 0.73–0.76 / 0.49–0.60
-//! copied through 1 MiB. Writes of whole segments matter because every tunnel socket is
-//! `TCP_NODELAY`: a 64 KiB write leaves as a 65,483-byte segment and a 53-byte one (68
-//! segments per MiB against 54).
+//! Why splice and not a read and a write through a buffer of the tunnel's own: 64 MiB
+//! CONNECT transfers on the 2-core VM we measure on, interleaved with direct, ratio to direct
+//! (upload / download) and the proxy's CPU per GiB moved. With CPU to spare, copies of whole
+//! loopback segments (65,483 bytes) ran 0.88–1.06 / 0.82–0.89 against splice's 0.59–0.70 /
+//! 0.52–0.61. With CPU scarce (the same code at half the requests per second) it went the
+//! other way, medians of 10 rounds: spliced 0.52 / 0.84, copied 0.46 / 0.52, at 0.16 against
+//! 0.48–0.64 CPU-s per GiB. The copies' edge was loopback's: every tunnel socket is
+//! `TCP_NODELAY`, so a write of anything but whole 65,483-byte segments leaves a runt one; on
+//! a real link's 1448-byte MSS that matters little, while a third of the CPU per byte helps on
+//! every machine.
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nix::sys::socket::{getsockopt, shutdown, sockopt, Shutdown};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::sys::socket::{shutdown, Shutdown};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::audit::TunnelStats;
-use short::{copy_until_bulk, write_all, Copied};
+use short::{copy_until_bulk, Copied};
 
 mod short;
 #[cfg(test)]
 mod tests;
 
-/// The bulk phase's buffer: reads of up to this many bytes, rounded down to whole segments.
-const BULK: usize = 64 * 1024;
+/// Bytes asked of the kernel per splice call, and the size of a grown pipe.
+const CHUNK: usize = 1 << 20;
 
 /// Relays both ways until both directions are done (EOF is passed on as a write shutdown),
 /// an error occurs, nothing moves for `idle`, or `stop` completes (a reload denied the
@@ -118,8 +121,8 @@ impl Clock {
     }
 }
 
-/// One direction: the copy phase, then (for a bulk transfer) the bulk phase; EOF, in either,
-/// is passed on as a write shutdown, because the other side may still answer.
+/// One direction: the copy phase, then (for a bulk transfer) the splice; EOF, in either, is
+/// passed on as a write shutdown, because the other side may still answer.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
@@ -127,7 +130,7 @@ async fn one_way(
     clock: &Clock,
 ) -> io::Result<()> {
     if copy_until_bulk(from, to, count, clock).await? == Copied::Bulk {
-        copy_bulk(from, to, count, clock).await?;
+        splice_all(from, to, count, clock).await?;
     }
     match shutdown(to.as_raw_fd(), Shutdown::Write) {
         Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
@@ -135,41 +138,73 @@ async fn one_way(
     }
 }
 
-/// Copies `from` to `to` through a buffer of its own until `from` sends EOF: each read takes
-/// at most whole segments of `to`, and is written out before the next.
-async fn copy_bulk(
+/// Splices `from` to `to` through a pipe of its own until `from` sends EOF.
+async fn splice_all(
     from: &TcpStream,
     to: &TcpStream,
     count: &AtomicU64,
     clock: &Clock,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; BULK].into_boxed_slice();
+    let pipe = Pipe::new()?;
+    let (pipe_out, pipe_in) = (&pipe.read, &pipe.write);
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
-        // The MSS grows with the peer's window early in a connection, so it is asked anew.
-        let mss = getsockopt(to, sockopt::TcpMaxSeg).ok();
-        let want = whole_segments(mss.and_then(|mss| usize::try_from(mss).ok()));
-        let n = loop {
-            from.readable().await?;
-            match from.try_read(&mut buf[..want]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        };
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
+        let n = from
+            .async_io(Interest::READABLE, || {
+                splice(from, None, pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+            })
+            .await?;
         if n == 0 {
             return Ok(());
         }
         count.fetch_add(n as u64, Ordering::Relaxed);
         clock.touch();
-        write_all(to, &buf[..n]).await?;
+        let mut left = n;
+        while left > 0 {
+            left -= to
+                .async_io(Interest::WRITABLE, || {
+                    splice(pipe_out, None, to, None, left, flags).map_err(io::Error::from)
+                })
+                .await?;
+        }
     }
 }
 
-/// The most bytes up to [`BULK`] that make whole segments of `mss` (all of [`BULK`] when
-/// the MSS is unknown or larger).
-fn whole_segments(mss: Option<usize>) -> usize {
-    match mss {
-        Some(mss) if mss > 0 && mss < BULK => BULK / mss * mss,
-        _ => BULK,
+/// Pipes grown past the default at any one time. Every pipe's pages count against the user's
+/// `fs.pipe-user-pages-soft` (64 MiB by default); past it new pipes get 8 KiB and cannot grow,
+/// which would slow every later tunnel. 16 pipes of 1 MiB use a quarter of that budget and
+/// leave room for ~380 tunnels on default 64 KiB pipes.
+const MAX_GROWN: usize = 16;
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// A non-blocking pipe: [`CHUNK`] bytes while few are grown (a bulk transfer moves more per
+/// call), otherwise the default 64 KiB.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    grown: bool,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        let mut grown = GROWN.fetch_add(1, Ordering::Relaxed) < MAX_GROWN;
+        if grown {
+            let size = i32::try_from(CHUNK).unwrap_or(i32::MAX);
+            grown = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)).is_ok();
+        }
+        if !grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(Pipe { read, write, grown })
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

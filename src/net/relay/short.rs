@@ -22,8 +22,7 @@ use super::Clock;
 /// fast links a bulk sender keeps more than this queued).
 pub(super) const BUF: usize = 16 * 1024;
 
-/// Bytes a direction copies, in reads smaller than [`BUF`], before it takes a buffer of its
-/// own anyway.
+/// Bytes a direction copies, in reads smaller than [`BUF`], before it splices anyway.
 pub(super) const SWITCH_AFTER: u64 = 64 * 1024;
 
 thread_local! {
@@ -101,7 +100,7 @@ fn step(from: &TcpStream, to: &TcpStream, count: &AtomicU64, clock: &Clock) -> i
 }
 
 /// Writes what `to` did not take at once, waiting for it to drain.
-pub(super) async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         to.writable().await?;
         match to.try_write(bytes) {

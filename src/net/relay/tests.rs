@@ -1,5 +1,5 @@
 //! The relay by behaviour: exact bytes in order both ways, half-close, resets, idle and stop,
-//! in the copy phase, across the switch to the bulk phase, and in the bulk phase.
+//! in the copy phase, across the switch to splice, and in the splice phase.
 
 use super::short::{copy_until_bulk, Copied, BUF, SWITCH_AFTER};
 use super::*;
@@ -119,24 +119,22 @@ async fn a_slow_receiver_in_the_bulk_phase_gets_every_byte_in_order() {
     assert_eq!((stats.up, stats.down), (2 << 20, 1 << 20));
 }
 
-/// Reads in the bulk phase are whole segments of the sending socket's MSS, up to 64 KiB.
+/// Past [`MAX_GROWN`] pipes stay at the default size, and a dropped pipe gives its place back.
 #[test]
-fn bulk_reads_are_whole_segments() {
-    for (mss, want) in [
-        (None, BULK),
-        (Some(0), BULK),
-        (Some(1), BULK),
-        (Some(536), 122 * 536),
-        (Some(1448), 45 * 1448),
-        (Some(8948), 7 * 8948),
-        (Some(32768), 2 * 32768),
-        (Some(54272), 54272),
-        (Some(65483), 65483),
-        (Some(BULK), BULK),
-        (Some(100_000), BULK),
-    ] {
-        assert_eq!(whole_segments(mss), want, "{mss:?}");
-    }
+fn only_a_few_pipes_are_grown_at_once() {
+    let pipes: Vec<Pipe> = (0..MAX_GROWN + 8).map(|_| Pipe::new().unwrap()).collect();
+    let grown = pipes.iter().filter(|p| p.grown).count();
+    assert!(grown <= MAX_GROWN, "{grown}");
+    let size = |p: &Pipe| fcntl(&p.write, FcntlArg::F_GETPIPE_SZ).unwrap();
+    assert!(pipes
+        .iter()
+        .filter(|p| !p.grown)
+        .all(|p| size(p) <= 64 * 1024));
+    drop(pipes);
+    assert!(
+        Pipe::new().unwrap().grown,
+        "dropped pipes give their budget back"
+    );
 }
 
 #[tokio::test]
