@@ -430,3 +430,73 @@ async fn a_full_receiver_gets_the_copied_bytes_later_in_order() {
     let (copied, count, _upstream_side) = timeout(STEP, phase).await.unwrap().unwrap();
     assert_eq!((copied.unwrap(), count), (Copied::Eof, 100));
 }
+
+/// A download into a client that never reads, relayed with `idle` and `stop`: the origin
+/// writes until every buffer on the way is full (the client's, the pipe, the proxy's send
+/// buffer), so the splice phase waits on a write that never completes. The client and the
+/// relay; the origin is kept open, so the relay ends only by its own timer or `stop`.
+async fn a_download_nobody_reads(
+    idle: Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (TcpStream, Relay, Vec<u8>) {
+    let (client, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let task =
+        tokio::spawn(async move { relay_tcp(&client_side, &upstream_side, idle, stop).await });
+    let sent = pattern(32 << 20, 17);
+    let to_send = sent.clone();
+    tokio::spawn(async move {
+        // Ends in an error once the relay is gone; what matters is that it never completes.
+        // The task then waits forever, holding `origin` open.
+        let _ = origin.write_all(&to_send).await;
+        pending::<()>().await;
+    });
+    (client, task, sent)
+}
+
+/// A client that stops reading in the middle of a bulk download cannot hold the tunnel (its
+/// slot, its pipe and the megabyte in it) past the idle timeout: nothing moved, so it ends,
+/// having counted more than the copy phase takes; the client still gets an exact prefix.
+#[tokio::test]
+async fn a_client_that_stops_reading_in_the_splice_phase_ends_at_the_idle_timeout() {
+    let idle = Duration::from_millis(700);
+    let started = Instant::now();
+    let (mut client, task, sent) = a_download_nobody_reads(idle, pending()).await;
+    let (stats, result) = timeout(STEP, task).await.unwrap().unwrap();
+    result.unwrap();
+    assert!(stats.idle_timeout, "{stats:?}");
+    assert!(started.elapsed() >= idle);
+    let down = usize::try_from(stats.down).unwrap();
+    assert!(down > BUF && down < sent.len(), "{stats:?}");
+    let got = read_all(&mut client).await;
+    assert!(
+        got.len() <= down,
+        "{} delivered of {down} counted",
+        got.len()
+    );
+    assert!(
+        got == sent[..got.len()],
+        "{} bytes, not a prefix",
+        got.len()
+    );
+}
+
+/// A reload that revokes the tunnel ends it while the splice phase waits on a full receiver.
+#[tokio::test]
+async fn stop_ends_the_splice_phase_while_it_waits_on_a_full_receiver() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_client, task, _sent) = a_download_nobody_reads(Duration::from_secs(30), async {
+        let _ = stopped.await;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished());
+    stop.send(()).unwrap();
+    let (stats, result) = timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    result.unwrap();
+    assert!(!stats.idle_timeout);
+    assert!(stats.down > BUF as u64, "{stats:?}");
+}
