@@ -187,11 +187,11 @@ def execute(cmd, env=None, cwd=None, timeout=COMMAND_TIMEOUT):
 
 
 class FakeDns(threading.Thread):
-    def __init__(self, names):
+    def __init__(self, names, port=0):
         super().__init__(daemon=True)
         self.names = {n.lower() for n in names}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.addr = self.sock.getsockname()
         self.queries = []
 

@@ -433,8 +433,9 @@ async fn a_full_receiver_gets_the_copied_bytes_later_in_order() {
 
 /// A download into a client that never reads, relayed with `idle` and `stop`: the origin
 /// writes until every buffer on the way is full (the client's, the pipe, the proxy's send
-/// buffer), so the splice phase waits on a write that never completes. The client and the
-/// relay; the origin is kept open, so the relay ends only by its own timer or `stop`.
+/// buffer), so the splice phase waits on a write that never completes. Returns the client,
+/// the relay and what the origin sends; the origin stays open, so the relay ends only by its
+/// own timer or `stop`.
 async fn a_download_nobody_reads(
     idle: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
