@@ -6,6 +6,7 @@ mod ca;
 mod check;
 #[cfg(target_os = "linux")]
 mod isolate;
+mod log_filter;
 mod run;
 mod runtime;
 mod serve;
@@ -16,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{self, Config, LogFormat, Sources};
 use crate::control::LoadError;
@@ -219,17 +222,15 @@ impl LogArgs {
             Some(LogFormatArg::Text) => false,
             None => config.log.format == LogFormat::Json,
         };
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+        let rust_log = std::env::var("RUST_LOG").ok();
+        let filter = log_filter::build(rust_log.as_deref(), default_filter);
+        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs = tracing_subscriber::registry().with(filter);
         let _ = if json {
-            builder.json().try_init()
+            logs.with(layer.json()).try_init()
         } else {
-            builder
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .try_init()
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            logs.with(layer.with_ansi(ansi)).try_init()
         };
         match self.audit_log.as_ref().or(config.log.audit.as_ref()) {
             Some(path) => serve::open_audit(path)

@@ -409,3 +409,44 @@ fn audit_log_records_the_childs_decisions() {
     assert_eq!(decisions[0]["host"], "allowed.test");
     assert_eq!(decisions[0]["verdict"], "allow");
 }
+
+/// `RUST_LOG` naming only a target adds its lines and keeps `run`'s default level for the
+/// rest; a value that is not a directive list is reported once and `run`'s default used.
+#[test]
+fn rust_log_adds_a_target_and_a_bad_value_is_reported() {
+    let world = World::new();
+    let url = world.url("allowed.test", "/x");
+    let mut cmd = world.command(&[], &["curl", "-q", "-sS", &url]);
+    cmd.env("RUST_LOG", "egress_proxy::decision=debug");
+    let out = Running::start(cmd).finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "origin saw GET /x body=0");
+    let decisions: Vec<_> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("DEBUG") && l.contains("egress_proxy::decision"))
+        .collect();
+    assert_eq!(decisions.len(), 1, "{:?}", out.stderr);
+    assert!(decisions[0].contains("allowed.test"), "{decisions:?}");
+    assert!(
+        !out.stderr.contains(" INFO "),
+        "run's default level stays warn: {:?}",
+        out.stderr
+    );
+
+    let mut cmd = world.command(&[], &["curl", "-q", "-sS", &url]);
+    cmd.env("RUST_LOG", "egress_proxy=loud");
+    let out = Running::start(cmd).finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "origin saw GET /x body=0");
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        [
+            "warning: RUST_LOG=\"egress_proxy=loud\" is not a list of `target=level` directives \
+             (error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \
+             \"debug\", \"trace\", or a number 0-5); logging with \"warn,egress_proxy::decision=off\""
+        ],
+        "{:?}",
+        out.stderr
+    );
+}

@@ -447,10 +447,15 @@ impl Drop for Proxy {
 
 /// `RUST_LOG=egress_proxy=debug cargo test …` shows what the proxy did.
 fn init_tracing() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|value| value.parse::<tracing_subscriber::filter::Targets>().ok());
+    if let Some(filter) = filter {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
             .try_init();
     }
 }
