@@ -14,10 +14,12 @@ Prints a small Markdown table (the README's memory figures come from it).
 import argparse
 import asyncio
 import os
+import queue
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,12 +79,19 @@ async def measure(args):
             env={**os.environ, "XDG_RUNTIME_DIR": tmp, "RUST_LOG": "warn,egress_proxy=info"},
             text=True,
         )
-        try:
-            proxy_port = None
+        # Read stderr to the end on a thread: `serve` logs every allowed decision at INFO for
+        # its first seconds, and a full pipe would block the proxy's writes.
+        listening = queue.Queue()
+
+        def drain():
             for line in proxy.stderr:
                 if "http proxy listening" in line:
-                    proxy_port = int(line.rsplit(":", 1)[1].split()[0].strip())
-                    break
+                    listening.put(int(line.rsplit(":", 1)[1].split()[0].strip()))
+            listening.put(None)
+
+        threading.Thread(target=drain, daemon=True).start()
+        try:
+            proxy_port = listening.get(timeout=15)
             if proxy_port is None:
                 raise RuntimeError("the proxy did not start")
             time.sleep(0.5)
