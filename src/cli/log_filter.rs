@@ -38,9 +38,8 @@ pub fn build(rust_log: Option<&str>, default: &str) -> Targets {
 mod tests {
     use tracing::Level;
 
+    use super::super::run::DEFAULT_LOG_FILTER as RUN;
     use super::*;
-
-    const RUN: &str = "warn,egress_proxy::decision=off";
 
     #[test]
     fn rust_log_over_the_default() {

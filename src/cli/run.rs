@@ -45,7 +45,7 @@ const EXIT_NOT_FOUND: i32 = 127;
 
 /// Per-request log lines would land in the middle of the child's stderr; decisions are
 /// reported by the summary instead. `RUST_LOG` still overrides this.
-const DEFAULT_LOG_FILTER: &str = "warn,egress_proxy::decision=off";
+pub(super) const DEFAULT_LOG_FILTER: &str = "warn,egress_proxy::decision=off";
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
