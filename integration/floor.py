@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""The floor under issue 16's targets: a relay that does no proxy work at all.
+
+Rows (b) (forward keep-alive GET 1 KiB, wrk, 32 connections), (c)/(d") (a new connection per
+GET 1 KiB, proxybench's own 8-worker Python client) and (e) (one 64-byte UDP datagram in
+flight) are the ones whose targets move with the VM's state. This script measures, in
+interleaved rounds on the same origins as ../shared/bench/proxybench.py:
+
+  direct   the client to the origin
+  socat    the client to a socat byte relay in front of the origin: the same extra hop, with
+           no parsing, no policy, no SOCKS5 header (`TCP-LISTEN,fork`; `UDP4-LISTEN`, one peer)
+  epoll    the same through integration/floor-relay.c, built here with cc: one thread, one
+           epoll set, one read and one write per readiness, nothing else
+  ours     `egress-proxy serve` with the bench policy (forward proxy; SOCKS5 UDP ASSOCIATE);
+           on the new-connection row `connect` (HTTP CONNECT) and `socks` (SOCKS5 CONNECT)
+
+and prints each one's rate as a ratio to direct in the same round, and its CPU per operation
+(all processes of its group). On the new-connection row it also prints the setup p50 and the
+client's own CPU per connection: that client runs in this process, on one core, so what a
+CONNECT or SOCKS5 exchange costs it caps the row however cheap the proxy is. A relay cannot reach a ratio the byte relay does not: the extra
+hop's system calls and wake-ups are what remains once the proxy's own work is gone.
+
+    python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
+        [--rows fwd,new,udp]
+
+Needs nginx, wrk, socat and a C compiler. Loopback only: everything listens on 127.0.0.1.
+"""
+import argparse, os, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(REPO), "shared", "bench"))
+import proxybench as pb  # noqa: E402
+
+LO = pb.LO
+
+
+def relay(tool, kind, target, tmp):
+    """A byte relay (`socat`, or `epoll`: floor-relay.c) to `target`, in its own process
+    group -> (port, process)."""
+    port = pb.free_port()
+    if tool == "epoll":
+        argv = [os.path.join(tmp, "floor-relay"), kind, str(port), str(target)]
+    elif kind == "tcp":
+        argv = ["socat", f"TCP-LISTEN:{port},bind={LO},reuseaddr,fork,nodelay",
+                f"TCP:{LO}:{target},nodelay"]
+    else:
+        argv = ["socat", f"UDP4-LISTEN:{port},bind={LO}", f"UDP4:{LO}:{target}"]
+    proc = pb.spawn(f"{tool}-{kind}", argv, tmp)
+    if kind == "tcp" and not pb.wait_port(port, proc):
+        sys.exit(f"{tool} did not listen; see {tmp}/{tool}-{kind}.log")
+    time.sleep(0.2)
+    return port, proc
+
+
+def measure(row, who, dur, ports, relays, proxy, tmp):
+    """One load -> (rate, CPU seconds per operation or None, p99 in ms or µs, extra text)."""
+    proc, extra = None, ""
+    if row == "new":
+        mode, port = {"direct": ("direct", None), "connect": ("connect", proxy.http),
+                      "socks": ("socks", proxy.socks)}.get(who, ("direct", None))
+        origin = ports["origin_port"]
+        if who in relays:
+            port, proc = relays[who]
+            origin = port
+        elif who != "direct":
+            proc = proxy.proc
+        pre = pb.group_stat(proc.pid)[0] if proc else 0
+        c0 = time.process_time()
+        r = pb.new_conn_rate(mode, port, origin, dur, 8, 10**7)
+        client = (time.process_time() - c0) / r["ops"]
+        rate, p99 = r["cps"], r["p99_ms"]
+        extra = f", setup p50 {r['p50_ms']:.3f} ms, client {client * 1e6:.0f} us CPU/conn"
+    elif row == "fwd":
+        if who == "direct":
+            r = pb.wrk_fwd("direct", None, ports["origin_port"], dur, 32, tmp)
+        elif who in relays:
+            port, proc = relays[who]
+            pre = pb.group_stat(proc.pid)[0]
+            r = pb.wrk_fwd("direct", None, port, dur, 32, tmp)
+        else:
+            proc = proxy.proc
+            pre = pb.group_stat(proc.pid)[0]
+            r = pb.wrk_fwd("fwd", proxy.http, ports["origin_port"], dur, 32, tmp)
+        rate, p99 = r["rps"], r["p99_ms"]
+    else:
+        if who == "direct":
+            r = pb.udp_pingpong("direct", None, ports["udp_echo_port"], dur, 10**7)
+        elif who in relays:
+            # One peer per UDP relay: a fresh one for each round's client socket.
+            port, proc = relay(who, "udp", ports["udp_echo_port"], tmp)
+            pre = pb.group_stat(proc.pid)[0]
+            r = pb.udp_pingpong("direct", None, port, dur, 10**7)
+        else:
+            proc = proxy.proc
+            pre = pb.group_stat(proc.pid)[0]
+            r = pb.udp_pingpong("udp", proxy.socks, ports["udp_echo_port"], dur, 10**7)
+        rate, p99 = r["rtps"], r["p99_us"]
+    cpu = (pb.group_stat(proc.pid)[0] - pre) / r["ops"] if proc else None
+    if row == "udp" and who in relays:
+        pb.stop(proc)
+    return rate, cpu, p99, extra
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "egress-proxy"))
+    ap.add_argument("--dur", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rows", default="fwd,new,udp")
+    cfg = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="egress-floor-")
+    os.chmod(tmp, 0o755)
+    try:
+        ports = pb.start_origins(tmp)
+        vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
+        template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
+        home = os.path.join(tmp, "ours")
+        os.makedirs(home)
+        config = pb.write(home, "ours.toml", pb.fill(template, vals))
+        proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
+        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(cfg.bin),
+                                       "serve", "--config", config], tmp)
+        for port in (proxy.http, proxy.socks):
+            if not pb.wait_port(port, proxy.proc):
+                sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
+        subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
+                        os.path.join(HERE, "floor-relay.c")], check=True)
+        relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
+        # `serve` logs every allowed decision for its first 10 s; past them, as in a long run.
+        time.sleep(10.5)
+        for row in cfg.rows.split(","):
+            order = ["direct", "socat", "epoll"] + (["connect", "socks"] if row == "new"
+                                                    else ["ours"])
+            title = {"fwd": "(b) forward keep-alive GET 1 KiB, wrk -c32 [req/s]",
+                     "new": "(c)/(d\") new connection + GET 1 KiB + close, 8 workers [conn/s]",
+                     "udp": "(e) UDP 64 B ping-pong, one in flight [round trips/s]"}[row]
+            unit = "us" if row == "udp" else "ms"
+            print(f"\n{title}")
+            ratios = {w: [] for w in order[1:]}
+            for n in range(cfg.rounds):
+                # Rotate the order so no one always runs first after an idle gap.
+                turn = order[n % len(order):] + order[:n % len(order)]
+                got = {w: measure(row, w, cfg.dur, ports, relays, proxy, tmp) for w in turn}
+                base = got["direct"][0]
+                cells = []
+                for w in order:
+                    rate, cpu, p99, extra = got[w]
+                    cell = f"{w} {rate:,.0f} (p99 {p99:.3g} {unit}"
+                    if w != "direct":
+                        ratios[w].append(rate / base)
+                        cell += f", {rate / base:.2f} of direct, {cpu * 1e6:.1f} us CPU/op"
+                    cells.append(cell + extra + ")")
+                print(f"  round {n + 1}: " + "; ".join(cells))
+                sys.stdout.flush()
+            print("  median ratio to direct: " + ", ".join(
+                f"{w} {statistics.median(v):.2f}" for w, v in ratios.items()))
+    finally:
+        pb.cleanup()
+        subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    main()
