@@ -182,11 +182,11 @@ async fn direct(
             .take(client.ip(), dest, |addr| pinned.contains(addr));
     }
     let connect = || async {
-        let connected = dial(pinned, ctx.limits.connect_timeout)
+        let (connected, addr) = dial(pinned, ctx.limits.connect_timeout)
             .await
             .map_err(|error| dial_failure(dest, &error))?;
         let key = Key::Tcp {
-            addr: connected.peer_addr().unwrap_or(pinned.first()),
+            addr,
             dest: dest.into(),
         };
         handshake(connected, key)

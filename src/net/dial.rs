@@ -52,13 +52,17 @@ impl DialError {
 }
 
 /// Tries each address the gate pinned, in order, within one overall timeout and returns the
-/// first connection. Nothing else can be dialled: a [`Pinned`] is only made by the gate.
-pub async fn dial(pinned: &Pinned, timeout: Duration) -> Result<TcpStream, DialError> {
+/// first connection with the address it went to (so no caller asks the kernel again).
+/// Nothing else can be dialled: a [`Pinned`] is only made by the gate.
+pub async fn dial(
+    pinned: &Pinned,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), DialError> {
     let attempt = async {
         let mut last = None;
         for addr in pinned.addrs() {
             match connect(addr).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => return Ok((stream, addr)),
                 Err(e) => last = Some(DialError::from_io(Peer::Tcp(addr), e)),
             }
         }
@@ -71,10 +75,14 @@ pub async fn dial(pinned: &Pinned, timeout: Duration) -> Result<TcpStream, DialE
 /// the non-blocking `connect` returns (the kernel answers the SYN within the call), so the
 /// stream is used at once instead of after the runtime reports it writable: one trip through
 /// the I/O driver less per tunnel, which under load is where a new tunnel waits. Elsewhere it
-/// waits for writability as `TcpStream::connect` does.
+/// waits for writability as `TcpStream::connect` does. The socket is made non-blocking (and
+/// close-on-exec) by `socket(2)` itself, not by two `fcntl` calls after it.
 async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -161,8 +169,10 @@ mod tests {
         // Nothing listens on another loopback address at that port: connecting is refused.
         let closed: SocketAddr = "127.0.0.2:0".parse().unwrap();
         let both = pinned(&[closed.ip(), good.ip()], good.port()).await;
-        let stream = dial(&both, Duration::from_secs(5)).await.unwrap();
+        let (stream, addr) = dial(&both, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(addr, good);
         assert_eq!(stream.peer_addr().unwrap(), good);
+        assert!(stream.nodelay().unwrap());
         let refused = pinned(&[closed.ip()], good.port()).await;
         match dial(&refused, Duration::from_secs(5)).await {
             Err(DialError::Refused(peer)) => {

@@ -145,12 +145,11 @@ pub async fn open(
 ) -> Result<Opened, OpenError> {
     match route {
         Route::Direct(pinned) => {
-            let tcp = dial(pinned, timeout).await?;
-            let dialled = tcp.peer_addr().map_or(pinned.first(), |a| a).ip();
+            let (tcp, dialled) = dial(pinned, timeout).await?;
             Ok(Opened {
                 stream: Stream::Plain(tcp),
                 early: Vec::new(),
-                dialled: Some(dialled),
+                dialled: Some(dialled.ip()),
             })
         }
         Route::Upstream { proxy, dest } => {
