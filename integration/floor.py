@@ -27,10 +27,8 @@ Needs nginx, wrk, socat and a C compiler. Loopback only: everything listens on 1
 """
 import argparse, os, statistics, subprocess, sys, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(REPO), "shared", "bench"))
-import proxybench as pb  # noqa: E402
+import bench_serve
+from bench_serve import HERE, pb
 
 LO = pb.LO
 
@@ -105,7 +103,7 @@ def measure(row, who, dur, ports, relays, proxy, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "egress-proxy"))
+    ap.add_argument("--bin", default=bench_serve.DEFAULT_BIN)
     ap.add_argument("--dur", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", default="fwd,new,udp")
@@ -113,23 +111,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="egress-floor-")
     os.chmod(tmp, 0o755)
     try:
-        ports = pb.start_origins(tmp)
-        vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
-        template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
-        home = os.path.join(tmp, "ours")
-        os.makedirs(home)
-        config = pb.write(home, "ours.toml", pb.fill(template, vals))
-        proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
-        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(cfg.bin),
-                                       "serve", "--config", config], tmp)
-        for port in (proxy.http, proxy.socks):
-            if not pb.wait_port(port, proxy.proc):
-                sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
+        ports, proxy = bench_serve.start(cfg.bin, tmp)
         subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
                         os.path.join(HERE, "floor-relay.c")], check=True)
         relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
-        # `serve` logs every allowed decision for its first 10 s; past them, as in a long run.
-        time.sleep(10.5)
         for row in cfg.rows.split(","):
             order = ["direct", "socat", "epoll"] + (["connect", "socks"] if row == "new"
                                                     else ["ours"])

@@ -16,10 +16,8 @@ origins and the proxy listen on 127.0.0.1.
 """
 import argparse, os, re, signal, subprocess, sys, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(REPO), "shared", "bench"))
-import proxybench as pb  # noqa: E402
+import bench_serve
+from bench_serve import pb
 
 ROWS = {
     # row: (proxybench test, mode, label)
@@ -65,7 +63,7 @@ def peak_rss(pid):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "egress-proxy"))
+    ap.add_argument("--bin", default=bench_serve.DEFAULT_BIN)
     ap.add_argument("--dur", type=int, default=4)
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--rows", default=",".join(ROWS))
@@ -78,22 +76,7 @@ def main():
     keep = cfg.keep or tmp
     os.makedirs(keep, exist_ok=True)
     try:
-        ports = pb.start_origins(tmp)
-        vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
-        template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
-        # A directory of its own, as proxybench gives each proxy: `serve` watches the
-        # config's directory, and the logs written next to it would wake the watcher.
-        home = os.path.join(tmp, "ours")
-        os.makedirs(home)
-        config = pb.write(home, "ours.toml", pb.fill(template, vals))
-        proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
-        proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(cfg.bin), "serve",
-                                       "--config", config], tmp)
-        for port in (proxy.http, proxy.socks):
-            if not pb.wait_port(port, proxy.proc):
-                sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
-        # `serve` logs every allowed decision for its first 10 s; past them, as in a long run.
-        time.sleep(10.5)
+        ports, proxy = bench_serve.start(cfg.bin, tmp)
         bench = Cfg(cfg.dur)
         for row in cfg.rows.split(","):
             test, mode, label = ROWS[row]
