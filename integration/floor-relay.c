@@ -30,7 +30,7 @@ static struct sockaddr_in loopback(int port) {
     return a;
 }
 
-static void die(const char *what) {
+static _Noreturn void die(const char *what) {
     perror(what);
     exit(1);
 }
@@ -40,7 +40,7 @@ static void watch(int ep, int fd) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
 }
 
-static int tcp(int listen_port, int target_port) {
+static _Noreturn void tcp(int listen_port, int target_port) {
     int one = 1, ep = epoll_create1(0);
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in at = loopback(listen_port), to = loopback(target_port);
@@ -64,10 +64,14 @@ static int tcp(int listen_port, int target_port) {
                 watch(ep, u);
                 continue;
             }
+            /* Closed earlier in this batch, with its peer: its event is stale. */
+            if (peer[fd] < 0) continue;
             ssize_t got = read(fd, buf, sizeof buf);
             if (got <= 0) {
                 if (got < 0 && errno == EAGAIN) continue;
-                close(peer[fd]);
+                int other = peer[fd];
+                peer[fd] = peer[other] = -1;
+                close(other);
                 close(fd);
                 continue;
             }
@@ -81,7 +85,7 @@ static int tcp(int listen_port, int target_port) {
     }
 }
 
-static int udp(int listen_port, int target_port) {
+static _Noreturn void udp(int listen_port, int target_port) {
     int ep = epoll_create1(0);
     int down = socket(AF_INET, SOCK_DGRAM, 0), up = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in at = loopback(listen_port), to = loopback(target_port), from;
@@ -105,10 +109,11 @@ static int udp(int listen_port, int target_port) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
+    if (argc != 4 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0)) {
         fprintf(stderr, "usage: floor-relay tcp|udp LISTEN_PORT TARGET_PORT\n");
         return 2;
     }
     int listen_port = atoi(argv[2]), target_port = atoi(argv[3]);
-    return strcmp(argv[1], "tcp") == 0 ? tcp(listen_port, target_port) : udp(listen_port, target_port);
+    if (strcmp(argv[1], "tcp") == 0) tcp(listen_port, target_port);
+    udp(listen_port, target_port);
 }

@@ -17,8 +17,9 @@ interleaved rounds on the same origins as ../shared/bench/proxybench.py:
 and prints each one's rate as a ratio to direct in the same round, and its CPU per operation
 (all processes of its group). On the new-connection row it also prints the setup p50 and the
 client's own CPU per connection: that client runs in this process, on one core, so what a
-CONNECT or SOCKS5 exchange costs it caps the row however cheap the proxy is. A relay cannot reach a ratio the byte relay does not: the extra
-hop's system calls and wake-ups are what remains once the proxy's own work is gone.
+CONNECT or SOCKS5 exchange costs it caps the row however cheap the proxy is. A proxy cannot
+reach a ratio the byte relay does not: the extra hop's system calls and wake-ups are what
+remains once the proxy's own work is gone.
 
     python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
         [--rows fwd,new,udp]
@@ -53,47 +54,31 @@ def relay(tool, kind, target, tmp):
 
 def measure(row, who, dur, ports, relays, proxy, tmp):
     """One load -> (rate, CPU seconds per operation or None, p99 in ms or µs, extra text)."""
-    proc, extra = None, ""
-    if row == "new":
-        mode, port = {"direct": ("direct", None), "connect": ("connect", proxy.http),
-                      "socks": ("socks", proxy.socks)}.get(who, ("direct", None))
-        origin = ports["origin_port"]
-        if who in relays:
-            port, proc = relays[who]
-            origin = port
-        elif who != "direct":
-            proc = proxy.proc
-        pre = pb.group_stat(proc.pid)[0] if proc else 0
+    origin = ports["udp_echo_port"] if row == "udp" else ports["origin_port"]
+    if who == "direct":
+        proc, mode, pport, target = None, "direct", None, origin
+    elif who in relays:
+        # One peer per UDP relay: a fresh one for each round's client socket.
+        port, proc = relay(who, "udp", origin, tmp) if row == "udp" else relays[who]
+        mode, pport, target = "direct", None, port
+    else:
+        mode = who if row == "new" else row
+        pport = proxy.socks if mode in ("udp", "socks") else proxy.http
+        proc, target = proxy.proc, origin
+    pre = pb.group_stat(proc.pid)[0] if proc else 0
+    extra = ""
+    if row == "fwd":
+        r = pb.wrk_fwd(mode, pport, target, dur, 32, tmp)
+        rate, p99 = r["rps"], r["p99_ms"]
+    elif row == "udp":
+        r = pb.udp_pingpong(mode, pport, target, dur, 10**7)
+        rate, p99 = r["rtps"], r["p99_us"]
+    else:
         c0 = time.process_time()
-        r = pb.new_conn_rate(mode, port, origin, dur, 8, 10**7)
+        r = pb.new_conn_rate(mode, pport, target, dur, 8, 10**7)
         client = (time.process_time() - c0) / r["ops"]
         rate, p99 = r["cps"], r["p99_ms"]
         extra = f", setup p50 {r['p50_ms']:.3f} ms, client {client * 1e6:.0f} us CPU/conn"
-    elif row == "fwd":
-        if who == "direct":
-            r = pb.wrk_fwd("direct", None, ports["origin_port"], dur, 32, tmp)
-        elif who in relays:
-            port, proc = relays[who]
-            pre = pb.group_stat(proc.pid)[0]
-            r = pb.wrk_fwd("direct", None, port, dur, 32, tmp)
-        else:
-            proc = proxy.proc
-            pre = pb.group_stat(proc.pid)[0]
-            r = pb.wrk_fwd("fwd", proxy.http, ports["origin_port"], dur, 32, tmp)
-        rate, p99 = r["rps"], r["p99_ms"]
-    else:
-        if who == "direct":
-            r = pb.udp_pingpong("direct", None, ports["udp_echo_port"], dur, 10**7)
-        elif who in relays:
-            # One peer per UDP relay: a fresh one for each round's client socket.
-            port, proc = relay(who, "udp", ports["udp_echo_port"], tmp)
-            pre = pb.group_stat(proc.pid)[0]
-            r = pb.udp_pingpong("direct", None, port, dur, 10**7)
-        else:
-            proc = proxy.proc
-            pre = pb.group_stat(proc.pid)[0]
-            r = pb.udp_pingpong("udp", proxy.socks, ports["udp_echo_port"], dur, 10**7)
-        rate, p99 = r["rtps"], r["p99_us"]
     cpu = (pb.group_stat(proc.pid)[0] - pre) / r["ops"] if proc else None
     if row == "udp" and who in relays:
         pb.stop(proc)
