@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns a proxybench table (the .txt integration/bench.sh writes) into the README's summary.
+"""Turns a proxybench table (the .txt integration/bench.sh writes) into the README's summary;
+which proxies were classic peers it reads from the .json written beside the table.
 
     python3 integration/bench-summary.py RESULTS.txt             # print the Markdown
     python3 integration/bench-summary.py RESULTS.txt --readme README.md
@@ -9,21 +10,21 @@ replaced, so the README's table is always the script's output, never typed by ha
 """
 
 import argparse
+import json
 import os
 import re
 import sys
 
 BEGIN = "<!-- proxybench:begin -->"
 END = "<!-- proxybench:end -->"
-# integration/bench.sh's `--peers`; every other row is direct or a proxy under test.
-CLASSIC_PEERS = ("squid", "tinyproxy", "dante", "microsocks")
 SECTION = re.compile(r"^\((\w+'{0,2}\"?)\) (.+?)\s+\[")
 
 
-def parse(text):
+def parse(text, classic):
     """(label, title, ours' vs-direct, ours' vs-bestpeer, best peer, Codex's vs-direct or None)
-    per test; peak RSS. Codex runs as a second proxy under test (`codex`), so it is never the
-    best peer; a test it could not run has no row for it."""
+    per test; peak RSS. Only a name in `classic` (the harness's `--peers`) is a peer: Codex
+    runs as a second proxy under test (`codex`), so it is never the best peer; a test it could
+    not run has no row for it."""
     rows, rss = [], {}
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -44,7 +45,7 @@ def parse(text):
             # The best peer's own ratio is 1.000, but so is a proxy under test's that rounds to
             # it (Codex at 4,029 conn/s beside tinyproxy's 4,030): only a classic peer counts.
             peers = [name for name, (_, best) in table.items()
-                     if best == "1.000" and name in CLASSIC_PEERS]
+                     if best == "1.000" and name in classic]
             direct, best = table["ours"]
             codex = table.get("codex", (None, None))[0]
             peer = peers[0] if peers else "-"
@@ -68,8 +69,14 @@ def number(cell):
     return value if value > 0 else None
 
 
+def classic_peers(path):
+    """The proxies the harness ran as classic peers, from the .json written beside the table."""
+    with open(os.path.splitext(path)[0] + ".json") as f:
+        return {name for name, p in json.load(f)["proxies"].items() if p["peer"]}
+
+
 def markdown(path, text, base):
-    rows, rss = parse(text)
+    rows, rss = parse(text, classic_peers(path))
     first = text.splitlines()[0]
     with_codex = any(row[5] is not None for row in rows)
     head = "| test | vs direct | vs best peer |"
