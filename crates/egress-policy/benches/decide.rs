@@ -76,6 +76,8 @@ fn canonicaliser(c: &mut Criterion) {
         "api.github.com",
         "API.GitHub.com.",
         "bücher.example",
+        "127.0.0.1",
+        "127.0.0.1.",
         "0x7f.1",
     ] {
         group.bench_with_input(BenchmarkId::from_parameter(input), input, |b, i| {

@@ -7,11 +7,11 @@
 //! because a proxy must never forward what it could not name: one trailing dot is stripped,
 //! and empty labels, over-long labels or names, `@`, whitespace and control characters are
 //! rejected. Plain lowercase LDH names (the common case) skip the WHATWG parser and are
-//! borrowed, so canonicalising them allocates nothing.
+//! borrowed, so canonicalising them allocates nothing; canonical dotted quads skip it too.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Why a host was rejected; rendered after "invalid host: ".
 ///
@@ -97,6 +97,9 @@ pub fn canonicalize(input: &str) -> Result<Host<'_>, InvalidHost> {
     if let Some(name) = fast_name(input) {
         return Ok(Host::Name(name));
     }
+    if let Some(ip) = fast_ipv4(input) {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
     if input.is_empty() {
         return Err(InvalidHost::Empty);
     }
@@ -160,6 +163,40 @@ fn fast_name(input: &str) -> Option<Cow<'_, str>> {
     } else {
         Cow::Borrowed(name)
     })
+}
+
+/// An address already in canonical dotted-quad form (`127.0.0.1`): four decimal parts of 0 to
+/// 255 without leading zeros, which WHATWG reads as the same address. Every other spelling,
+/// `127.1`, `0177.0.0.1` (octal) or `127.0.0.1.` among them, returns `None` and takes the full
+/// parser. Spares an IP-literal URL the UTS-46 pass the WHATWG parser runs before it looks
+/// for a number: 2.3 % of the forward proxy's CPU per request to `http://127.0.0.1/`.
+/// `canonicalize("127.0.0.1")` takes 44 ns instead of 419 (criterion `canonicalise`); a byte
+/// loop, because the same check over `split('.')` took 100.
+fn fast_ipv4(input: &str) -> Option<Ipv4Addr> {
+    let bytes = input.as_bytes();
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let (mut part, mut value, mut digits) = (0, 0u16, 0);
+    for &b in bytes {
+        if b == b'.' {
+            if digits == 0 || part == 3 {
+                return None;
+            }
+            octets[part] = u8::try_from(value).ok()?;
+            (part, value, digits) = (part + 1, 0, 0);
+        } else if b.is_ascii_digit() && digits < 3 && !(digits == 1 && value == 0) {
+            (value, digits) = (value * 10 + u16::from(b - b'0'), digits + 1);
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 || part != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// The index of the last `.` in `bytes`, eight bytes per step: a walk over a host costs a few

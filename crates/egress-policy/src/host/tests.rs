@@ -180,6 +180,79 @@ fn fast_path_agrees_with_the_whatwg_parser() {
 }
 
 #[test]
+fn ipv4_fast_path_agrees_with_the_whatwg_parser() {
+    // Every dotted form built from these parts: canonical octets, octets with a leading zero
+    // (octal to WHATWG), out of range (65537 would wrap a u16 to 1), hex, empty and non-digit
+    // parts, in 3, 4 and 5 parts.
+    let parts = [
+        "0", "1", "9", "10", "99", "100", "199", "255", "256", "299", "999", "1000", "00", "01",
+        "010", "0255", "65537", "0x1", "", "a", "-1", "+1", " 1",
+    ];
+    let mut inputs = Vec::new();
+    for a in parts {
+        for b in parts {
+            inputs.push(format!("{a}.{b}.1.2"));
+            inputs.push(format!("1.{a}.2.{b}"));
+            inputs.push(format!("{a}.{b}.3"));
+            inputs.push(format!("1.2.3.{a}.{b}"));
+        }
+        inputs.push(format!("{a}.1.2.3."));
+        inputs.push(a.to_string());
+    }
+    let mut fast_taken = 0;
+    for input in &inputs {
+        let Some(fast) = fast_ipv4(input) else {
+            continue;
+        };
+        fast_taken += 1;
+        assert_eq!(
+            url::Host::parse(input),
+            Ok(url::Host::Ipv4(fast)),
+            "{input}"
+        );
+        assert_eq!(
+            fast.to_string(),
+            *input,
+            "only the canonical spelling is fast"
+        );
+        assert_eq!(
+            canonicalize(input),
+            Ok(Host::Ip(IpAddr::V4(fast))),
+            "{input}"
+        );
+    }
+    // The canonical quads among the inputs: two 4-part forms, each with 8 canonical parts
+    // ("0" to "255") in its two free positions.
+    assert_eq!(
+        fast_taken,
+        2 * 8 * 8,
+        "every canonical quad takes the fast path"
+    );
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "169.254.169.254",
+        "255.255.255.255",
+        "10.0.0.9",
+    ] {
+        assert!(fast_ipv4(ip).is_some(), "{ip} must take the fast path");
+    }
+    for input in [
+        "127.1",
+        "0177.0.0.1",
+        "127.0.0.01",
+        "127.0.0.1.",
+        "1.2.3.256",
+        "1.2.3.4.5",
+    ] {
+        assert!(
+            fast_ipv4(input).is_none(),
+            "{input} must take the slow path"
+        );
+    }
+}
+
+#[test]
 fn last_dot_agrees_with_a_byte_search() {
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for len in 0..40 {
