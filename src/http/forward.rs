@@ -11,6 +11,7 @@
 //! Through an upstream proxy (`chain`), the request goes to it in absolute form instead, and
 //! the kept connection is the one to the upstream.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,7 +94,8 @@ pub async fn handle(
         // Boxed, like the upstream-proxy branch: see `crate::http::handle`.
         return Box::pin(unix(req, &path, client, ctx, cache)).await;
     }
-    let uri = req.uri();
+    // A copy (two reference counts) for the target to borrow from once `req` goes upstream.
+    let uri = req.uri().clone();
     let Some(scheme) = uri.scheme_str() else {
         return respond::response(&Refusal::BadRequest(
             "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
@@ -125,20 +127,18 @@ pub async fn handle(
         Ok((_, route)) => route,
         Err(denied) => return denial(Dest::Target(&target), &denied),
     };
-    let dest = target.to_string();
     let host_header = HeaderValue::from_str(host_port).ok();
     match &route {
         Route::Direct(pinned) => {
             let origin = Origin {
                 pinned,
-                dest: &dest,
+                target: &target,
                 client,
             };
             direct(prepare(req, host_header), origin, ctx, kept).await
         }
         Route::Upstream { proxy, dest: via } => {
-            // Owned, so the request can be taken apart.
-            let target = target.into_owned();
+            let dest = target.to_string();
             let chained = chain::Chained {
                 proxy,
                 via,
@@ -153,8 +153,9 @@ pub async fn handle(
 /// A direct request's destination: where the gate pinned it, and for whom.
 struct Origin<'a> {
     pinned: &'a Pinned,
-    /// Canonical `host:port`.
-    dest: &'a str,
+    /// Written out as canonical `host:port` only where it is needed: for a new connection
+    /// (its pool key) and in an error. A request on a kept connection needs it in neither.
+    target: &'a Target<'a>,
     client: SocketAddr,
 }
 
@@ -168,7 +169,7 @@ async fn direct(
 ) -> Response<Body> {
     let Origin {
         pinned,
-        dest,
+        target,
         client,
     } = origin;
     let mut reused = take_reusable(
@@ -177,27 +178,28 @@ async fn direct(
     )
     .await;
     if reused.is_none() && replay_safe(&req) {
-        reused = kept
-            .pool
-            .take(client.ip(), dest, |addr| pinned.contains(addr));
+        reused = kept.pool.take(client.ip(), &target.to_string(), |addr| {
+            pinned.contains(addr)
+        });
     }
     let connect = || async {
         let (connected, addr) = dial(pinned, ctx.limits.connect_timeout)
             .await
-            .map_err(|error| dial_failure(dest, &error))?;
+            .map_err(|error| dial_failure(target, &error))?;
         let key = Key::Tcp {
             addr,
-            dest: dest.into(),
+            dest: target.to_string().into(),
         };
         handshake(connected, key)
             .await
-            .map_err(|error| upstream_failure(dest, &error))
+            .map_err(|error| upstream_failure(target, &error))
     };
-    exchange(req, reused, connect, dest, kept.conn).await
+    exchange(req, reused, connect, target, kept.conn).await
 }
 
 /// The answer when an allowed destination could not be connected to.
-fn dial_failure(dest: &str, error: &DialError) -> Response<Body> {
+fn dial_failure(dest: &(dyn fmt::Display + Sync), error: &DialError) -> Response<Body> {
+    let dest = &dest.to_string();
     respond::response(&Refusal::Dial { dest, error })
 }
 
@@ -309,7 +311,7 @@ async fn exchange<C, F>(
     req: Request<Body>,
     kept: Option<Upstream>,
     connect: C,
-    dest: &str,
+    dest: &(dyn fmt::Display + Sync),
     cache: &Mutex<Option<Upstream>>,
 ) -> Response<Body>
 where
@@ -333,7 +335,7 @@ where
     let Some(replay) = replay.filter(|_| closed_under_request(&error)) else {
         return upstream_failure(dest, &error);
     };
-    tracing::debug!(dest, %error, "kept upstream connection was closed; sending again on a new one");
+    tracing::debug!(%dest, %error, "kept upstream connection was closed; sending again on a new one");
     let upstream = match connect().await {
         Ok(upstream) => upstream,
         Err(response) => return response,
@@ -397,13 +399,14 @@ pub(super) fn closed_under_request(error: &hyper::Error) -> bool {
 async fn send(
     req: Request<Body>,
     mut upstream: Upstream,
-    dest: &str,
+    dest: &(dyn fmt::Display + Sync),
     cache: &Mutex<Option<Upstream>>,
 ) -> Result<Response<Body>, hyper::Error> {
     upstream.authenticated |= req.headers().contains_key(AUTHORIZATION);
     let response = upstream.sender.send_request(req).await?;
     upstream.authenticated |= response.headers().contains_key(WWW_AUTHENTICATE);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let dest = &dest.to_string();
         return Ok(respond::response(&Refusal::UnrequestedUpgrade { dest }));
     }
     if let Ok(mut slot) = cache.lock() {
@@ -425,7 +428,8 @@ pub(super) fn response_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
-fn upstream_failure(dest: &str, error: &hyper::Error) -> Response<Body> {
+fn upstream_failure(dest: &(dyn fmt::Display + Sync), error: &hyper::Error) -> Response<Body> {
+    let dest = &dest.to_string();
     respond::response(&Refusal::Upstream { dest, error })
 }
 
@@ -437,36 +441,37 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1), those named in `Connection`, and every
 /// `Proxy-*` header: they describe the client-proxy hop, and credentials for this proxy must
-/// never reach an origin.
+/// never reach an origin. One pass over the names present, instead of a lookup (which parses
+/// and hashes the name) for each of the six: those were 3.4 % of the forward proxy's CPU.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
+    let hop: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
+        .filter(|name| is_hop_by_hop(name.as_str()))
         .cloned()
         .collect();
-    for name in proxy {
+    for name in hop {
         headers.remove(name);
     }
+}
+
+/// A header that never crosses the proxy whatever `Connection` says. Names are lowercase.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.starts_with("proxy-")
 }
 
 #[cfg(test)]
@@ -478,22 +483,28 @@ mod tests {
         let mut headers = HeaderMap::new();
         for (k, v) in [
             ("connection", "keep-alive, x-secret"),
+            // A second Connection line, its name in another case, with no space.
+            ("connection", "close,X-Other"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
+            ("x-other", "2"),
             ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-authorization", "Basic c2Vjb25kOnZhbHVl"),
             ("proxy-connection", "keep-alive"),
             ("te", "trailers"),
+            ("trailer", "expires"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
             ("accept", "*/*"),
             ("authorization", "Bearer kept"),
+            ("proxyish", "kept: not a proxy- header"),
         ] {
             headers.append(k, HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["accept", "authorization"]);
+        assert_eq!(left, ["accept", "authorization", "proxyish"]);
     }
 
     #[test]

@@ -51,9 +51,9 @@ impl Chained<'_> {
                     .map_err(|e| failure(&e))?;
                 handshake(connected.stream, key.clone())
                     .await
-                    .map_err(|e| upstream_failure(self.dest, &e))
+                    .map_err(|e| upstream_failure(&self.dest, &e))
             };
-            return exchange(req, kept, connect, self.dest, cache).await;
+            return exchange(req, kept, connect, &self.dest, cache).await;
         }
         let req = self.absolute(req);
         let kept = take_reusable(cache, |k| *k == Key::Proxy).await;
@@ -61,9 +61,9 @@ impl Chained<'_> {
             let stream = self.proxy.open(timeout).await.map_err(|e| failure(&e))?;
             handshake(stream, Key::Proxy)
                 .await
-                .map_err(|e| upstream_failure(self.dest, &e))
+                .map_err(|e| upstream_failure(&self.dest, &e))
         };
-        let response = exchange(req, kept, connect, self.dest, cache).await;
+        let response = exchange(req, kept, connect, &self.dest, cache).await;
         if response.status() != StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             return response;
         }
