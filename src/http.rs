@@ -83,8 +83,6 @@ async fn serve_connection(
     pool: &Arc<forward::Pool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let limits = ctx.limits.clone();
-    let drain = ctx.drain.clone();
     let conn = Arc::new(Conn {
         ctx,
         client,
@@ -98,6 +96,7 @@ async fn serve_connection(
         let conn = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(handle(req, &conn).await) }
     });
+    let (limits, drain) = (&conn.ctx.limits, &conn.ctx.drain);
     let _open = drain.guard();
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -123,7 +122,7 @@ async fn serve_connection(
         tracing::debug!(%client, error = %err, "client connection ended with an error");
     }
     if let Some(kept) = conn.upstream.lock().ok().and_then(|mut kept| kept.take()) {
-        pool.put(client.ip(), kept);
+        conn.pool.put(client.ip(), kept);
     }
     if let Some(session) = &conn.ctx.session {
         conn.seen.warn_if_never_sent(session, client);

@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
@@ -177,10 +177,13 @@ async fn direct(
         |key| matches!(key, Key::Tcp { addr, .. } if pinned.contains(*addr)),
     )
     .await;
+    // Canonical `host:port`, written out at most once: the key of a pooled or new connection.
+    let written = OnceLock::new();
+    let dest = || -> &str { written.get_or_init(|| target.to_string()) };
     if reused.is_none() && replay_safe(&req) {
-        reused = kept.pool.take(client.ip(), &target.to_string(), |addr| {
-            pinned.contains(addr)
-        });
+        reused = kept
+            .pool
+            .take(client.ip(), dest(), |addr| pinned.contains(addr));
     }
     let connect = || async {
         let (connected, addr) = dial(pinned, ctx.limits.connect_timeout)
@@ -188,7 +191,7 @@ async fn direct(
             .map_err(|error| dial_failure(target, &error))?;
         let key = Key::Tcp {
             addr,
-            dest: target.to_string().into(),
+            dest: dest().into(),
         };
         handshake(connected, key)
             .await
