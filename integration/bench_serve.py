@@ -16,19 +16,32 @@ def start(binary, tmp):
     """Starts the origins and `serve` in `tmp` -> (origin ports, proxybench Proxy with .proc).
     Returns once `serve`'s first 10 s are over: it logs every allowed decision in them, and
     what is measured is a long run."""
+    ports, proxies = start_all([("ours", binary)], tmp)
+    return ports, proxies["ours"]
+
+
+def start_all(binaries, tmp):
+    """`start` for several `serve` builds ((name, binary) pairs) side by side on the same
+    origins, for an interleaved comparison -> (origin ports, {name: Proxy})."""
     ports = pb.start_origins(tmp)
+    proxies = {name: serve(name, binary, ports, tmp) for name, binary in binaries}
+    time.sleep(10.5)
+    return ports, proxies
+
+
+def serve(name, binary, ports, tmp):
+    """One `serve` with the bench policy on `ports`' origins -> a proxybench Proxy with .proc."""
     vals = dict(ports, http_port=pb.free_port(), socks_port=pb.free_port(), tmpdir=tmp)
     template = open(os.path.join(HERE, "bench-policy.toml.tmpl")).read()
     # A directory of its own, as proxybench gives each proxy: `serve` watches the config's
     # directory, and the logs written next to it would wake the watcher.
-    home = os.path.join(tmp, "ours")
+    home = os.path.join(tmp, name)
     os.makedirs(home)
-    config = pb.write(home, "ours.toml", pb.fill(template, vals))
-    proxy = pb.Proxy("ours", http=vals["http_port"], socks=vals["socks_port"])
-    proxy.proc = pb.spawn("ours", ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(binary),
-                                   "serve", "--config", config], tmp)
+    config = pb.write(home, f"{name}.toml", pb.fill(template, vals))
+    proxy = pb.Proxy(name, http=vals["http_port"], socks=vals["socks_port"])
+    proxy.proc = pb.spawn(name, ["env", f"XDG_RUNTIME_DIR={tmp}", os.path.abspath(binary),
+                                 "serve", "--config", config], tmp)
     for port in (proxy.http, proxy.socks):
         if not pb.wait_port(port, proxy.proc):
-            sys.exit(f"the proxy did not listen; see {tmp}/ours.log")
-    time.sleep(10.5)
-    return ports, proxy
+            sys.exit(f"{name} did not listen; see {tmp}/{name}.log")
+    return proxy

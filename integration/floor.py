@@ -11,20 +11,26 @@ interleaved rounds on the same origins as ../shared/bench/proxybench.py:
            no parsing, no policy, no SOCKS5 header (`TCP-LISTEN,fork`; `UDP4-LISTEN`, one peer)
   epoll    the same through integration/floor-relay.c, built here with cc: one thread, one
            epoll set, one read and one write per readiness, nothing else
+  hyper    on row (b) only: examples/floor_forward.rs, built here with cargo, a forward proxy
+           that is hyper's server and client and nothing else (no policy, no header work):
+           what any hyper-based proxy pays per request
   ours     `egress-proxy serve` with the bench policy (forward proxy; SOCKS5 UDP ASSOCIATE);
            on the new-connection row `connect` (HTTP CONNECT) and `socks` (SOCKS5 CONNECT)
+  NAME     each `--also NAME=BINARY`: another `serve` build measured like ours, in the same
+           rounds (an interleaved A/B: `--also before=/tmp/egress-proxy-main`)
 
 and prints each one's rate as a ratio to direct in the same round, and its CPU per operation
-(all processes of its group). On the new-connection row it also prints the setup p50 and the
-client's own CPU per connection: that client runs in this process, on one core, so what a
-CONNECT or SOCKS5 exchange costs it caps the row however cheap the proxy is. A proxy cannot
-reach a ratio the byte relay does not: the extra hop's system calls and wake-ups are what
-remains once the proxy's own work is gone.
+(all processes of its group), split into user and system time. On the new-connection row it
+also prints the setup p50 and the client's own CPU per connection: that client runs in this
+process, on one core, so what a CONNECT or SOCKS5 exchange costs it caps the row however
+cheap the proxy is. A proxy cannot reach a ratio the byte relay does not: the extra hop's
+system calls and wake-ups are what remains once the proxy's own work is gone.
 
     python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
-        [--rows fwd,new,udp]
+        [--rows fwd,new,udp] [--also NAME=BINARY ...]
 
-Needs nginx, wrk, socat and a C compiler. Loopback only: everything listens on 127.0.0.1.
+Needs nginx, wrk, socat, cargo and a C compiler. Loopback only: everything listens on
+127.0.0.1.
 """
 import argparse, os, statistics, subprocess, sys, tempfile, time
 
@@ -52,8 +58,26 @@ def relay(tool, kind, target, tmp):
     return port, proc
 
 
-def measure(row, who, dur, ports, relays, proxy, tmp):
-    """One load -> (rate, CPU seconds per operation or None, p99 in ms or µs, extra text)."""
+def group_times(pgid):
+    """(user, system) CPU seconds of a process group, reaped children included."""
+    user = system = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            if int(f[2]) == pgid:
+                user += int(f[11]) + int(f[13])
+                system += int(f[12]) + int(f[14])
+        except (OSError, IndexError, ValueError):
+            continue
+    return user / pb.HZ, system / pb.HZ
+
+
+def measure(row, who, dur, ports, relays, proxies, tmp):
+    """One load -> (rate, (user, system) CPU seconds per operation or None, p99 in ms or µs,
+    extra text). `who` is direct, a relay, or a proxy's name (on the new-connection row with
+    `-connect` or `-socks`)."""
     origin = ports["udp_echo_port"] if row == "udp" else ports["origin_port"]
     if who == "direct":
         proc, mode, pport, target = None, "direct", None, origin
@@ -62,10 +86,11 @@ def measure(row, who, dur, ports, relays, proxy, tmp):
         port, proc = relay(who, "udp", origin, tmp) if row == "udp" else relays[who]
         mode, pport, target = "direct", None, port
     else:
-        mode = who if row == "new" else row
+        name, _, mode = who.rpartition("-") if row == "new" else (who, "", row)
+        proxy = proxies[name]
         pport = proxy.socks if mode in ("udp", "socks") else proxy.http
         proc, target = proxy.proc, origin
-    pre = pb.group_stat(proc.pid)[0] if proc else 0
+    pre = group_times(proc.pid) if proc else None
     extra = ""
     if row == "fwd":
         r = pb.wrk_fwd(mode, pport, target, dur, 32, tmp)
@@ -79,10 +104,24 @@ def measure(row, who, dur, ports, relays, proxy, tmp):
         client = (time.process_time() - c0) / r["ops"]
         rate, p99 = r["cps"], r["p99_ms"]
         extra = f", setup p50 {r['p50_ms']:.3f} ms, client {client * 1e6:.0f} us CPU/conn"
-    cpu = (pb.group_stat(proc.pid)[0] - pre) / r["ops"] if proc else None
+    cpu = None
+    if proc:
+        cpu = tuple((b - a) / r["ops"] for a, b in zip(pre, group_times(proc.pid)))
     if row == "udp" and who in relays:
         pb.stop(proc)
     return rate, cpu, p99, extra
+
+
+def hyper_floor(tmp):
+    """examples/floor_forward.rs, built and started -> (port, process)."""
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "floor_forward"],
+                   cwd=bench_serve.REPO, check=True)
+    port = pb.free_port()
+    binary = os.path.join(bench_serve.REPO, "target", "release", "examples", "floor_forward")
+    proc = pb.spawn("hyper", [binary, str(port)], tmp)
+    if not pb.wait_port(port, proc):
+        sys.exit(f"floor_forward did not listen; see {tmp}/hyper.log")
+    return port, proc
 
 
 def main():
@@ -92,27 +131,46 @@ def main():
     ap.add_argument("--dur", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", default="fwd,new,udp")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
+                    help="another serve binary to measure in the same rounds")
     cfg = ap.parse_args()
+    others = []
+    for spec in cfg.also:
+        name, sep, binary = spec.partition("=")
+        if not sep or not name.isidentifier() or name in ("ours", "direct", "socat", "epoll",
+                                                          "hyper"):
+            ap.error(f"--also {spec!r}: want NAME=BINARY, NAME a new word")
+        others.append((name, binary))
+    names = ["ours"] + [name for name, _ in others]
+    rows = cfg.rows.split(",")
     tmp = tempfile.mkdtemp(prefix="egress-floor-")
     os.chmod(tmp, 0o755)
     try:
-        ports, proxy = bench_serve.start(cfg.bin, tmp)
+        ports, proxies = bench_serve.start_all([("ours", cfg.bin)] + others, tmp)
         subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
                         os.path.join(HERE, "floor-relay.c")], check=True)
         relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
-        for row in cfg.rows.split(","):
-            order = ["direct", "socat", "epoll"] + (["connect", "socks"] if row == "new"
-                                                    else ["ours"])
+        if "fwd" in rows:
+            port, proc = hyper_floor(tmp)
+            proxies["hyper"] = pb.Proxy("hyper", http=port, socks=None)
+            proxies["hyper"].proc = proc
+        for row in rows:
+            order = ["direct", "socat", "epoll"]
+            if row == "new":
+                order += [f"{n}-{how}" for n in names for how in ("connect", "socks")]
+            else:
+                order += (["hyper"] if row == "fwd" else []) + names
             title = {"fwd": "(b) forward keep-alive GET 1 KiB, wrk -c32 [req/s]",
                      "new": "(c)/(d\") new connection + GET 1 KiB + close, 8 workers [conn/s]",
                      "udp": "(e) UDP 64 B ping-pong, one in flight [round trips/s]"}[row]
             unit = "us" if row == "udp" else "ms"
             print(f"\n{title}")
             ratios = {w: [] for w in order[1:]}
+            cpus = {w: [] for w in order[1:]}
             for n in range(cfg.rounds):
                 # Rotate the order so no one always runs first after an idle gap.
                 turn = order[n % len(order):] + order[:n % len(order)]
-                got = {w: measure(row, w, cfg.dur, ports, relays, proxy, tmp) for w in turn}
+                got = {w: measure(row, w, cfg.dur, ports, relays, proxies, tmp) for w in turn}
                 base = got["direct"][0]
                 cells = []
                 for w in order:
@@ -120,12 +178,17 @@ def main():
                     cell = f"{w} {rate:,.0f} (p99 {p99:.3g} {unit}"
                     if w != "direct":
                         ratios[w].append(rate / base)
-                        cell += f", {rate / base:.2f} of direct, {cpu * 1e6:.1f} us CPU/op"
+                        cpus[w].append(cpu)
+                        cell += (f", {rate / base:.2f} of direct, {sum(cpu) * 1e6:.1f} us CPU/op"
+                                 f" = {cpu[0] * 1e6:.1f} user + {cpu[1] * 1e6:.1f} sys")
                     cells.append(cell + extra + ")")
                 print(f"  round {n + 1}: " + "; ".join(cells))
                 sys.stdout.flush()
             print("  median ratio to direct: " + ", ".join(
                 f"{w} {statistics.median(v):.2f}" for w, v in ratios.items()))
+            print("  median CPU/op, user + sys: " + ", ".join(
+                f"{w} {statistics.median(c[0] for c in v) * 1e6:.1f} + "
+                f"{statistics.median(c[1] for c in v) * 1e6:.1f} us" for w, v in cpus.items()))
     finally:
         pb.cleanup()
         subprocess.run(["rm", "-rf", tmp])
