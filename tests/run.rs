@@ -427,22 +427,20 @@ fn a_child_that_does_not_catch_sigterm_dies_of_it() {
 
 /// The proxy's worker threads: `--threads N`, else half the cores, at least one. The child
 /// counts its parent's threads (the main thread, the workers, and the blocking pool's, which
-/// nothing here has started). One worker is the current-thread scheduler: the main thread
-/// alone.
+/// nothing here has started).
 #[test]
 fn threads_sets_the_proxy_workers() {
     let count = "ls /proc/$PPID/task | wc -l";
-    let threads = |workers: usize| if workers == 1 { 1 } else { workers + 1 };
     let out = run(&["run", "--threads", "3", "--", "sh", "-c", count]);
     assert_eq!((out.code, out.stdout.trim()), (0, "4"), "{}", out.stderr);
     let out = run(&["run", "--threads", "1", "--", "sh", "-c", count]);
-    assert_eq!((out.code, out.stdout.trim()), (0, "1"), "{}", out.stderr);
+    assert_eq!((out.code, out.stdout.trim()), (0, "2"), "{}", out.stderr);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let out = run(&["run", "--", "sh", "-c", count]);
     let workers = (cores / 2).max(1);
     assert_eq!(
         out.stdout.trim(),
-        threads(workers).to_string(),
+        (workers + 1).to_string(),
         "{}",
         out.stderr
     );

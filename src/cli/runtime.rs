@@ -9,13 +9,11 @@
 //! from 2.9 to 1.2 ms, and every CPU-per-operation figure, at the same throughput (see the
 //! README's performance section). `--threads N` sets the number.
 //!
-//! One worker is Tokio's current-thread scheduler, on the thread that calls `block_on`: no
-//! work-stealing queues, no idle-worker bookkeeping, no second thread to park and wake. Beside
-//! the multi-threaded scheduler with one worker, in the same interleaved rounds
-//! (`integration/floor.py --also`), it cost 27.0 against 30.6 µs of CPU per keep-alive
-//! request, 147.6 against 152.2 per CONNECT connection and 28.6 against 29.7 per UDP round
-//! trip. Nothing the proxy runs blocks its thread: lookups, dials, the child's exit and the
-//! helper's messages are awaited, a reload runs in `spawn_blocking`.
+//! One worker stays on the multi-threaded scheduler. Tokio's current-thread scheduler was
+//! measured in its place: less CPU per operation (27.0 against 30.6 µs per keep-alive
+//! request), but new connections ran 3–9 % slower in all three comparisons, in one of them
+//! behind Codex's proxy (`integration/results/floor-2026-12-03-current-thread.txt`,
+//! `…/bench-2026-12-03-121116.txt`).
 
 use std::num::NonZeroUsize;
 
@@ -30,20 +28,14 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// The runtime with the chosen number of workers; the error is one line.
+    /// The multi-threaded runtime with the chosen number of workers; the error is one line.
     pub fn build(&self) -> Result<tokio::runtime::Runtime, String> {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let workers = self
             .threads
             .map_or_else(|| default_workers(cores), NonZeroUsize::get);
-        let mut builder = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut multi = tokio::runtime::Builder::new_multi_thread();
-            multi.worker_threads(workers);
-            multi
-        };
-        builder
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
             .build()
             .map_err(|err| format!("cannot start the runtime: {err}"))
