@@ -12,6 +12,10 @@
 //! worker on two cores), hyper's HTTP/1 server on the client connection, a hyper client
 //! connection task per origin connection kept for the client connection's next request, and
 //! the response body streamed through. `integration/floor.py` runs it as `hyper`.
+//!
+//! It listens on 127.0.0.1 only, and forwards to any `ip:port` it is sent: a benchmark tool,
+//! never a proxy to leave running. Its worker count is `serve`'s default written again
+//! (half the cores, at least one), since the CLI's runtime builder is not public.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
