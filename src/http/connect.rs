@@ -35,13 +35,14 @@ pub async fn handle(
     ctx: &Ctx,
     slot: Arc<OwnedSemaphorePermit>,
 ) -> Response<Body> {
-    let authority = req.uri().authority().map(|a| a.as_str().to_string());
-    let Some(authority) = authority else {
+    // A copy (reference counts) for the target to borrow from while `req` is upgraded.
+    let uri = req.uri().clone();
+    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
         return respond::response(&Refusal::BadRequest("CONNECT needs host:port"));
     };
-    let Ok(target) = Target::parse_authority(&authority, None) else {
-        let denied = ctx.refuse_invalid(Protocol::Connect, client, &authority);
-        return denial(Dest::Raw(&authority), &denied);
+    let Ok(target) = Target::parse_authority(authority, None) else {
+        let denied = ctx.refuse_invalid(Protocol::Connect, client, authority);
+        return denial(Dest::Raw(authority), &denied);
     };
     let routed = ctx
         .route(Protocol::Connect, client, &target, Access::Tunnel)
@@ -73,10 +74,9 @@ pub async fn handle(
             },
         );
     }
-    let dest = target.to_string();
     let opened = match open(&route, &target, ctx.limits.connect_timeout).await {
         Ok(opened) => opened,
-        Err(error) => return respond::response(&Refusal::open(&dest, &error)),
+        Err(error) => return respond::response(&Refusal::open(&target.to_string(), &error)),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     after_200(
@@ -98,7 +98,7 @@ pub async fn handle(
                 dialled: opened.dialled,
             };
             if let Err(err) = relay(&ctx, allowed, &mut client_io, upstream, &opened.early).await {
-                tracing::debug!(%client, dest, error = %err, "tunnel ended before it started");
+                tracing::debug!(%client, dest = %target, error = %err, "tunnel ended before it started");
             }
         },
     )
