@@ -252,9 +252,13 @@ async fn take_reusable(
     if !wanted(&kept.key) || kept.sender.is_closed() {
         return None;
     }
+    if kept.sender.is_ready() {
+        return Some(kept);
+    }
     let mut kept = kept;
-    // The previous response has been sent to the client, so this is normally immediate; a
-    // connection whose last body was abandoned is dropped instead of waited for.
+    // The previous response has been sent to the client, so this is normally immediate
+    // (ready above, without a timer); a connection whose last body was abandoned is dropped
+    // instead of waited for.
     match tokio::time::timeout(Duration::from_millis(200), kept.sender.ready()).await {
         Ok(Ok(())) => Some(kept),
         _ => None,
