@@ -26,13 +26,19 @@ process, on one core, so what a CONNECT or SOCKS5 exchange costs it caps the row
 cheap the proxy is. A proxy cannot reach a ratio the byte relay does not: the extra hop's
 system calls and wake-ups are what remains once the proxy's own work is gone.
 
+Row `setup` (not in the default rows) times the phases of a tunnel's setup through `serve`
+and each `--also` build, one connection at a time with blocking sockets: the TCP connect,
+CONNECT to its 200, and SOCKS5's two round trips (greeting to method choice, request to
+reply). SOCKS5 needs one round trip more than CONNECT by protocol; this shows what that trip
+costs and whether the step that dials the origin is as fast as CONNECT's.
+
     python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
-        [--rows fwd,new,udp] [--also NAME=BINARY ...]
+        [--rows fwd,new,udp,setup] [--also NAME=BINARY ...]
 
 Needs nginx, wrk, socat, cargo and a C compiler. Loopback only: everything listens on
 127.0.0.1.
 """
-import argparse, os, statistics, subprocess, sys, tempfile, time
+import argparse, os, socket, statistics, struct, subprocess, sys, tempfile, time
 
 import bench_serve
 from bench_serve import HERE, pb
@@ -112,6 +118,73 @@ def measure(row, who, dur, ports, relays, proxies, tmp):
     return rate, cpu, p99, extra
 
 
+def setup_phases(proxy, origin, dur):
+    """Tunnel setups one at a time for `dur` seconds, HTTP CONNECT and SOCKS5 CONNECT in
+    turn, with blocking sockets (no event loop between the client and the proxy) -> {phase:
+    sorted seconds}: the TCP connect to the proxy, CONNECT until its 200, and SOCKS5's two
+    round trips, greeting to method choice and request to reply."""
+    times = {phase: [] for phase in SETUP_PHASES}
+    clock, end = time.perf_counter, time.perf_counter() + dur
+
+    def read(s, done):
+        got = b""
+        while not done(got):
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"proxy closed the setup after {got!r}")
+            got += chunk
+
+    request = b"\x05\x01\x00\x01" + socket.inet_aton(LO) + struct.pack("!H", origin)
+    while clock() < end:
+        for mode in ("connect", "socks"):
+            t0 = clock()
+            with socket.create_connection((LO, proxy.http if mode == "connect" else proxy.socks)) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                t1 = clock()
+                times["tcp"].append(t1 - t0)
+                if mode == "connect":
+                    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+                              % (LO.encode(), origin, LO.encode(), origin))
+                    read(s, lambda got: b"\r\n\r\n" in got)
+                    times["connect"].append(clock() - t1)
+                else:
+                    s.sendall(b"\x05\x01\x00")
+                    read(s, lambda got: len(got) >= 2)
+                    t2 = clock()
+                    times["greeting"].append(t2 - t1)
+                    s.sendall(request)
+                    read(s, lambda got: len(got) >= 10)
+                    times["request"].append(clock() - t2)
+    return {phase: sorted(v) for phase, v in times.items()}
+
+
+SETUP_PHASES = {"tcp": "TCP connect", "connect": "CONNECT to 200",
+                "greeting": "SOCKS5 greeting to method", "request": "SOCKS5 request to reply"}
+
+
+def setup_row(names, proxies, ports, rounds, dur):
+    """The `setup` row: each phase's p50 per round and proxy, and their medians."""
+    print("\n(c)/(d\") tunnel setup phases, one connection at a time [p50 us (p10-p90)]")
+    p50s = {(name, phase): [] for name in names for phase in SETUP_PHASES}
+    for n in range(rounds):
+        cells = []
+        for name in names[n % len(names):] + names[:n % len(names)]:
+            times = setup_phases(proxies[name], ports["origin_port"], dur)
+            parts = []
+            for phase, label in SETUP_PHASES.items():
+                v = times[phase]
+                p50s[(name, phase)].append(statistics.median(v))
+                parts.append(f"{label} {statistics.median(v) * 1e6:.1f} "
+                             f"({v[len(v) // 10] * 1e6:.0f}-{v[len(v) * 9 // 10] * 1e6:.0f})")
+            cells.append(f"{name}: " + ", ".join(parts) + f" [{len(times['tcp'])} setups]")
+        print(f"  round {n + 1}: " + "; ".join(cells))
+        sys.stdout.flush()
+    for name in names:
+        print(f"  median p50, {name}: " + ", ".join(
+            f"{label} {statistics.median(p50s[(name, phase)]) * 1e6:.1f} us"
+            for phase, label in SETUP_PHASES.items()))
+
+
 def hyper_floor(tmp):
     """examples/floor_forward.rs, built and started -> (port, process)."""
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "floor_forward"],
@@ -155,6 +228,9 @@ def main():
             proxies["hyper"] = pb.Proxy("hyper", http=port, socks=None)
             proxies["hyper"].proc = proc
         for row in rows:
+            if row == "setup":
+                setup_row(names, proxies, ports, cfg.rounds, cfg.dur)
+                continue
             order = ["direct", "socat", "epoll"]
             if row == "new":
                 order += [f"{n}-{how}" for n in names for how in ("connect", "socks")]
