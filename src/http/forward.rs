@@ -248,17 +248,16 @@ async fn take_reusable(
     cache: &Mutex<Option<Upstream>>,
     wanted: impl Fn(&Key) -> bool,
 ) -> Option<Upstream> {
-    let kept = cache.lock().ok()?.take()?;
+    let mut kept = cache.lock().ok()?.take()?;
     if !wanted(&kept.key) || kept.sender.is_closed() {
         return None;
     }
+    // The previous response has been sent to the client, so this is normally ready at once
+    // and taken without a timer; a connection whose last body was abandoned is dropped
+    // instead of waited for.
     if kept.sender.is_ready() {
         return Some(kept);
     }
-    let mut kept = kept;
-    // The previous response has been sent to the client, so this is normally immediate
-    // (ready above, without a timer); a connection whose last body was abandoned is dropped
-    // instead of waited for.
     match tokio::time::timeout(Duration::from_millis(200), kept.sender.ready()).await {
         Ok(Ok(())) => Some(kept),
         _ => None,
