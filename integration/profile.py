@@ -49,39 +49,40 @@ class Cfg:
         self.dl_repeats, self.max_ops = 3, 60000
 
 
-def top_symbols(data, top):
-    """perf report's self-time table -> [(percent, dso, symbol)]."""
-    out = subprocess.run(
-        ["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "dso,symbol",
-         "--percent-limit", "0.5", "-q"],
-        capture_output=True, text=True, timeout=300).stdout
-    rows = []
-    for line in out.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+)", line)
-        if m:
-            rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
-    kernel = sum(p for p, _, k, _ in rows if k == "k")
-    return rows[:top], kernel
-
-
-def self_samples(data):
-    """perf.data -> ({symbol: user-space samples}, kernel samples), self time."""
+def self_time(data):
+    """perf.data -> [(samples, dso, "k" for kernel or "." for user space, symbol)] by self
+    time, most first."""
     out = subprocess.run(
         ["perf", "report", "-i", data, "-n", "-g", "none", "--no-children", "--stdio",
          "--sort", "dso,symbol", "-q"],
         capture_output=True, text=True, timeout=300).stdout
-    user, kernel = {}, 0
+    rows = []
     for line in out.splitlines():
-        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+\S+\s+\[(.)\]\s+(.+?)(?:\s+-\s+-)?\s*$", line)
-        if not m:
-            continue
-        if m.group(2) == "k":
-            kernel += int(m.group(1))
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[(.)\]\s+(.+?)(?:\s+-\s+-)?\s*$", line)
+        if m:
+            rows.append((int(m.group(1)), m.group(2), m.group(3), m.group(4)))
+    return rows
+
+
+def top_symbols(rows, top):
+    """`self_time` rows -> ([(percent, dso, kind, symbol)] of the first `top`, the kernel's
+    percentage of all samples)."""
+    total = sum(n for n, _, _, _ in rows) or 1
+    kernel = sum(n for n, _, kind, _ in rows if kind == "k")
+    return [(n * 100 / total, dso, kind, s) for n, dso, kind, s in rows[:top]], kernel * 100 / total
+
+
+def self_samples(rows):
+    """`self_time` rows -> ({symbol: user-space samples}, kernel samples)."""
+    user, kernel = {}, 0
+    for n, _, kind, symbol in rows:
+        if kind == "k":
+            kernel += n
         else:
             # One name for a libc function in a static and a dynamic build (__GI___writev,
             # __writev; __malloc, malloc).
-            symbol = re.sub(r"^(__GI_)?_*", "", m.group(3))
-            user[symbol] = user.get(symbol, 0) + int(m.group(1))
+            symbol = re.sub(r"^(__GI_)?_*", "", symbol)
+            user[symbol] = user.get(symbol, 0) + n
     return user, kernel
 
 
@@ -154,7 +155,8 @@ def main():
             test, mode, label = ROWS[row]
             data = os.path.join(keep, f"{row}.perf.data")
             result = profile_one(test, mode, proxy, bench, ports, tmp, None if cfg.no_perf else data)
-            rows, kernel = ([], 0.0) if cfg.no_perf else top_symbols(data, cfg.top)
+            samples = [] if cfg.no_perf else self_time(data)
+            rows, kernel = ([], 0.0) if cfg.no_perf else top_symbols(samples, cfg.top)
             cost = (f"{result['cpu_s_10k'] * 100:.1f} us CPU/op" if "cpu_s_10k" in result
                     else f"{result['cpu_s_GiB']:.3f} CPU s/GiB")
             metric = {k: round(v, 3) for k, v in result.items()
@@ -168,8 +170,8 @@ def main():
                 hres = profile_one(test, mode, floor_proxy, bench, ports, tmp, hdata)
                 print(f"  hyper floor: {hres['cpu_s_10k'] * 100:.1f} us CPU/op  "
                       f"{{'rps': {hres['rps']:.0f}, 'p99_ms': {hres['p99_ms']}}}")
-                compare((*self_samples(data), result["ops"]),
-                        (*self_samples(hdata), hres["ops"]), cfg.top)
+                compare((*self_samples(samples), result["ops"]),
+                        (*self_samples(self_time(hdata)), hres["ops"]), cfg.top)
             sys.stdout.flush()
     finally:
         pb.cleanup()
