@@ -118,6 +118,10 @@ def measure(row, who, dur, ports, relays, proxies, tmp):
     return rate, cpu, p99, extra
 
 
+SETUP_PHASES = {"tcp": "TCP connect", "connect": "CONNECT to 200",
+                "greeting": "SOCKS5 greeting to method", "request": "SOCKS5 request to reply"}
+
+
 def setup_phases(proxy, origin, dur):
     """Tunnel setups one at a time for `dur` seconds, HTTP CONNECT and SOCKS5 CONNECT in
     turn, with blocking sockets (no event loop between the client and the proxy) -> {phase:
@@ -156,10 +160,6 @@ def setup_phases(proxy, origin, dur):
                     read(s, lambda got: len(got) >= 10)
                     times["request"].append(clock() - t2)
     return {phase: sorted(v) for phase, v in times.items()}
-
-
-SETUP_PHASES = {"tcp": "TCP connect", "connect": "CONNECT to 200",
-                "greeting": "SOCKS5 greeting to method", "request": "SOCKS5 request to reply"}
 
 
 def setup_row(names, proxies, ports, rounds, dur):
