@@ -32,13 +32,31 @@ CONNECT to its 200, and SOCKS5's two round trips (greeting to method choice, req
 reply). SOCKS5 needs one round trip more than CONNECT by protocol; this shows what that trip
 costs and whether the step that dials the origin is as fast as CONNECT's.
 
-    python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
-        [--rows fwd,new,udp,setup] [--also NAME=BINARY ...]
+Row `turns` (not in the default rows) splits the setup latency of row (c)/(d") itself, under
+proxybench's own load (8 workers), into who holds the ball. `perf record -a` traces the
+kernel's `sock:inet_sock_set_state` and `tcp:tcp_probe` events (the latter fires on the
+socket that receives a segment) on the proxy's port, and each connection is cut into:
 
-Needs nginx, wrk, socat, cargo and a C compiler. Loopback only: everything listens on
-127.0.0.1.
+  client   from the client's connection being established to its whole request (CONNECT,
+           or SOCKS5's greeting and request) having reached the proxy's socket: the client's
+           own event-loop turns, and for SOCKS5 also the wait for the method choice when the
+           proxy sent it only after the greeting
+  proxy    from there to the proxy's whole answer (the 200, or the method choice and reply)
+           having reached the client's socket: the proxy's work, including its dial of the
+           origin, and nothing of the client's
+
+with the share of SOCKS5 connections whose method choice was already in the client's buffer
+when it sent its greeting (`serve` sends it on accept). `--codex BINARY` adds Codex's proxy
+(../shared/bench/examples/codex-proxy.sh, as integration/bench.sh starts it) to every row but
+`udp`; the script then runs itself in a network namespace with only loopback.
+
+    python3 integration/floor.py [--bin target/release/egress-proxy] [--dur 4] [--rounds 3]
+        [--rows fwd,new,udp,setup,turns] [--also NAME=BINARY ...] [--codex BINARY]
+
+Needs nginx, wrk, socat, cargo and a C compiler (row `turns`: perf, as root). Loopback only:
+everything listens on 127.0.0.1.
 """
-import argparse, os, socket, statistics, struct, subprocess, sys, tempfile, time
+import argparse, collections, os, re, socket, statistics, struct, subprocess, sys, tempfile, time
 
 import bench_serve
 from bench_serve import HERE, pb
@@ -138,7 +156,7 @@ def setup_phases(proxy, origin, dur):
                 raise ConnectionError(f"proxy closed the setup after {got!r}")
             got += chunk
 
-    request = b"\x05\x01\x00\x01" + socket.inet_aton(LO) + struct.pack("!H", origin)
+    request = socks_request(origin)
     while clock() < end:
         for mode in ("connect", "socks"):
             t0 = clock()
@@ -185,6 +203,139 @@ def setup_row(names, proxies, ports, rounds, dur):
             for phase, label in SETUP_PHASES.items()))
 
 
+def setup_request(mode, origin):
+    """The bytes proxybench's client sends before its tunnel is up (`a_open`)."""
+    if mode == "connect":
+        return b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (LO.encode(), origin,
+                                                                     LO.encode(), origin)
+    return b"\x05\x01\x00" + socks_request(origin)
+
+
+def socks_request(origin):
+    """SOCKS5 CONNECT to 127.0.0.1:origin."""
+    return b"\x05\x01\x00\x01" + socket.inet_aton(LO) + struct.pack("!H", origin)
+
+
+TRACE_LINE = re.compile(r"^\s*[\d.]+:\s+(sock:inet_sock_set_state|tcp:tcp_probe):\s+(.*)$")
+
+
+def traced_setups(mode, port, origin, dur, tmp):
+    """Row (c)/(d")'s load on `port` under `perf record -a` -> (proxybench's result, one dict
+    per traced connection: `client` and `proxy` seconds, and `method_first`, whether the
+    proxy's first bytes reached the client before the client's reached the proxy)."""
+    data = os.path.join(tmp, f"turns-{port}.data")
+    only = f"sport == {port} || dport == {port}"
+    perf = subprocess.Popen(["perf", "record", "-q", "-a", "-o", data,
+                             "-e", "sock:inet_sock_set_state", "--filter", only,
+                             "-e", "tcp:tcp_probe", "--filter", only],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # perf has its events enabled well before the first connection
+    try:
+        r = pb.new_conn_rate(mode, port, origin, dur, 8, 10**7)
+    finally:
+        perf.send_signal(2)
+        perf.wait()
+    text = subprocess.run(["perf", "script", "-i", data, "-F", "time,event,trace"],
+                          capture_output=True, text=True, check=True).stdout
+    os.remove(data)
+    # Per connection of the client's (keyed by its port, which loopback may reuse: a new
+    # ESTABLISHED starts a new connection): (time, "in" = bytes reached the proxy's socket,
+    # "out" = reached the client's, bytes).
+    conns, current = [], {}
+    for line in text.splitlines():
+        m = TRACE_LINE.match(line)
+        if not m:
+            continue
+        t = float(line.split(":", 1)[0])
+        f = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
+        if m.group(1) == "sock:inet_sock_set_state":
+            if (f["oldstate"], f["newstate"]) == ("TCP_SYN_SENT", "TCP_ESTABLISHED") \
+                    and int(f["dport"]) == port:
+                current[int(f["sport"])] = conn = [(t, "est", 0)]
+                conns.append(conn)
+        elif int(f["data_len"]):
+            # tcp_probe fires on the socket that received the segment; src is that socket.
+            here = int(f["src"].rsplit(":", 1)[1])
+            there = int(f["dest"].rsplit(":", 1)[1])
+            kind, client = ("in", there) if here == port else ("out", here)
+            if client in current:
+                current[client].append((t, kind, int(f["data_len"])))
+    need = len(setup_request(mode, origin))
+    return r, [turn for c in conns if (turn := setup_turns(c, need))]
+
+
+def setup_turns(events, need):
+    """One connection's events -> {client, proxy, method_first} seconds/bool, or None if the
+    capture cut it off."""
+    est, got, asked = events[0][0], 0, None
+    for t, kind, n in events:
+        got += n if kind == "in" else 0
+        if got >= need:
+            asked = t
+            break
+    # The answer is complete at the last segment to the client before the client's next bytes
+    # (its GET).
+    answered = None
+    for t, kind, _ in events:
+        if asked is None or t <= asked:
+            continue
+        if kind == "out":
+            answered = t
+        elif answered is not None:
+            first = {k: next(t for t, kind, _ in events if kind == k) for k in ("in", "out")}
+            return {"client": asked - est, "proxy": answered - asked,
+                    "method_first": first["out"] <= first["in"]}
+    return None
+
+
+def turns_row(names, proxies, ports, rounds, dur, tmp):
+    """The `turns` row: each setup's client and proxy parts, p50 per round, and medians."""
+    print("\n(c)/(d\") setup under the row's own load, by who holds the ball [p50 us]")
+    origin = ports["origin_port"]
+    order = [f"{n}-{how}" for n in names for how in ("connect", "socks")]
+    got = {w: collections.defaultdict(list) for w in order}
+    for n in range(rounds):
+        cells = []
+        for w in order[n % len(order):] + order[:n % len(order)]:
+            name, _, mode = w.rpartition("-")
+            port = proxies[name].http if mode == "connect" else proxies[name].socks
+            r, turns = traced_setups(mode, port, origin, dur, tmp)
+            if not turns:
+                sys.exit(f"turns: no connection traced on {w} (perf as root?)")
+            cell = {"setup": r["p50_ms"] * 1e3,
+                    "client": statistics.median(x["client"] for x in turns) * 1e6,
+                    "proxy": statistics.median(x["proxy"] for x in turns) * 1e6}
+            text = (f"{w} {r['cps']:,.0f} conn/s, setup p50 {cell['setup']:.0f}: client "
+                    f"{cell['client']:.0f} + proxy {cell['proxy']:.0f}")
+            if mode == "socks":
+                cell["first"] = 100 * sum(x["method_first"] for x in turns) / len(turns)
+                text += f", method first {cell['first']:.0f} %"
+            for k, v in cell.items():
+                got[w][k].append(v)
+            cells.append(text + f" [{len(turns)} of {r['ops']}]")
+        print(f"  round {n + 1}: " + "; ".join(cells))
+        sys.stdout.flush()
+    for w in order:
+        med = {k: statistics.median(v) for k, v in got[w].items()}
+        print(f"  median, {w}: setup p50 {med['setup']:.0f}, client {med['client']:.0f}, "
+              f"proxy {med['proxy']:.0f}" + (f", method first {med['first']:.0f} %"
+                                             if "first" in med else ""))
+
+
+def codex_proxy(binary, tmp):
+    """Codex's proxy, started as integration/bench.sh starts it -> a proxybench Proxy."""
+    home = os.path.join(tmp, "codex")
+    os.makedirs(home)
+    proxy = pb.Proxy("codex")
+    proxy.port_file = os.path.join(home, "ports")
+    script = os.path.join(os.path.dirname(pb.__file__), "examples", "codex-proxy.sh")
+    proxy.proc = pb.spawn("codex", ["env", f"CODEX_BIN={binary}", "sh", script,
+                                    proxy.port_file], tmp)
+    if err := pb.wait_port_file(proxy):
+        sys.exit(f"codex: {err}; see {tmp}/codex.log")
+    return proxy
+
+
 def hyper_floor(tmp):
     """examples/floor_forward.rs, built and started -> (port, process)."""
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "floor_forward"],
@@ -206,20 +357,28 @@ def main():
     ap.add_argument("--rows", default="fwd,new,udp")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
                     help="another serve binary to measure in the same rounds")
+    ap.add_argument("--codex", metavar="BINARY",
+                    help="also Codex's proxy: the codex binary integration/bench.sh installs")
     cfg = ap.parse_args()
+    if cfg.codex and [name for _, name in socket.if_nameindex()] != ["lo"]:
+        # As in integration/bench.sh: nothing Codex's proxy is asked for can leave the box.
+        os.execvp("unshare", ["unshare", "--net", "--fork", "sh", "-c",
+                              'ip link set lo up && exec "$@"', "sh", sys.executable, *sys.argv])
     others = []
     for spec in cfg.also:
         name, sep, binary = spec.partition("=")
         if not sep or not name.isidentifier() or name in ("ours", "direct", "socat", "epoll",
-                                                          "hyper"):
+                                                          "hyper", "codex"):
             ap.error(f"--also {spec!r}: want NAME=BINARY, NAME a new word")
         others.append((name, binary))
-    names = ["ours"] + [name for name, _ in others]
+    names = ["ours"] + [name for name, _ in others] + (["codex"] if cfg.codex else [])
     rows = cfg.rows.split(",")
     tmp = tempfile.mkdtemp(prefix="egress-floor-")
     os.chmod(tmp, 0o755)
     try:
         ports, proxies = bench_serve.start_all([("ours", cfg.bin)] + others, tmp)
+        if cfg.codex:
+            proxies["codex"] = codex_proxy(os.path.abspath(cfg.codex), tmp)
         subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
                         os.path.join(HERE, "floor-relay.c")], check=True)
         relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
@@ -231,11 +390,16 @@ def main():
             if row == "setup":
                 setup_row(names, proxies, ports, cfg.rounds, cfg.dur)
                 continue
+            if row == "turns":
+                turns_row(names, proxies, ports, cfg.rounds, cfg.dur, tmp)
+                continue
             order = ["direct", "socat", "epoll"]
             if row == "new":
                 order += [f"{n}-{how}" for n in names for how in ("connect", "socks")]
             else:
-                order += (["hyper"] if row == "fwd" else []) + names
+                # Codex's proxy has no SOCKS5 UDP relay.
+                order += (["hyper"] if row == "fwd" else []) + [
+                    n for n in names if row == "fwd" or n != "codex"]
             title = {"fwd": "(b) forward keep-alive GET 1 KiB, wrk -c32 [req/s]",
                      "new": "(c)/(d\") new connection + GET 1 KiB + close, 8 workers [conn/s]",
                      "udp": "(e) UDP 64 B ping-pong, one in flight [round trips/s]"}[row]
