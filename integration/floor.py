@@ -56,7 +56,8 @@ when it sent its greeting (`serve` sends it on accept). `--codex BINARY` adds Co
 Needs nginx, wrk, socat, cargo and a C compiler (row `turns`: perf, as root). Loopback only:
 everything listens on 127.0.0.1.
 """
-import argparse, collections, os, re, socket, statistics, struct, subprocess, sys, tempfile, time
+import argparse, collections, os, re, signal, socket, statistics, struct, subprocess, sys, tempfile
+import time
 
 import bench_serve
 from bench_serve import HERE, pb
@@ -225,16 +226,22 @@ def traced_setups(mode, port, origin, dur, tmp):
     proxy's first bytes reached the client before the client's reached the proxy)."""
     data = os.path.join(tmp, f"turns-{port}.data")
     only = f"sport == {port} || dport == {port}"
-    perf = subprocess.Popen(["perf", "record", "-q", "-a", "-o", data,
-                             "-e", "sock:inet_sock_set_state", "--filter", only,
-                             "-e", "tcp:tcp_probe", "--filter", only],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = os.path.join(tmp, "perf-turns.log")
+    with open(log, "wb") as err:
+        perf = subprocess.Popen(["perf", "record", "-q", "-a", "-o", data,
+                                 "-e", "sock:inet_sock_set_state", "--filter", only,
+                                 "-e", "tcp:tcp_probe", "--filter", only],
+                                stdout=subprocess.DEVNULL, stderr=err)
     time.sleep(1)  # perf has its events enabled well before the first connection
     try:
         r = pb.new_conn_rate(mode, port, origin, dur, 8, 10**7)
     finally:
-        perf.send_signal(2)
+        perf.send_signal(signal.SIGINT)
         perf.wait()
+    # perf record ends on SIGINT by raising it again once its data is written.
+    if perf.returncode not in (0, -signal.SIGINT):
+        sys.exit("turns: perf record failed (needs root or kernel.perf_event_paranoid -1): "
+                 + open(log).read().strip()[-300:])
     text = subprocess.run(["perf", "script", "-i", data, "-F", "time,event,trace"],
                           capture_output=True, text=True, check=True).stdout
     os.remove(data)
