@@ -1,6 +1,9 @@
 """`egress-proxy serve` with the benchmark's policy, beside ../shared/bench/proxybench.py's
 origins: the setup of the scripts that measure our proxy alone (profile.py, floor.py)."""
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -45,3 +48,23 @@ def serve(name, binary, ports, tmp):
         if not pb.wait_port(port, proxy.proc):
             sys.exit(f"{name} did not listen; see {tmp}/{name}.log")
     return proxy
+
+
+@contextlib.contextmanager
+def perf_record(args, data, tmp):
+    """`perf record -o data ARGS` around the with-block; exits with perf's own words if it
+    failed (perf missing, not root, kernel.perf_event_paranoid too high)."""
+    log = os.path.join(tmp, "perf-record.log")
+    with open(log, "wb") as err:
+        perf = subprocess.Popen(["perf", "record", "-q", "-o", data, *args],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    time.sleep(1)  # its events enabled well before the load starts
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+    # perf record ends on SIGINT by raising it again once its data is written.
+    if perf.returncode not in (0, -signal.SIGINT):
+        sys.exit("perf record failed (needs root or kernel.perf_event_paranoid -1): "
+                 + open(log).read().strip()[-300:])

@@ -56,8 +56,7 @@ when it sent its greeting (`serve` sends it on accept). `--codex BINARY` adds Co
 Needs nginx, wrk, socat, cargo and a C compiler (row `turns`: perf, as root). Loopback only:
 everything listens on 127.0.0.1.
 """
-import argparse, collections, os, re, signal, socket, statistics, struct, subprocess, sys, tempfile
-import time
+import argparse, collections, os, re, socket, statistics, struct, subprocess, sys, tempfile, time
 
 import bench_serve
 from bench_serve import HERE, pb
@@ -157,6 +156,7 @@ def setup_phases(proxy, origin, dur):
                 raise ConnectionError(f"proxy closed the setup after {got!r}")
             got += chunk
 
+    connect = setup_request("connect", origin)
     request = socks_request(origin)
     while clock() < end:
         for mode in ("connect", "socks"):
@@ -166,12 +166,11 @@ def setup_phases(proxy, origin, dur):
                 t1 = clock()
                 times["tcp"].append(t1 - t0)
                 if mode == "connect":
-                    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
-                              % (LO.encode(), origin, LO.encode(), origin))
+                    s.sendall(connect)
                     read(s, lambda got: b"\r\n\r\n" in got)
                     times["connect"].append(clock() - t1)
                 else:
-                    s.sendall(b"\x05\x01\x00")
+                    s.sendall(SOCKS_GREETING)
                     read(s, lambda got: len(got) >= 2)
                     t2 = clock()
                     times["greeting"].append(t2 - t1)
@@ -209,7 +208,10 @@ def setup_request(mode, origin):
     if mode == "connect":
         return b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (LO.encode(), origin,
                                                                      LO.encode(), origin)
-    return b"\x05\x01\x00" + socks_request(origin)
+    return SOCKS_GREETING + socks_request(origin)
+
+
+SOCKS_GREETING = b"\x05\x01\x00"  # version 5, one method: no authentication
 
 
 def socks_request(origin):
@@ -217,7 +219,7 @@ def socks_request(origin):
     return b"\x05\x01\x00\x01" + socket.inet_aton(LO) + struct.pack("!H", origin)
 
 
-TRACE_LINE = re.compile(r"^\s*[\d.]+:\s+(sock:inet_sock_set_state|tcp:tcp_probe):\s+(.*)$")
+TRACE_LINE = re.compile(r"^\s*([\d.]+):\s+(sock:inet_sock_set_state|tcp:tcp_probe):\s+(.*)$")
 
 
 def traced_setups(mode, port, origin, dur, tmp):
@@ -226,22 +228,10 @@ def traced_setups(mode, port, origin, dur, tmp):
     proxy's first bytes reached the client before the client's reached the proxy)."""
     data = os.path.join(tmp, f"turns-{port}.data")
     only = f"sport == {port} || dport == {port}"
-    log = os.path.join(tmp, "perf-turns.log")
-    with open(log, "wb") as err:
-        perf = subprocess.Popen(["perf", "record", "-q", "-a", "-o", data,
-                                 "-e", "sock:inet_sock_set_state", "--filter", only,
-                                 "-e", "tcp:tcp_probe", "--filter", only],
-                                stdout=subprocess.DEVNULL, stderr=err)
-    time.sleep(1)  # perf has its events enabled well before the first connection
-    try:
+    events = ["-a", "-e", "sock:inet_sock_set_state", "--filter", only,
+              "-e", "tcp:tcp_probe", "--filter", only]
+    with bench_serve.perf_record(events, data, tmp):
         r = pb.new_conn_rate(mode, port, origin, dur, 8, 10**7)
-    finally:
-        perf.send_signal(signal.SIGINT)
-        perf.wait()
-    # perf record ends on SIGINT by raising it again once its data is written.
-    if perf.returncode not in (0, -signal.SIGINT):
-        sys.exit("turns: perf record failed (needs root or kernel.perf_event_paranoid -1): "
-                 + open(log).read().strip()[-300:])
     text = subprocess.run(["perf", "script", "-i", data, "-F", "time,event,trace"],
                           capture_output=True, text=True, check=True).stdout
     os.remove(data)
@@ -253,9 +243,9 @@ def traced_setups(mode, port, origin, dur, tmp):
         m = TRACE_LINE.match(line)
         if not m:
             continue
-        t = float(line.split(":", 1)[0])
-        f = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
-        if m.group(1) == "sock:inet_sock_set_state":
+        t, event = float(m.group(1)), m.group(2)
+        f = dict(kv.split("=", 1) for kv in m.group(3).split() if "=" in kv)
+        if event == "sock:inet_sock_set_state":
             if (f["oldstate"], f["newstate"]) == ("TCP_SYN_SENT", "TCP_ESTABLISHED") \
                     and int(f["dport"]) == port:
                 current[int(f["sport"])] = conn = [(t, "est", 0)]
@@ -280,11 +270,13 @@ def setup_turns(events, need):
         if got >= need:
             asked = t
             break
+    if asked is None:
+        return None
     # The answer is complete at the last segment to the client before the client's next bytes
     # (its GET).
     answered = None
     for t, kind, _ in events:
-        if asked is None or t <= asked:
+        if t <= asked:
             continue
         if kind == "out":
             answered = t
@@ -308,7 +300,8 @@ def turns_row(names, proxies, ports, rounds, dur, tmp):
             port = proxies[name].http if mode == "connect" else proxies[name].socks
             r, turns = traced_setups(mode, port, origin, dur, tmp)
             if not turns:
-                sys.exit(f"turns: no connection traced on {w} (perf as root?)")
+                sys.exit(f"turns: no setup traced on {w}: did proxybench's client change what it "
+                         "sends (setup_request)?")
             cell = {"setup": r["p50_ms"] * 1e3,
                     "client": statistics.median(x["client"] for x in turns) * 1e6,
                     "proxy": statistics.median(x["proxy"] for x in turns) * 1e6}
@@ -365,7 +358,9 @@ def main():
     ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
                     help="another serve binary to measure in the same rounds")
     ap.add_argument("--codex", metavar="BINARY",
-                    help="also Codex's proxy: the codex binary integration/bench.sh installs")
+                    help="also Codex's proxy: the codex binary integration/bench.sh installs "
+                         "(~/.cache/egress-proxy-bench/codex-VERSION/node_modules/@openai/"
+                         "codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex)")
     cfg = ap.parse_args()
     if cfg.codex and [name for _, name in socket.if_nameindex()] != ["lo"]:
         # As in integration/bench.sh: nothing Codex's proxy is asked for can leave the box.

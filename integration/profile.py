@@ -20,7 +20,7 @@ perf, nginx, curl, wrk and ab; run it on a quiet machine (the figures are shares
 proxy's own samples, so they move less with noise than throughput does). Loopback only: the
 origins and the proxy listen on 127.0.0.1.
 """
-import argparse, os, re, signal, subprocess, sys, tempfile, time
+import argparse, os, re, subprocess, sys, tempfile
 
 import bench_serve
 import floor
@@ -112,16 +112,10 @@ def peak_rss(pid):
 def profile_one(test, mode, proxy, bench, ports, tmp, data):
     """One proxybench load against `proxy`, under `perf record -g` into `data` unless it is
     None -> proxybench's result."""
-    if data:
-        perf = subprocess.Popen(
-            ["perf", "record", "-g", "-F", str(FREQ), "-o", data, "-p", str(proxy.proc.pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-    result = pb.run_one(test, mode, proxy, bench, ports, tmp)
-    if data:
-        perf.send_signal(signal.SIGINT)
-        perf.wait(timeout=60)
-    return result
+    if not data:
+        return pb.run_one(test, mode, proxy, bench, ports, tmp)
+    with bench_serve.perf_record(["-g", "-F", str(FREQ), "-p", str(proxy.proc.pid)], data, tmp):
+        return pb.run_one(test, mode, proxy, bench, ports, tmp)
 
 
 def main():
