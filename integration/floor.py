@@ -11,6 +11,10 @@ interleaved rounds on the same origins as ../shared/bench/proxybench.py:
            no parsing, no policy, no SOCKS5 header (`TCP-LISTEN,fork`; `UDP4-LISTEN`, one peer)
   epoll    the same through integration/floor-relay.c, built here with cc: one thread, one
            epoll set, one read and one write per readiness, nothing else
+  bare     on rows (c)/(d"), `setup` and `turns`: floor-relay.c's `proxy` mode, the same relay
+           answering HTTP CONNECT and SOCKS5 CONNECT with nothing but each protocol's bytes
+           (read the request, dial, answer; the method choice on accept): the ceiling of a
+           tunnel row, the hop plus what the client pays for the protocol's exchange
   hyper    on row (b) only: examples/floor_forward.rs, built here with cargo, a forward proxy
            that is hyper's server and client and nothing else (no policy, no header work):
            what any hyper-based proxy pays per request
@@ -336,6 +340,17 @@ def codex_proxy(binary, tmp):
     return proxy
 
 
+def bare_proxy(tmp):
+    """floor-relay.c's `proxy` mode, started: HTTP CONNECT and SOCKS5 CONNECT with nothing
+    but each protocol's bytes, as a `pb.Proxy`."""
+    proxy = pb.Proxy("bare", http=pb.free_port(), socks=pb.free_port())
+    proxy.proc = pb.spawn("bare", [os.path.join(tmp, "floor-relay"), "proxy", str(proxy.http),
+                                   str(proxy.socks)], tmp)
+    if not (pb.wait_port(proxy.http, proxy.proc) and pb.wait_port(proxy.socks, proxy.proc)):
+        sys.exit(f"floor-relay proxy did not listen; see {tmp}/bare.log")
+    return proxy
+
+
 def hyper_floor(tmp):
     """examples/floor_forward.rs, built and started -> (port, process)."""
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "floor_forward"],
@@ -370,7 +385,7 @@ def main():
     for spec in cfg.also:
         name, sep, binary = spec.partition("=")
         if not sep or not name.isidentifier() or name in ("ours", "direct", "socat", "epoll",
-                                                          "hyper", "codex"):
+                                                          "hyper", "codex", "bare"):
             ap.error(f"--also {spec!r}: want NAME=BINARY, NAME a new word")
         others.append((name, binary))
     names = ["ours"] + [name for name, _ in others] + (["codex"] if cfg.codex else [])
@@ -384,20 +399,22 @@ def main():
         subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
                         os.path.join(HERE, "floor-relay.c")], check=True)
         relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
+        proxies["bare"] = bare_proxy(tmp)
+        tunnels = names + ["bare"]
         if "fwd" in rows:
             port, proc = hyper_floor(tmp)
             proxies["hyper"] = pb.Proxy("hyper", http=port, socks=None)
             proxies["hyper"].proc = proc
         for row in rows:
             if row == "setup":
-                setup_row(names, proxies, ports, cfg.rounds, cfg.dur)
+                setup_row(tunnels, proxies, ports, cfg.rounds, cfg.dur)
                 continue
             if row == "turns":
-                turns_row(names, proxies, ports, cfg.rounds, cfg.dur, tmp)
+                turns_row(tunnels, proxies, ports, cfg.rounds, cfg.dur, tmp)
                 continue
             order = ["direct", "socat", "epoll"]
             if row == "new":
-                order += [f"{n}-{how}" for n in names for how in ("connect", "socks")]
+                order += [f"{n}-{how}" for n in tunnels for how in ("connect", "socks")]
             else:
                 # Codex's proxy has no SOCKS5 UDP relay.
                 order += (["hyper"] if row == "fwd" else []) + [
