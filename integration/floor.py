@@ -13,8 +13,8 @@ interleaved rounds on the same origins as ../shared/bench/proxybench.py:
            epoll set, one read and one write per readiness, nothing else
   bare     on rows (c)/(d"), `setup` and `turns`: floor-relay.c's `proxy` mode, the same relay
            answering HTTP CONNECT and SOCKS5 CONNECT with nothing but each protocol's bytes
-           (read the request, dial, answer; the method choice on accept): the ceiling of a
-           tunnel row, the hop plus what the client pays for the protocol's exchange
+           (read the request, dial, answer; the method choice on accept): a tunnel row with
+           no proxy work in it, the hop plus what the client pays for the protocol's exchange
   hyper    on row (b) only: examples/floor_forward.rs, built here with cargo, a forward proxy
            that is hyper's server and client and nothing else (no policy, no header work):
            what any hyper-based proxy pays per request
@@ -399,8 +399,10 @@ def main():
         subprocess.run(["cc", "-O2", "-o", os.path.join(tmp, "floor-relay"),
                         os.path.join(HERE, "floor-relay.c")], check=True)
         relays = {tool: relay(tool, "tcp", ports["origin_port"], tmp) for tool in ("socat", "epoll")}
-        proxies["bare"] = bare_proxy(tmp)
-        tunnels = names + ["bare"]
+        tunnels = names
+        if {"new", "setup", "turns"} & set(rows):
+            proxies["bare"] = bare_proxy(tmp)
+            tunnels = names + ["bare"]
         if "fwd" in rows:
             port, proc = hyper_floor(tmp)
             proxies["hyper"] = pb.Proxy("hyper", http=port, socks=None)

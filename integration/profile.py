@@ -150,7 +150,7 @@ def main():
             data = os.path.join(keep, f"{row}.perf.data")
             result = profile_one(test, mode, proxy, bench, ports, tmp, None if cfg.no_perf else data)
             samples = [] if cfg.no_perf else self_time(data)
-            rows, kernel = ([], 0.0) if cfg.no_perf else top_symbols(samples, cfg.top)
+            rows, kernel = top_symbols(samples, cfg.top)
             cost = (f"{result['cpu_s_10k'] * 100:.1f} us CPU/op" if "cpu_s_10k" in result
                     else f"{result['cpu_s_GiB']:.3f} CPU s/GiB")
             metric = {k: round(v, 3) for k, v in result.items()
